@@ -1,0 +1,3 @@
+"""aeops: reproducible autoencoders for anomaly detection, dimensionality reduction and compression."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,217 @@
+"""Typed params: one pydantic model per `params.yaml` section, validated at the start of each stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from aeops.errors import ConfigError
+
+Variant = Literal["vanilla", "denoising", "sparse", "contractive", "variational"]
+Activation = Literal["relu", "leaky_relu", "gelu", "elu", "tanh", "sigmoid", "silu"]
+
+
+class Strict(BaseModel):
+    """Base model: unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+# ---------------------------------------------------------------- prepare
+class PrepareConfig(Strict):
+    source: Literal["digits", "mnist", "fashion_mnist", "table"] = "digits"
+    path: str = "data/raw"
+    feature_columns: list[str] | None = None
+    label_column: str | None = None
+    anomaly_column: str | None = None
+    normal_classes: list[int] | None = None
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    max_train_rows: int | None = Field(None, gt=0)
+    scaling: Literal["auto", "standard", "minmax", "global_minmax", "none"] = "auto"
+    seed: int = 42
+    output_dir: str = "data/prepared"
+
+    @model_validator(mode="after")
+    def _protocol(self) -> PrepareConfig:
+        if self.normal_classes is not None and self.anomaly_column is not None:
+            raise ValueError("set either normal_classes or anomaly_column, not both")
+        if self.normal_classes is not None and len(self.normal_classes) == 0:
+            raise ValueError("normal_classes must list at least one class (or be null)")
+        return self
+
+
+# ---------------------------------------------------------------- train
+class MLPConfig(Strict):
+    hidden: list[int] = Field(default_factory=lambda: [128, 64])
+    activation: Activation = "relu"
+    batch_norm: bool = False
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _widths(self) -> MLPConfig:
+        if any(w <= 0 for w in self.hidden):
+            raise ValueError(f"hidden widths must be positive, got {self.hidden}")
+        return self
+
+
+class ConvConfig(Strict):
+    channels: list[int] = Field(default_factory=lambda: [16, 32], min_length=1)
+    kernel_size: int = Field(3, ge=1, le=11)
+    activation: Activation = "relu"
+    batch_norm: bool = False
+
+    @model_validator(mode="after")
+    def _odd(self) -> ConvConfig:
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        if any(c <= 0 for c in self.channels):
+            raise ValueError(f"channels must be positive, got {self.channels}")
+        return self
+
+
+class DenoisingConfig(Strict):
+    noise: Literal["gaussian", "masking"] = "gaussian"
+    std: float = Field(0.2, gt=0)
+    mask_prob: float = Field(0.25, gt=0, lt=1)
+
+
+class SparseConfig(Strict):
+    l1_weight: float = Field(1e-3, ge=0)
+    kl_weight: float = Field(1e-2, ge=0)
+    target: float = Field(0.05, gt=0, lt=1)
+
+
+class ContractiveConfig(Strict):
+    weight: float = Field(1e-3, ge=0)
+
+
+class VariationalConfig(Strict):
+    beta: float = Field(1.0, ge=0)
+
+
+class ModelConfig(Strict):
+    variant: Variant = "vanilla"
+    architecture: Literal["mlp", "conv"] = "mlp"
+    latent_dim: int = Field(8, ge=1)
+    output_activation: Literal["auto", "identity", "sigmoid"] = "auto"
+    mlp: MLPConfig = Field(default_factory=MLPConfig)
+    conv: ConvConfig = Field(default_factory=ConvConfig)
+    denoising: DenoisingConfig = Field(default_factory=DenoisingConfig)
+    sparse: SparseConfig = Field(default_factory=SparseConfig)
+    contractive: ContractiveConfig = Field(default_factory=ContractiveConfig)
+    variational: VariationalConfig = Field(default_factory=VariationalConfig)
+
+    @model_validator(mode="after")
+    def _contractive_bn(self) -> ModelConfig:
+        bn = self.mlp.batch_norm if self.architecture == "mlp" else self.conv.batch_norm
+        if self.variant == "contractive" and bn:
+            raise ValueError(
+                "variant 'contractive' needs a per-sample encoder Jacobian: set batch_norm: false"
+            )
+        return self
+
+
+class TrainConfig(Strict):
+    seed: int = 42
+    max_epochs: int = Field(30, ge=1)
+    patience: int = Field(5, ge=0)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = "auto"
+    devices: int | Literal["auto"] | list[int] = 1
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    precision: Literal["32-true", "32", "16-mixed", "bf16-mixed", "64-true", "64"] = "32-true"
+    gradient_clip_val: float = Field(0.0, ge=0)
+    deterministic: bool = True
+    num_workers: int = Field(0, ge=0)
+    progress_bar: bool = True
+    data_dir: str = "data/prepared"
+    output_dir: str = "models"
+    metrics_file: str = "metrics/train.json"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+
+
+# ---------------------------------------------------------------- evaluate
+class EvaluateConfig(Strict):
+    threshold_percentile: float = Field(95.0, gt=0, lt=100)
+    knn_neighbors: int = Field(5, ge=1)
+    trustworthiness_max_rows: int = Field(2000, ge=10)
+    isolation_forest_trees: int = Field(200, ge=1)
+    seed: int = 42
+    data_dir: str = "data/prepared"
+    model_dir: str = "models"
+    metrics_file: str = "metrics/evaluate.json"
+    plots_dir: str = "plots/evaluate"
+
+
+# ---------------------------------------------------------------- mlflow
+class MlflowConfig(Strict):
+    experiment: str = "aeops"
+    tracking_uri: str | None = None  # MLFLOW_TRACKING_URI wins; default sqlite:///mlflow.db
+    artifact_root: str = "mlartifacts"
+
+
+SECTIONS: dict[str, type[Strict]] = {
+    "prepare": PrepareConfig,
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
+    "mlflow": MlflowConfig,
+}
+
+
+def _format_error(section: str, err: ValidationError) -> str:
+    """One line per problem: the dotted key, the value given and what is allowed."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in (section, *first["loc"]))
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        allowed = _allowed_keys(SECTIONS[section], first["loc"][:-1])
+        return f"params.yaml: unknown key '{loc}' (allowed here: {allowed})"
+    value = first.get("input")
+    return f"params.yaml: {loc} = {value!r} is invalid: {msg}"
+
+
+def _allowed_keys(model: type[BaseModel], path: tuple) -> str:
+    for part in path:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return "see params.yaml comments"
+        model = ann
+    return ", ".join(model.model_fields)
+
+
+def parse_section(section: str, raw: dict[str, Any] | None) -> Any:
+    """Validate one section's raw dict; raise ConfigError with a one-line message."""
+    model = SECTIONS[section]
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params.yaml: section '{section}' must be a mapping, got {raw!r}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(section, err)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return data
+
+
+def load_section(section: str, path: str | Path = "params.yaml") -> Any:
+    """Read and validate one section of params.yaml (a stage reads only its own)."""
+    return parse_section(section, load_params(path).get(section))

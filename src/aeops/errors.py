@@ -1,0 +1,13 @@
+"""Errors that stop a stage with one clear line (no traceback)."""
+
+
+class AeopsError(Exception):
+    """Base class: the message names what is wrong and what is allowed."""
+
+
+class ConfigError(AeopsError):
+    """A params value is invalid."""
+
+
+class DataError(AeopsError):
+    """An input data file is invalid."""
