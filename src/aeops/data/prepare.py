@@ -1,0 +1,253 @@
+"""The `prepare` stage: load, split, apply the anomaly protocol, scale on train, write atomically."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aeops.config import PrepareConfig
+from aeops.data.prepared import ANOMALY_COLUMN, LABEL_COLUMN, SPLITS, Split, apply_scaler
+from aeops.data.sources import RawData, load_raw
+from aeops.errors import ConfigError, DataError
+from aeops.io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+
+def prepare(cfg: PrepareConfig) -> dict[str, Any]:
+    """Run the stage; write splits, scaler.json, meta.json, profile.json to cfg.output_dir; return the profile."""
+    raw = load_raw(cfg)
+    splits = split(raw, cfg)
+    protocol = _protocol_name(raw, cfg)
+    splits = apply_protocol(splits, raw, cfg)
+    splits["train"] = _subsample(splits["train"], cfg)
+    for name, part in splits.items():
+        if len(part) == 0:
+            raise DataError(f"prepare: split '{name}' is empty (source '{cfg.source}', path '{cfg.path}')")
+    kind = resolve_scaling(cfg.scaling, raw)
+    scaler = fit_scaler(kind, splits["train"].x, raw.feature_names)
+    scaled = {name: _scale(scaler, part) for name, part in splits.items()}
+    meta = _meta(cfg, raw, kind, scaled["train"].x, protocol is not None)
+    profile = _profile(cfg.source, scaled)
+    _write(Path(cfg.output_dir), scaled, raw.feature_names, scaler, meta, profile, cfg.model_dump())
+    return profile
+
+
+# ---------------------------------------------------------------- splitting
+def _part(raw: RawData, idx: np.ndarray) -> Split:
+    return _select(Split(raw.x, raw.labels, raw.is_anomaly), idx)
+
+
+def _strata(raw: RawData) -> np.ndarray | None:
+    return raw.labels if raw.labels is not None else raw.is_anomaly
+
+
+def _cut(idx: np.ndarray, strata: np.ndarray | None, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split `idx` into (rest, part) with `size` rows (fraction or count) in part, stratified if possible."""
+    from sklearn.model_selection import train_test_split
+
+    strat = None if strata is None else strata[idx]
+    kwargs: dict[str, Any] = {"test_size": size, "random_state": seed, "shuffle": True}
+    try:
+        rest, part = train_test_split(idx, stratify=strat, **kwargs)
+    except ValueError as err:
+        if strat is None:
+            raise DataError(f"prepare: cannot split {len(idx)} rows ({err})") from None
+        log.warning("stratified split impossible (%s); splitting without stratification", err)
+        try:
+            rest, part = train_test_split(idx, **kwargs)
+        except ValueError as err2:
+            raise DataError(f"prepare: cannot split {len(idx)} rows ({err2})") from None
+    return np.sort(rest), np.sort(part)
+
+
+def split(raw: RawData, cfg: PrepareConfig) -> dict[str, Split]:
+    """train/val/test; a predefined test set (t10k) is kept, else test_fraction of all rows."""
+    idx = np.arange(len(raw.x))
+    strata = _strata(raw)
+    if raw.test is not None:
+        train, val = _cut(idx, strata, cfg.val_fraction, cfg.seed)
+        test = Split(raw.test.x, raw.test.labels, raw.test.is_anomaly)
+        return {"train": _part(raw, train), "val": _part(raw, val), "test": test}
+    rest, test_idx = _cut(idx, strata, cfg.test_fraction, cfg.seed)
+    val_share = cfg.val_fraction / (1.0 - cfg.test_fraction)
+    train, val = _cut(rest, strata, val_share, cfg.seed)
+    return {"train": _part(raw, train), "val": _part(raw, val), "test": _part(raw, test_idx)}
+
+
+def _subsample(train: Split, cfg: PrepareConfig) -> Split:
+    """At most cfg.max_train_rows train rows (stratified, seeded) for quick runs."""
+    n = cfg.max_train_rows
+    if n is None or len(train) <= n:
+        return train
+    strata = train.labels if train.labels is not None else train.is_anomaly
+    _, keep = _cut(np.arange(len(train)), strata, n, cfg.seed)
+    return _select(train, keep)
+
+
+def _select(part: Split, rows: np.ndarray) -> Split:
+    """Rows of a split by index array or boolean mask."""
+    return Split(*(None if a is None else a[rows] for a in (part.x, part.labels, part.is_anomaly)))
+
+
+# ---------------------------------------------------------------- anomaly protocol
+def _protocol_name(raw: RawData, cfg: PrepareConfig) -> str | None:
+    if cfg.normal_classes is not None:
+        return "normal_classes"
+    return "anomaly_column" if raw.is_anomaly is not None else None
+
+
+def _check_classes(raw: RawData, cfg: PrepareConfig) -> None:
+    if raw.labels is None:
+        raise ConfigError(
+            "params.yaml: prepare.normal_classes needs labels: set prepare.label_column for a table "
+            "(or use anomaly_column)"
+        )
+    parts = [raw.labels] + ([raw.test.labels] if raw.test is not None and raw.test.labels is not None else [])
+    codes = [int(c) for c in np.unique(np.concatenate(parts))]
+    shown = _class_list(codes, raw.label_names)
+    unknown = [c for c in cfg.normal_classes or [] if c not in codes]
+    if unknown:
+        raise ConfigError(f"params.yaml: prepare.normal_classes {unknown} not in the data (classes: {shown})")
+    if set(codes) <= set(cfg.normal_classes or []):
+        raise ConfigError(
+            f"params.yaml: prepare.normal_classes lists every class ({shown}); the anomaly protocol "
+            "needs at least one class left out as anomalies"
+        )
+
+
+def _class_list(codes: list[int], names: list[Any] | None) -> str:
+    if names is None or len(names) != len(codes) or [str(n) for n in names] == [str(c) for c in codes]:
+        return ", ".join(map(str, codes))
+    return ", ".join(f"{c} ({n!r})" for c, n in zip(codes, names))
+
+
+def apply_protocol(splits: dict[str, Split], raw: RawData, cfg: PrepareConfig) -> dict[str, Split]:
+    """normal_classes or anomaly_column: train/val keep normal rows only, test keeps all rows."""
+    protocol = _protocol_name(raw, cfg)
+    if protocol is None:
+        return splits
+    if protocol == "normal_classes":
+        _check_classes(raw, cfg)
+        normal = np.asarray(cfg.normal_classes, dtype=np.int64)
+        for part in splits.values():
+            part.is_anomaly = (~np.isin(part.labels, normal)).astype(np.int64)
+    out = {name: _select(part, part.is_anomaly == 0) for name, part in splits.items() if name != "test"}
+    test = splits["test"]
+    n_anom = int(test.is_anomaly.sum())
+    if n_anom == 0 or n_anom == len(test):
+        what = "no anomalies" if n_anom == 0 else "no normal rows"
+        raise DataError(
+            f"prepare: test split ({len(test)} rows) has {what} under protocol '{protocol}'; "
+            "it needs both kinds (change the seed, test_fraction or classes)"
+        )
+    out["test"] = test
+    return out
+
+
+# ---------------------------------------------------------------- scaling
+def resolve_scaling(kind: str, raw: RawData) -> str:
+    """'auto' → global_minmax for images, standard for tables."""
+    if kind != "auto":
+        return kind
+    return "global_minmax" if raw.image_shape is not None else "standard"
+
+
+def fit_scaler(kind: str, x: np.ndarray, feature_names: list[str]) -> dict[str, Any]:
+    """Fit on train features; return {"kind", "feature_names", "offset", "scale"} (zero scales → 1)."""
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+    d = x.shape[1]
+    if kind == "standard":
+        sk = StandardScaler().fit(x)
+        offset, scale = sk.mean_, sk.scale_
+    elif kind == "minmax":
+        sk = MinMaxScaler().fit(x)
+        offset, scale = sk.data_min_, sk.data_range_
+    elif kind == "global_minmax":
+        lo, hi = float(x.min()), float(x.max())
+        offset, scale = np.full(d, lo), np.full(d, hi - lo)
+    elif kind == "none":
+        offset, scale = np.zeros(d), np.ones(d)
+    else:
+        raise ConfigError(f"params.yaml: prepare.scaling = {kind!r} is not supported")
+    scale = np.where(np.asarray(scale, dtype=np.float64) == 0, 1.0, scale)
+    return {
+        "kind": kind,
+        "feature_names": list(feature_names),
+        "offset": [float(v) for v in offset],
+        "scale": [float(v) for v in scale],
+    }
+
+
+def _scale(scaler: dict[str, Any], part: Split) -> Split:
+    return Split(apply_scaler(scaler, part.x), part.labels, part.is_anomaly)
+
+
+# ---------------------------------------------------------------- outputs
+def _meta(cfg: PrepareConfig, raw: RawData, kind: str, train_x: np.ndarray, has_anomaly: bool) -> dict[str, Any]:
+    lo, hi = float(train_x.min()), float(train_x.max())
+    return {
+        "source": cfg.source,
+        "feature_names": list(raw.feature_names),
+        "image_shape": list(raw.image_shape) if raw.image_shape is not None else None,
+        "n_features": len(raw.feature_names),
+        "has_labels": raw.labels is not None,
+        "has_anomaly": has_anomaly,
+        "label_names": list(raw.label_names) if raw.labels is not None and raw.label_names else None,
+        "normal_classes": list(cfg.normal_classes) if cfg.normal_classes is not None else None,
+        "scaling": kind,
+        "value_range": [lo, hi],
+        "unit_interval": bool(lo >= 0.0 and hi <= 1.0),
+    }
+
+
+def _split_profile(part: Split) -> dict[str, Any]:
+    balance = None
+    if part.labels is not None:
+        values, counts = np.unique(part.labels, return_counts=True)
+        balance = {str(int(v)): int(c) for v, c in zip(values, counts)}
+    rate = float(part.is_anomaly.mean()) if part.is_anomaly is not None else None
+    return {"rows": len(part), "features": int(part.x.shape[1]), "class_balance": balance, "anomaly_rate": rate}
+
+
+def _profile(source: str, splits: dict[str, Split]) -> dict[str, Any]:
+    return {"source": source, **{name: _split_profile(splits[name]) for name in SPLITS}}
+
+
+def _frame(part: Split, feature_names: list[str]) -> pd.DataFrame:
+    reserved = [c for c, arr in ((LABEL_COLUMN, part.labels), (ANOMALY_COLUMN, part.is_anomaly)) if arr is not None]
+    clash = [c for c in reserved if c in feature_names]
+    if clash:
+        raise DataError(f"prepare: feature column(s) {clash} clash with output column names; rename or exclude them")
+    df = pd.DataFrame(part.x.astype(np.float32, copy=False), columns=feature_names, copy=False)
+    if part.labels is not None:
+        df[LABEL_COLUMN] = part.labels.astype(np.int64)
+    if part.is_anomaly is not None:
+        df[ANOMALY_COLUMN] = part.is_anomaly.astype(np.int8)
+    return df
+
+
+def _write(
+    out: Path,
+    splits: dict[str, Split],
+    feature_names: list[str],
+    scaler: dict[str, Any],
+    meta: dict[str, Any],
+    profile: dict[str, Any],
+    params: dict[str, Any],
+) -> None:
+    """Write everything into a temporary directory, then swap it onto `out` in one rename."""
+    frames = {name: _frame(splits[name], feature_names) for name in SPLITS}
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        for name, df in frames.items():
+            df.to_parquet(tmp / f"{name}.parquet", index=False)
+        write_json(tmp / "scaler.json", scaler)
+        write_json(tmp / "meta.json", meta)
+        write_json(tmp / "profile.json", profile)
+        write_json(tmp / "params.json", params)

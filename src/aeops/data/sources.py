@@ -1,0 +1,291 @@
+"""Load raw data (sklearn digits, MNIST/Fashion-MNIST IDX files, CSV/Parquet tables) into `RawData`."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aeops.config import PrepareConfig
+from aeops.errors import ConfigError, DataError
+
+IDX_IMAGES = 0x00000803
+IDX_LABELS = 0x00000801
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+TABLE_EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass
+class RawData:
+    """Raw features (n, d) float64 with optional int64 labels and 0/1 anomaly flags.
+
+    `label_names` names the classes in ascending label order; `test` is a predefined test set
+    (the t10k files of MNIST-like sources), else None.
+    """
+
+    x: np.ndarray
+    labels: np.ndarray | None
+    is_anomaly: np.ndarray | None
+    feature_names: list[str]
+    image_shape: tuple[int, int, int] | None
+    label_names: list[Any] | None = None
+    test: RawData | None = None
+
+
+def load_raw(cfg: PrepareConfig) -> RawData:
+    """Load the raw data named by `cfg.source`."""
+    if cfg.source != "table":
+        for key in ("feature_columns", "label_column", "anomaly_column"):
+            if getattr(cfg, key) is not None:
+                raise ConfigError(
+                    f"params.yaml: prepare.{key} applies only to source 'table' "
+                    f"(source is '{cfg.source}'); set it to null"
+                )
+    if cfg.source == "digits":
+        return load_digits()
+    if cfg.source in ("mnist", "fashion_mnist"):
+        return load_idx_dir(cfg.path)
+    return load_table(cfg)
+
+
+def _pixel_names(d: int) -> list[str]:
+    return [f"px_{i}" for i in range(d)]
+
+
+# ---------------------------------------------------------------- digits
+def load_digits() -> RawData:
+    """scikit-learn's bundled 8x8 digits: 1797 x 64, pixels 0..16, labels 0-9."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    x = np.asarray(bunch.data, dtype=np.float64)
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    return RawData(x, labels, None, _pixel_names(x.shape[1]), (1, 8, 8), list(range(10)))
+
+
+# ---------------------------------------------------------------- IDX (MNIST, Fashion-MNIST)
+def _find_idx(folder: Path, name: str) -> Path:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    expected = ", ".join(f"{a}[.gz], {b}[.gz]" for a, b in IDX_FILES.values())
+    raise DataError(f"{folder}: IDX file '{name}[.gz]' not found (expected files: {expected})")
+
+
+def _read_bytes(path: Path) -> bytes:
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as fh:
+            return fh.read()
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: not a valid gzip file ({err})") from None
+
+
+def read_idx(path: str | Path, magic: int) -> np.ndarray:
+    """Parse one IDX file of unsigned bytes; check its magic number and its size against the header."""
+    path = Path(path)
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise DataError(f"{path}: truncated IDX file ({len(data)} bytes, no header)")
+    found = int.from_bytes(data[:4], "big")
+    if found != magic:
+        raise DataError(f"{path}: wrong IDX magic number 0x{found:08X} (expected 0x{magic:08X})")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: truncated IDX header ({len(data)} bytes, need {header})")
+    dims = tuple(int(v) for v in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(dims))
+    if len(data) - header != expected:
+        raise DataError(
+            f"{path}: truncated or corrupt IDX data: header says {dims} = {expected} bytes, "
+            f"file has {len(data) - header}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _load_idx_pair(folder: Path, images_name: str, labels_name: str) -> tuple[np.ndarray, np.ndarray, Path]:
+    images_path = _find_idx(folder, images_name)
+    labels_path = _find_idx(folder, labels_name)
+    images = read_idx(images_path, IDX_IMAGES)
+    labels = read_idx(labels_path, IDX_LABELS)
+    if len(images) != len(labels):
+        raise DataError(
+            f"{images_path}: {len(images)} images but {labels_path.name} has {len(labels)} labels"
+        )
+    return images, labels.astype(np.int64), images_path
+
+
+def load_idx_dir(folder: str | Path) -> RawData:
+    """MNIST-style folder: train + t10k images/labels (gzipped or not); t10k becomes `test`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder with MNIST-style IDX files not found")
+    train_img, train_lab, train_path = _load_idx_pair(folder, *IDX_FILES["train"])
+    test_img, test_lab, test_path = _load_idx_pair(folder, *IDX_FILES["test"])
+    if train_img.shape[1:] != test_img.shape[1:]:
+        raise DataError(
+            f"{test_path}: images are {test_img.shape[1:]} but {train_path.name} has {train_img.shape[1:]}"
+        )
+    h, w = train_img.shape[1:]
+    names = _pixel_names(h * w)
+    classes = sorted(set(np.unique(train_lab).tolist()) | set(np.unique(test_lab).tolist()))
+    shape = (1, h, w)
+    test = RawData(test_img.reshape(len(test_img), -1).astype(np.float64), test_lab, None, names, shape, classes)
+    x = train_img.reshape(len(train_img), -1).astype(np.float64)
+    return RawData(x, train_lab, None, names, shape, classes, test)
+
+
+# ---------------------------------------------------------------- tables
+def _table_format(path: Path) -> str:
+    fmt = TABLE_EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        allowed = ", ".join(TABLE_EXTENSIONS)
+        raise DataError(f"{path}: unsupported table extension '{path.suffix}' (allowed: {allowed})")
+    if not path.is_file():
+        raise DataError(f"{path}: table file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file")
+    return fmt
+
+
+def _header(path: Path, fmt: str) -> list[str]:
+    """Column names as stored in the file (before pandas renames duplicates)."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return [str(n) for n in pq.read_schema(path).names]
+        except Exception as err:  # pyarrow raises several types for corrupt files
+            raise DataError(f"{path}: not a valid Parquet file ({str(err).splitlines()[0]})") from None
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+        row = next(csv.reader(fh), None)
+    return [c.strip() for c in row] if row else []
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    fmt = _table_format(path)
+    header = _header(path, fmt)
+    if not header:
+        raise DataError(f"{path}: empty file (no header line)")
+    dups = sorted({c for c in header if header.count(c) > 1})
+    if dups:
+        raise DataError(f"{path}: duplicate column names: {', '.join(map(repr, dups))}")
+    try:
+        df = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file") from None
+    except Exception as err:
+        raise DataError(f"{path}: cannot read {fmt} ({str(err).splitlines()[0]})") from None
+    df.columns = [str(c) for c in df.columns]
+    if len(df) == 0:
+        raise DataError(f"{path}: no data rows")
+    return df
+
+
+def _require(path: Path, df: pd.DataFrame, column: str, role: str) -> None:
+    if column not in df.columns:
+        existing = ", ".join(map(repr, df.columns))
+        raise DataError(f"{path}: {role} column '{column}' not found (columns: {existing})")
+
+
+def _feature_names(cfg: PrepareConfig, df: pd.DataFrame, path: Path) -> list[str]:
+    special = [c for c in (cfg.label_column, cfg.anomaly_column) if c is not None]
+    if cfg.feature_columns is None:
+        names = [c for c in df.columns if c not in special]
+        if not names:
+            raise DataError(f"{path}: no feature columns left besides {special}")
+        return names
+    if not cfg.feature_columns:
+        raise ConfigError("params.yaml: prepare.feature_columns is empty (list columns or use null)")
+    dups = sorted({c for c in cfg.feature_columns if cfg.feature_columns.count(c) > 1})
+    if dups:
+        raise ConfigError(f"params.yaml: prepare.feature_columns lists {dups} more than once")
+    clash = [c for c in cfg.feature_columns if c in special]
+    if clash:
+        raise ConfigError(f"params.yaml: prepare.feature_columns includes label/anomaly column {clash}")
+    for c in cfg.feature_columns:
+        _require(path, df, c, "feature")
+    return list(cfg.feature_columns)
+
+
+def _numeric(path: Path, col: pd.Series) -> np.ndarray:
+    """One feature column as float64, with a DataError naming the first non-numeric value."""
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_complex_dtype(col):
+        coerced = pd.to_numeric(col, errors="coerce")
+        bad = coerced.isna() & col.notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"{path}: feature column '{col.name}' has non-numeric values, "
+                f"e.g. {col.iloc[row]!r} at data row {row + 1} (prepare.feature_columns selects features)"
+            )
+        col = coerced
+    return col.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _check_finite(path: Path, x: np.ndarray, names: list[str]) -> None:
+    nan = np.isnan(x).sum(axis=0)
+    inf = np.isinf(x).sum(axis=0)
+    for counts, what in ((nan, "NaN/missing"), (inf, "infinite")):
+        if counts.any():
+            cols = ", ".join(f"'{names[j]}' ({counts[j]})" for j in np.flatnonzero(counts))
+            raise DataError(f"{path}: {what} values in feature column(s) {cols}")
+    const = [names[j] for j in np.flatnonzero(np.ptp(x, axis=0) == 0)]
+    if const:
+        raise DataError(f"{path}: constant feature column(s) {const} carry no information; drop them")
+
+
+def _labels(path: Path, col: pd.Series) -> tuple[np.ndarray, list[Any]]:
+    """Int codes and class names: integer labels keep their values, others map to 0..k-1."""
+    missing = int(col.isna().sum())
+    if missing:
+        raise DataError(f"{path}: label column '{col.name}' has {missing} missing values")
+    if pd.api.types.is_bool_dtype(col):
+        col = col.astype(np.int64)
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_complex_dtype(col):
+        values = col.to_numpy(dtype=np.float64)
+        if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+            codes = values.astype(np.int64)
+            return codes, [int(v) for v in np.unique(codes)]
+    names, codes = np.unique(col.astype(str).to_numpy(), return_inverse=True)
+    return codes.astype(np.int64), [str(n) for n in names]
+
+
+def _anomaly(path: Path, col: pd.Series) -> np.ndarray:
+    values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isin(values, (0.0, 1.0))
+    if bad.any():
+        shown = sorted({repr(v) for v in col[bad].head(50).tolist()})[:5]
+        raise DataError(
+            f"{path}: anomaly column '{col.name}' must hold only 0/1, found {', '.join(shown)} "
+            f"in {int(bad.sum())} row(s)"
+        )
+    return values.astype(np.int64)
+
+
+def load_table(cfg: PrepareConfig) -> RawData:
+    """CSV/Parquet table: numeric features, optional label and 0/1 anomaly columns."""
+    path = Path(cfg.path)
+    df = _read_table(path)
+    for column, role in ((cfg.label_column, "label"), (cfg.anomaly_column, "anomaly")):
+        if column is not None:
+            _require(path, df, column, role)
+    names = _feature_names(cfg, df, path)
+    x = np.column_stack([_numeric(path, df[c]) for c in names]).astype(np.float64)
+    _check_finite(path, x, names)
+    labels, label_names = (None, None)
+    if cfg.label_column is not None:
+        labels, label_names = _labels(path, df[cfg.label_column])
+    is_anomaly = _anomaly(path, df[cfg.anomaly_column]) if cfg.anomaly_column is not None else None
+    return RawData(x, labels, is_anomaly, names, None, label_names)

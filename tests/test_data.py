@@ -1,0 +1,292 @@
+"""Tests of the data stage: sources, prepare (split, protocol, scaling, atomic outputs) and readers."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aeops.config import PrepareConfig
+from aeops.data import prepare as prepare_mod
+from aeops.data.prepare import prepare
+from aeops.data.prepared import apply_scaler, invert_scaler, load_meta, load_scaler, load_split
+from aeops.data.sources import IDX_IMAGES, IDX_LABELS, load_digits, load_idx_dir, load_raw
+from aeops.errors import ConfigError, DataError
+
+DATASETS = Path(__file__).parents[2] / "shared/datasets"
+MNIST = DATASETS / "mnist"
+BREASTW = DATASETS / "tabular/breastw.csv"
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+FILES = ["train.parquet", "val.parquet", "test.parquet", "scaler.json", "meta.json", "profile.json"]
+
+
+def _cfg(tmp_path: Path, **kw) -> PrepareConfig:
+    return PrepareConfig(output_dir=str(tmp_path / "prepared"), **kw)
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("digits") / "prepared"
+    prepare(PrepareConfig(output_dir=str(out)))
+    return out
+
+
+# ---------------------------------------------------------------- digits
+def test_digits_splits_and_files(digits_dir: Path) -> None:
+    assert sorted(p.name for p in digits_dir.iterdir()) == sorted(FILES)
+    splits = {n: load_split(digits_dir, n) for n in ("train", "val", "test")}
+    assert sum(len(s) for s in splits.values()) == 1797
+    assert abs(len(splits["test"]) - 0.2 * 1797) <= 1 and abs(len(splits["val"]) - 0.15 * 1797) <= 2
+    full = np.bincount(load_digits().labels) / 1797
+    for s in splits.values():
+        assert s.x.dtype == np.float32 and s.x.shape[1] == 64 and s.is_anomaly is None
+        assert np.abs(np.bincount(s.labels, minlength=10) / len(s) - full).max() < 0.02
+    meta = load_meta(digits_dir)
+    assert meta["scaling"] == "global_minmax" and meta["image_shape"] == [1, 8, 8]
+    assert meta["unit_interval"] is True and meta["has_anomaly"] is False and meta["has_labels"] is True
+    assert meta["value_range"] == [0.0, 1.0]
+    assert splits["train"].x.min() >= 0 and splits["train"].x.max() <= 1
+
+
+def test_digits_scaler_fitted_on_train_only(digits_dir: Path) -> None:
+    scaler = load_scaler(digits_dir)
+    train = load_split(digits_dir, "train")
+    raw = invert_scaler(scaler, train.x)
+    assert np.allclose(raw, np.round(raw), atol=1e-4)  # back to integer pixel values 0..16
+    assert scaler["kind"] == "global_minmax" and len(scaler["offset"]) == 64
+    assert scaler["offset"][0] == raw.min() and scaler["scale"][0] == pytest.approx(raw.max() - raw.min())
+    assert np.allclose(apply_scaler(scaler, raw), train.x, atol=1e-6)
+    # standard scaling: refit on the recovered raw train rows gives the stored statistics
+    std = prepare(PrepareConfig(scaling="standard", output_dir=str(digits_dir.parent / "std")))
+    s = load_scaler(digits_dir.parent / "std")
+    std_train = load_split(digits_dir.parent / "std", "train")
+    assert std["train"]["rows"] == len(train)
+    assert np.allclose(np.asarray(s["offset"]), raw.mean(axis=0), atol=1e-4)
+    assert np.allclose(std_train.x.mean(axis=0), 0, atol=1e-4)
+
+
+def test_profile_matches_files(digits_dir: Path) -> None:
+    profile = json.loads((digits_dir / "profile.json").read_text())
+    assert profile["source"] == "digits"
+    for name in ("train", "val", "test"):
+        df = pd.read_parquet(digits_dir / f"{name}.parquet")
+        p = profile[name]
+        assert p["rows"] == len(df) and p["features"] == 64 and p["anomaly_rate"] is None
+        assert p["class_balance"] == {str(k): int(v) for k, v in df["label"].value_counts().sort_index().items()}
+        assert df["label"].dtype == np.int64 and df["px_0"].dtype == np.float32
+
+
+def test_seed_determinism(tmp_path: Path, digits_dir: Path) -> None:
+    prepare(PrepareConfig(output_dir=str(tmp_path / "a")))
+    for f in FILES:
+        assert (tmp_path / "a" / f).read_bytes() == (digits_dir / f).read_bytes(), f
+    prepare(PrepareConfig(seed=7, output_dir=str(tmp_path / "b")))
+    assert (tmp_path / "b" / "test.parquet").read_bytes() != (digits_dir / "test.parquet").read_bytes()
+
+
+def test_normal_classes_protocol(tmp_path: Path) -> None:
+    profile = prepare(_cfg(tmp_path, normal_classes=[0, 1], max_train_rows=100))
+    d = tmp_path / "prepared"
+    train, val, test = (load_split(d, n) for n in ("train", "val", "test"))
+    assert len(train) == 100 and profile["train"]["rows"] == 100
+    for s in (train, val):
+        assert set(np.unique(s.labels)) <= {0, 1} and not s.is_anomaly.any()
+    assert set(np.unique(test.labels)) == set(range(10))
+    assert np.array_equal(test.is_anomaly, (~np.isin(test.labels, [0, 1])).astype(np.int8))
+    assert 0 < profile["test"]["anomaly_rate"] < 1 and load_meta(d)["has_anomaly"] is True
+
+
+@pytest.mark.parametrize("classes, match", [([11], "11"), (list(range(10)), "every class")])
+def test_normal_classes_errors(tmp_path: Path, classes: list[int], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        prepare(_cfg(tmp_path, normal_classes=classes))
+
+
+# ---------------------------------------------------------------- MNIST IDX
+def test_mnist(tmp_path: Path) -> None:
+    if not MNIST.is_dir():
+        pytest.skip(f"MNIST IDX files expected in {MNIST} (see shared/datasets/README.md)")
+    raw = load_raw(PrepareConfig(source="mnist", path=str(MNIST)))
+    assert raw.x.shape == (60000, 784) and raw.image_shape == (1, 28, 28)
+    assert np.bincount(raw.labels).tolist() == MNIST_TRAIN_COUNTS
+    assert raw.test is not None and raw.test.x.shape == (10000, 784)
+    assert abs(raw.x.mean() / 255 - 0.1307) < 1e-3
+    profile = prepare(_cfg(tmp_path, source="mnist", path=str(MNIST), max_train_rows=500, val_fraction=0.05))
+    assert profile["train"]["rows"] == 500 and profile["val"]["rows"] == 3000
+    assert profile["test"]["rows"] == 10000 and sum(profile["test"]["class_balance"].values()) == 10000
+    meta = load_meta(tmp_path / "prepared")
+    assert meta["image_shape"] == [1, 28, 28] and meta["unit_interval"] and meta["n_features"] == 784
+
+
+def _idx(path: Path, magic: int, dims: tuple[int, ...], n_bytes: int | None = None) -> None:
+    body = np.arange(int(np.prod(dims)), dtype=np.uint64).astype(np.uint8).tobytes()
+    body = body if n_bytes is None else body[:n_bytes]
+    data = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims) + body
+    if path.suffix == ".gz":
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
+def _idx_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "idx"
+    d.mkdir()
+    _idx(d / "train-images-idx3-ubyte.gz", IDX_IMAGES, (6, 4, 4))
+    _idx(d / "train-labels-idx1-ubyte", IDX_LABELS, (6,))
+    _idx(d / "t10k-images-idx3-ubyte.gz", IDX_IMAGES, (3, 4, 4))
+    _idx(d / "t10k-labels-idx1-ubyte.gz", IDX_LABELS, (3,))
+    return d
+
+
+def test_idx_tiny_ok(tmp_path: Path) -> None:
+    raw = load_idx_dir(_idx_dir(tmp_path))
+    assert raw.x.shape == (6, 16) and raw.test.x.shape == (3, 16) and raw.image_shape == (1, 4, 4)
+
+
+@pytest.mark.parametrize(
+    "name, magic, dims, n_bytes, match",
+    [
+        ("train-images-idx3-ubyte.gz", IDX_LABELS, (6, 4, 4), None, "magic"),
+        ("train-labels-idx1-ubyte", IDX_LABELS, (6,), 4, "truncated"),
+        ("t10k-labels-idx1-ubyte.gz", IDX_LABELS, (2,), None, "labels"),
+        ("t10k-images-idx3-ubyte.gz", IDX_IMAGES, (3, 5, 5), None, "images are"),
+    ],
+)
+def test_idx_errors(tmp_path: Path, name, magic, dims, n_bytes, match) -> None:
+    d = _idx_dir(tmp_path)
+    _idx(d / name, magic, dims, n_bytes)
+    with pytest.raises(DataError, match=match) as err:
+        load_idx_dir(d)
+    msg = str(err.value)
+    assert "\n" not in msg and name.split("-")[0] in msg and str(d) in msg
+
+
+def test_idx_missing_file(tmp_path: Path) -> None:
+    d = _idx_dir(tmp_path)
+    (d / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte") as err:
+        load_idx_dir(d)
+    assert str(d) in str(err.value) and "train-images-idx3-ubyte" in str(err.value)
+
+
+# ---------------------------------------------------------------- tables
+def test_breastw_anomaly_column(tmp_path: Path) -> None:
+    if not BREASTW.is_file():
+        pytest.skip(f"tabular data expected at {BREASTW} (see shared/datasets/README.md)")
+    profile = prepare(_cfg(tmp_path, source="table", path=str(BREASTW), anomaly_column="is_anomaly"))
+    d = tmp_path / "prepared"
+    train, val, test = (load_split(d, n) for n in ("train", "val", "test"))
+    assert not train.is_anomaly.any() and not val.is_anomaly.any()
+    assert 0 < test.is_anomaly.mean() < 1 and profile["test"]["anomaly_rate"] == pytest.approx(test.is_anomaly.mean())
+    assert np.allclose(train.x.mean(axis=0), 0, atol=1e-5) and np.allclose(train.x.std(axis=0), 1, atol=1e-3)
+    meta = load_meta(d)
+    assert meta["scaling"] == "standard" and meta["feature_names"] == [f"f{i}" for i in range(9)]
+    assert meta["image_shape"] is None and meta["has_anomaly"] and not meta["unit_interval"]
+    assert train.labels is None and test.x.shape[1] == 9
+
+
+def _table(n: int = 40, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "c": rng.normal(size=n)})
+    df["y"] = np.where(np.arange(n) % 2 == 0, "cat", "dog")
+    df["anom"] = (np.arange(n) % 4 == 0).astype(int)
+    return df
+
+
+def test_table_labels_and_parquet(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    _table().to_parquet(path)
+    profile = prepare(_cfg(tmp_path, source="table", path=str(path), label_column="y", normal_classes=[0]))
+    meta = load_meta(tmp_path / "prepared")
+    assert meta["label_names"] == ["cat", "dog"] and meta["feature_names"] == ["a", "b", "c", "anom"]
+    assert profile["train"]["class_balance"] == {"0": profile["train"]["rows"]}
+    assert profile["test"]["class_balance"].keys() == {"0", "1"}
+
+
+def _bad_csv(df: pd.DataFrame, tmp_path: Path) -> Path:
+    path = tmp_path / "bad.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def _set(df: pd.DataFrame, col: str, row: int, value) -> pd.DataFrame:
+    df[col] = df[col].astype(object)
+    df.loc[row, col] = value
+    return df
+
+
+TABLE_ERRORS = {
+    "nan": (lambda: _set(_table(), "b", 3, np.nan), {}, ["'b'", "NaN"]),
+    "inf": (lambda: _set(_table(), "c", 5, np.inf), {}, ["'c'", "infinite"]),
+    "string": (lambda: _set(_table(), "a", 2, "oops"), {}, ["'a'", "oops"]),
+    "no_label": (_table, {"label_column": "target"}, ["'target'", "'y'"]),
+    "constant": (lambda: _table().assign(b=1.0), {}, ["constant", "'b'"]),
+    "anomaly_2": (lambda: _set(_table(), "anom", 1, 2), {"anomaly_column": "anom"}, ["'anom'", "2"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TABLE_ERRORS))
+def test_table_errors(tmp_path: Path, case: str) -> None:
+    make, kw, needles = TABLE_ERRORS[case]
+    path = _bad_csv(make(), tmp_path)
+    kw = {"label_column": "y", **kw} if "anomaly_column" not in kw else {**kw, "feature_columns": ["a", "b", "c"]}
+    with pytest.raises(DataError) as err:
+        prepare(_cfg(tmp_path, source="table", path=str(path), **kw))
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg
+    for needle in needles:
+        assert needle in msg
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("dup.csv", "a,b,a\n1,2,3\n4,5,6\n", "duplicate.*'a'"),
+        ("empty.csv", "", "empty"),
+        ("header.csv", "a,b\n", "no data rows"),
+        ("data.txt", "a,b\n1,2\n", "unsupported.*\\.csv"),
+        ("missing.csv", None, "not found"),
+    ],
+)
+def test_table_file_errors(tmp_path: Path, name: str, content: str | None, match: str) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=match) as err:
+        prepare(_cfg(tmp_path, source="table", path=str(path)))
+    assert name in str(err.value)
+
+
+def test_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="normal_classes needs labels"):
+        path = _bad_csv(_table().drop(columns=["y"]), tmp_path)
+        prepare(_cfg(tmp_path, source="table", path=str(path), normal_classes=[0]))
+    with pytest.raises(ConfigError, match="label_column"):
+        prepare(_cfg(tmp_path, label_column="y"))
+
+
+def test_failed_prepare_leaves_output_untouched(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "prepared"
+    prepare(_cfg(tmp_path, max_train_rows=50))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = _bad_csv(_set(_table(), "b", 3, np.nan), tmp_path)
+    with pytest.raises(DataError):
+        prepare(_cfg(tmp_path, source="table", path=str(bad)))
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(prepare_mod, "write_json", boom)  # fails after the parquet files are written
+    with pytest.raises(OSError, match="disk full"):
+        prepare(_cfg(tmp_path, seed=1))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_load_split_missing(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="dvc repro prepare") as err:
+        load_split(tmp_path, "train")
+    assert "train.parquet" in str(err.value)
