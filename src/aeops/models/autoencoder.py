@@ -1,0 +1,155 @@
+"""One base autoencoder with injectable encoder/decoder; each variant only adds its penalty.
+
+`forward(x)` returns `AEOutput(loss, recon_loss, reg_loss, z, recon_x)`. The reconstruction loss
+is the plain mean squared error per input value for every variant, so it is comparable across them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import jacrev, vmap
+
+
+@dataclass
+class AEOutput:
+    loss: Tensor
+    recon_loss: Tensor
+    reg_loss: Tensor
+    z: Tensor
+    recon_x: Tensor
+
+
+class Autoencoder(nn.Module):
+    """Vanilla (undercomplete) autoencoder: loss = MSE(decode(encode(x)), x)."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Deterministic code used for scoring and embeddings."""
+        return self.encoder(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def corrupt(self, x: Tensor) -> Tensor:
+        """Input corruption applied while training only (identity here)."""
+        return x
+
+    def encode_for_loss(self, x: Tensor) -> tuple[Tensor, object]:
+        """Code fed to the decoder during the loss, plus whatever the penalty needs."""
+        return self.encoder(x), None
+
+    def penalty(self, x: Tensor, z: Tensor, extra: object) -> Tensor:
+        return z.new_zeros(())
+
+    def forward(self, x: Tensor) -> AEOutput:
+        x_in = self.corrupt(x) if self.training else x
+        z, extra = self.encode_for_loss(x_in)
+        recon = self.decode(z)
+        recon_loss = F.mse_loss(recon, x)
+        reg = self.penalty(x_in, z, extra)
+        return AEOutput(recon_loss + reg, recon_loss, reg, z, recon)
+
+
+class DenoisingAutoencoder(Autoencoder):
+    """Reconstructs clean x from a corrupted copy (Gaussian or masking noise, training only)."""
+
+    def __init__(self, encoder, decoder, noise: str = "gaussian", std: float = 0.2, mask_prob: float = 0.25):
+        super().__init__(encoder, decoder)
+        if noise not in ("gaussian", "masking"):
+            raise ValueError(f"noise must be 'gaussian' or 'masking', got {noise!r}")
+        self.noise, self.std, self.mask_prob = noise, std, mask_prob
+
+    def corrupt(self, x: Tensor) -> Tensor:
+        if self.noise == "gaussian":
+            return x + self.std * torch.randn_like(x)
+        return x * (torch.rand_like(x) >= self.mask_prob).to(x.dtype)
+
+
+def kl_sparsity(hidden: list[Tensor], target: float, eps: float = 1e-6) -> Tensor:
+    """Σ_j KL(ρ ‖ ρ̂_j), ρ̂_j = batch mean of sigmoid(pre-activation of hidden unit j), summed over layers."""
+    total = hidden[0].new_zeros(())
+    for pre in hidden:
+        rho_hat = torch.sigmoid(pre).mean(0).clamp(eps, 1 - eps)
+        total = total + (
+            target * torch.log(target / rho_hat) + (1 - target) * torch.log((1 - target) / (1 - rho_hat))
+        ).sum()
+    return total
+
+
+class SparseAutoencoder(Autoencoder):
+    """Adds `l1_weight`·mean|z| on the code and `kl_weight`·KL sparsity on hidden activations."""
+
+    def __init__(self, encoder, decoder, l1_weight: float = 1e-3, kl_weight: float = 1e-2, target: float = 0.05):
+        super().__init__(encoder, decoder)
+        self.l1_weight, self.kl_weight, self.target = l1_weight, kl_weight, target
+
+    def encode_for_loss(self, x: Tensor) -> tuple[Tensor, object]:
+        return self.encoder.features(x)
+
+    def penalty(self, x: Tensor, z: Tensor, extra: object) -> Tensor:
+        reg = self.l1_weight * z.abs().sum(1).mean()
+        if self.kl_weight > 0 and extra:
+            reg = reg + self.kl_weight * kl_sparsity(extra, self.target)
+        return reg
+
+
+def encoder_jacobian(encoder: nn.Module, x: Tensor) -> Tensor:
+    """Per-sample Jacobian dz/dx of the whole encoder, shape (batch, latent, features)."""
+    return vmap(jacrev(lambda xi: encoder(xi.unsqueeze(0)).squeeze(0)), randomness="different")(x)
+
+
+class ContractiveAutoencoder(Autoencoder):
+    """Adds `weight`·mean_b ‖∂z/∂x‖²_F, the Jacobian of the whole encoder (torch.func)."""
+
+    def __init__(self, encoder, decoder, weight: float = 1e-3):
+        super().__init__(encoder, decoder)
+        self.weight = weight
+
+    def penalty(self, x: Tensor, z: Tensor, extra: object) -> Tensor:
+        if self.weight == 0:
+            return z.new_zeros(())
+        jac = encoder_jacobian(self.encoder, x)
+        return self.weight * jac.pow(2).sum((1, 2)).mean()
+
+
+def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) ‖ N(0, I)) per sample, summed over latent dimensions."""
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+
+
+class VariationalAutoencoder(Autoencoder):
+    """Encoder emits (mu, logvar); trains on a reparameterised sample, scores from the mean.
+
+    Penalty: beta · KL / n_features, i.e. the KL per input value, on the same scale as the MSE.
+    """
+
+    def __init__(self, encoder, decoder, n_features: int, beta: float = 1.0):
+        super().__init__(encoder, decoder)
+        self.n_features, self.beta = n_features, beta
+
+    def _moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar.clamp(-20, 20)
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self._moments(x)[0]
+
+    def encode_for_loss(self, x: Tensor) -> tuple[Tensor, object]:
+        mu, logvar = self._moments(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+        return z, (mu, logvar)
+
+    def penalty(self, x: Tensor, z: Tensor, extra: object) -> Tensor:
+        mu, logvar = extra
+        return self.beta * gaussian_kl(mu, logvar).mean() / self.n_features

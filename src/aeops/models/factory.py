@@ -1,0 +1,63 @@
+"""Build an autoencoder from the validated `train.model` params."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aeops.config import ModelConfig
+from aeops.errors import ConfigError
+from aeops.models.autoencoder import (
+    Autoencoder,
+    ContractiveAutoencoder,
+    DenoisingAutoencoder,
+    SparseAutoencoder,
+    VariationalAutoencoder,
+)
+from aeops.models.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+
+
+def resolve_output_activation(cfg: ModelConfig, unit_interval: bool) -> str:
+    """`auto` → sigmoid when the scaled training data lies in [0, 1], identity otherwise."""
+    if cfg.output_activation != "auto":
+        return cfg.output_activation
+    return "sigmoid" if unit_interval else "identity"
+
+
+def build_autoencoder(
+    cfg: ModelConfig | dict[str, Any],
+    n_features: int,
+    image_shape: tuple[int, int, int] | None = None,
+    unit_interval: bool = False,
+) -> Autoencoder:
+    """Encoder/decoder from the architecture params, wrapped in the chosen variant."""
+    if isinstance(cfg, dict):
+        cfg = ModelConfig.model_validate(cfg)
+    out_act = resolve_output_activation(cfg, unit_interval)
+    code_width = 2 * cfg.latent_dim if cfg.variant == "variational" else cfg.latent_dim
+    if cfg.architecture == "conv":
+        if image_shape is None:
+            raise ConfigError(
+                "params.yaml: train.model.architecture = 'conv' needs image data "
+                "(prepare.source digits, mnist or fashion_mnist); use 'mlp' for tables"
+            )
+        c = cfg.conv
+        encoder = ConvEncoder(image_shape, c.channels, code_width, c.kernel_size, c.activation, c.batch_norm)
+        decoder = ConvDecoder(
+            image_shape, c.channels, cfg.latent_dim, c.kernel_size, c.activation, c.batch_norm, out_act
+        )
+    else:
+        m = cfg.mlp
+        encoder = MLPEncoder(n_features, m.hidden, code_width, m.activation, m.batch_norm, m.dropout)
+        decoder = MLPDecoder(cfg.latent_dim, m.hidden, n_features, m.activation, m.batch_norm, m.dropout, out_act)
+
+    if cfg.variant == "denoising":
+        d = cfg.denoising
+        return DenoisingAutoencoder(encoder, decoder, d.noise, d.std, d.mask_prob)
+    if cfg.variant == "sparse":
+        s = cfg.sparse
+        return SparseAutoencoder(encoder, decoder, s.l1_weight, s.kl_weight, s.target)
+    if cfg.variant == "contractive":
+        return ContractiveAutoencoder(encoder, decoder, cfg.contractive.weight)
+    if cfg.variant == "variational":
+        return VariationalAutoencoder(encoder, decoder, n_features, cfg.variational.beta)
+    return Autoencoder(encoder, decoder)

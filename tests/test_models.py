@@ -1,0 +1,154 @@
+"""Penalties against direct computations, builder shapes, and train/eval behaviour of each variant."""
+
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+from torch.distributions import Normal, kl_divergence
+
+from aeops.config import ModelConfig
+from aeops.errors import ConfigError
+from aeops.models import build_autoencoder
+from aeops.models.autoencoder import (
+    ContractiveAutoencoder,
+    DenoisingAutoencoder,
+    SparseAutoencoder,
+    VariationalAutoencoder,
+    encoder_jacobian,
+    gaussian_kl,
+)
+from aeops.models.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+
+VARIANTS = ["vanilla", "denoising", "sparse", "contractive", "variational"]
+
+
+def small_mlp(d=6, latent=3):
+    torch.manual_seed(0)
+    return MLPEncoder(d, [5, 4], latent, "tanh"), MLPDecoder(latent, [5, 4], d, "tanh")
+
+
+def test_contractive_penalty_matches_autograd_jacobian_of_whole_encoder():
+    enc, dec = small_mlp()
+    x = torch.randn(4, 6)
+    model = ContractiveAutoencoder(enc, dec, weight=0.5)
+    direct = torch.stack([jacobian(lambda v: enc(v.unsqueeze(0)).squeeze(0), xi) for xi in x])
+    assert torch.allclose(encoder_jacobian(enc, x), direct, atol=1e-6)
+    expected = 0.5 * direct.pow(2).sum((1, 2)).mean()
+    out = model(x)
+    assert torch.allclose(out.reg_loss, expected, atol=1e-6)
+    assert torch.allclose(out.loss, out.recon_loss + expected, atol=1e-6)
+    # The penalty is differentiable w.r.t. the encoder's parameters (it shapes training).
+    out.reg_loss.backward()
+    assert enc.blocks[0].affine.weight.grad.abs().sum() > 0
+
+
+def test_contractive_uses_every_encoder_layer_not_just_the_first():
+    enc, dec = small_mlp()
+    x = torch.randn(3, 6)
+    before = encoder_jacobian(enc, x)
+    with torch.no_grad():
+        enc.head.weight.mul_(2.0)  # only the last layer changes
+    assert torch.allclose(encoder_jacobian(enc, x), 2 * before, atol=1e-6)
+
+
+def test_vae_kl_matches_closed_form_and_distributions():
+    mu, logvar = torch.randn(5, 3), torch.randn(5, 3)
+    ref = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0)).sum(1)
+    assert torch.allclose(gaussian_kl(mu, logvar), ref, atol=1e-5)
+    assert torch.allclose(gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 3)), torch.zeros(2))
+
+
+def test_vae_penalty_is_beta_kl_per_input_value_and_eval_scores_from_the_mean():
+    torch.manual_seed(0)
+    enc, dec = MLPEncoder(6, [5], 2 * 3), MLPDecoder(3, [5], 6)
+    model = VariationalAutoencoder(enc, dec, n_features=6, beta=2.0)
+    x = torch.randn(4, 6)
+    mu, logvar = enc(x).chunk(2, 1)
+    out = model.eval()(x)
+    assert torch.allclose(out.z, mu)
+    assert torch.allclose(out.reg_loss, 2.0 * gaussian_kl(mu, logvar).mean() / 6, atol=1e-6)
+    assert torch.equal(model(x).recon_x, model(x).recon_x)  # deterministic at evaluation
+    model.train()
+    assert not torch.allclose(model(x).z, mu)  # sampled while training
+
+
+def test_sparse_penalty_matches_direct_l1_and_kl():
+    enc, dec = small_mlp()
+    model = SparseAutoencoder(enc, dec, l1_weight=0.1, kl_weight=0.2, target=0.05)
+    x = torch.randn(8, 6)
+    z, hidden = enc.features(x)
+    rho = 0.05
+    kl = 0.0
+    for pre in hidden:
+        r = torch.sigmoid(pre).mean(0)
+        kl = kl + (rho * torch.log(rho / r) + (1 - rho) * torch.log((1 - rho) / (1 - r))).sum()
+    expected = 0.1 * z.abs().sum(1).mean() + 0.2 * kl
+    assert torch.allclose(model.eval()(x).reg_loss, expected, atol=1e-5)
+    assert len(hidden) == 2
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "masking"])
+def test_denoising_noise_only_while_training(noise):
+    enc, dec = small_mlp()
+    model = DenoisingAutoencoder(enc, dec, noise=noise, std=0.5, mask_prob=0.5)
+    x = torch.rand(16, 6) + 0.1
+    model.eval()
+    assert torch.equal(model.corrupt(x) if model.training else x, x)
+    out = model(x)
+    assert torch.allclose(out.recon_x, dec(enc(x)))
+    model.train()
+    noisy = model.corrupt(x)
+    assert not torch.allclose(noisy, x)
+    if noise == "masking":
+        assert ((noisy == 0) | (noisy == x)).all()
+    torch.manual_seed(1)
+    out_train = model(x)
+    assert not torch.allclose(out_train.z, enc(x))  # encoder saw a corrupted input
+    assert torch.allclose(out_train.recon_loss, torch.nn.functional.mse_loss(out_train.recon_x, x))
+
+
+@pytest.mark.parametrize("shape,channels,kernel", [((1, 8, 8), [16, 32], 3), ((1, 28, 28), [8, 16, 32], 5), ((3, 7, 9), [4], 3)])
+def test_conv_builders_shapes(shape, channels, kernel):
+    d = shape[0] * shape[1] * shape[2]
+    enc = ConvEncoder(shape, channels, 5, kernel)
+    dec = ConvDecoder(shape, channels, 5, kernel, output_activation="sigmoid")
+    x = torch.rand(3, d)
+    z, hidden = enc.features(x)
+    assert z.shape == (3, 5) and len(hidden) == len(channels)
+    recon = dec(z)
+    assert recon.shape == (3, d) and (recon >= 0).all() and (recon <= 1).all()
+
+
+def test_deep_conv_on_tiny_images_keeps_the_shape():
+    cfg = ModelConfig(architecture="conv", latent_dim=2, conv={"channels": [4, 4, 4, 4, 4]})
+    model = build_autoencoder(cfg, 4, (1, 2, 2))
+    assert model.reconstruct(torch.rand(3, 4)).shape == (3, 4)
+
+
+def test_conv_on_table_is_a_config_error():
+    with pytest.raises(ConfigError, match="needs image data"):
+        build_autoencoder(ModelConfig(architecture="conv"), 10, None)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_every_variant_and_builder_trains_one_step(variant, arch):
+    torch.manual_seed(0)
+    cfg = ModelConfig(variant=variant, architecture=arch, latent_dim=4, mlp={"hidden": [16]}, conv={"channels": [4, 8]})
+    model = build_autoencoder(cfg, 64, (1, 8, 8), unit_interval=True)
+    x = torch.rand(10, 64)
+    out = model.train()(x)
+    assert out.recon_x.shape == x.shape and out.z.shape == (10, 4)
+    assert torch.isfinite(out.loss)
+    assert (out.reg_loss > 0) == (variant not in ("vanilla", "denoising"))
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.eval()
+    assert model.encode(x).shape == (10, 4)
+    assert torch.equal(model.reconstruct(x), model.reconstruct(x))
+
+
+def test_output_activation_auto_follows_data_range():
+    cfg = ModelConfig(latent_dim=2, mlp={"hidden": [4]})
+    x = torch.randn(5, 3) * 10
+    assert ((build_autoencoder(cfg, 3, None, unit_interval=True).reconstruct(x) - 0.5).abs() <= 0.5).all()
+    assert isinstance(build_autoencoder(cfg, 3, None, unit_interval=False).decoder.out, torch.nn.Identity)
