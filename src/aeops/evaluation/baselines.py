@@ -1,0 +1,171 @@
+"""Classical baselines on the autoencoder's split, reported with the autoencoder's metric keys.
+
+`model_metrics` assembles the full metric dict for any encoder/decoder (the autoencoder or PCA),
+so the two entries always have identical keys.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.ensemble import IsolationForest
+from sklearn.neighbors import NearestNeighbors
+
+from aeops.config import EvaluateConfig
+from aeops.evaluation.metrics import (
+    anomaly_metrics,
+    choose_threshold,
+    compression_metrics,
+    embedding_metrics,
+    quantize_codes,
+    reconstruction_errors,
+    reconstruction_metrics,
+)
+
+QUANT_BITS = 8
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return a.reshape(len(a), -1)
+
+
+def model_metrics(
+    train_codes: np.ndarray,
+    train_labels: np.ndarray | None,
+    val_scores: np.ndarray,
+    test_x: np.ndarray,
+    test_recon: np.ndarray,
+    test_recon_quantized: np.ndarray | None,
+    test_codes: np.ndarray,
+    test_scores: np.ndarray,
+    test_labels: np.ndarray | None,
+    test_is_anomaly: np.ndarray | None,
+    latent_dim: int,
+    data_range: float,
+    cfg: EvaluateConfig,
+) -> dict:
+    """All metrics of one encoder/decoder on the test split.
+
+    `val_scores` must be scores of NORMAL validation rows (they set the threshold at
+    cfg.threshold_percentile); `test_recon_quantized` is the reconstruction from 8-bit-quantised
+    codes (None → quantized_psnr None). Keys: recon_mse, psnr, quantized_psnr, auroc, auprc,
+    precision, recall, f1, threshold, knn_accuracy, trustworthiness, latent_dim,
+    compression_ratio, bits_per_value.
+    """
+    out = reconstruction_metrics(test_x, test_recon, data_range)
+    out["quantized_psnr"] = (
+        None
+        if test_recon_quantized is None
+        else reconstruction_metrics(test_x, test_recon_quantized, data_range)["psnr"]
+    )
+    threshold = choose_threshold(val_scores, cfg.threshold_percentile)
+    out |= anomaly_metrics(test_scores, test_is_anomaly, threshold)
+    out |= embedding_metrics(
+        train_codes,
+        train_labels,
+        test_x,
+        test_codes,
+        test_labels,
+        cfg.knn_neighbors,
+        cfg.trustworthiness_max_rows,
+        cfg.seed,
+    )
+    n_features = int(np.prod(np.shape(test_x)[1:]))
+    out |= compression_metrics(n_features, latent_dim, QUANT_BITS)
+    return out
+
+
+def _pca(
+    train_x: np.ndarray,
+    train_labels: np.ndarray | None,
+    val_x: np.ndarray,
+    test_x: np.ndarray,
+    test_labels: np.ndarray | None,
+    test_is_anomaly: np.ndarray | None,
+    latent_dim: int,
+    data_range: float,
+    cfg: EvaluateConfig,
+) -> tuple[dict, np.ndarray]:
+    """PCA with min(latent_dim, n_features, n_train) components as a linear autoencoder."""
+    k = min(latent_dim, train_x.shape[1], train_x.shape[0])
+    pca = PCA(n_components=k, random_state=cfg.seed).fit(train_x)
+    train_codes, test_codes = pca.transform(train_x), pca.transform(test_x)
+    test_recon = pca.inverse_transform(test_codes)
+    lo, hi = train_codes.min(axis=0), train_codes.max(axis=0)
+    test_recon_q = pca.inverse_transform(quantize_codes(test_codes, lo, hi, QUANT_BITS))
+    val_scores = reconstruction_errors(val_x, pca.inverse_transform(pca.transform(val_x)))
+    test_scores = reconstruction_errors(test_x, test_recon)
+    metrics = model_metrics(
+        train_codes,
+        train_labels,
+        val_scores,
+        test_x,
+        test_recon,
+        test_recon_q,
+        test_codes,
+        test_scores,
+        test_labels,
+        test_is_anomaly,
+        k,
+        data_range,
+        cfg,
+    )
+    return metrics, test_scores
+
+
+def _score_only(
+    val_scores: np.ndarray, test_scores: np.ndarray, is_anomaly: np.ndarray | None, pct: float
+) -> dict:
+    return anomaly_metrics(test_scores, is_anomaly, choose_threshold(val_scores, pct))
+
+
+def isolation_forest_scores(
+    train_x: np.ndarray, xs: list[np.ndarray], cfg: EvaluateConfig
+) -> list[np.ndarray]:
+    """Isolation Forest fitted on train; score = -score_samples (higher = more anomalous)."""
+    forest = IsolationForest(n_estimators=cfg.isolation_forest_trees, random_state=cfg.seed)
+    forest.fit(train_x)
+    return [-forest.score_samples(x) for x in xs]
+
+
+def knn_distance_scores(
+    train_x: np.ndarray, xs: list[np.ndarray], cfg: EvaluateConfig
+) -> list[np.ndarray]:
+    """Mean distance to the k nearest TRAIN rows (k = cfg.knn_neighbors, clamped to n_train)."""
+    nn = NearestNeighbors(n_neighbors=min(cfg.knn_neighbors, len(train_x))).fit(train_x)
+    return [nn.kneighbors(x)[0].mean(axis=1) for x in xs]
+
+
+def run_baselines(
+    train_x: np.ndarray,
+    train_labels: np.ndarray | None,
+    val_x: np.ndarray,
+    test_x: np.ndarray,
+    test_labels: np.ndarray | None,
+    test_is_anomaly: np.ndarray | None,
+    latent_dim: int,
+    data_range: float,
+    cfg: EvaluateConfig,
+) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Run PCA, Isolation Forest and kNN-distance baselines.
+
+    Inputs may be (n, features) or images (n, ...); they are flattened. `val_x` must hold only
+    normal rows (it sets each method's threshold). Returns `(metrics, test_scores)`, both keyed
+    by "pca", "isolation_forest", "knn_distance"; `test_scores[method]` is the (n_test,) anomaly
+    score array (for plots). "pca" has the same keys as `model_metrics`; the others only
+    the anomaly keys.
+    """
+    train_x, val_x, test_x = _flat(train_x), _flat(val_x), _flat(test_x)
+    metrics: dict[str, dict] = {}
+    scores: dict[str, np.ndarray] = {}
+    metrics["pca"], scores["pca"] = _pca(
+        train_x, train_labels, val_x, test_x, test_labels, test_is_anomaly, latent_dim,
+        data_range, cfg,
+    )
+    scorers = {"isolation_forest": isolation_forest_scores, "knn_distance": knn_distance_scores}
+    for name, fn in scorers.items():
+        val_s, test_s = fn(train_x, [val_x, test_x], cfg)
+        metrics[name] = _score_only(val_s, test_s, test_is_anomaly, cfg.threshold_percentile)
+        scores[name] = test_s
+    return metrics, scores

@@ -1,0 +1,245 @@
+"""Tests for aeops.evaluation: metrics, baselines and plots (numpy only, fast)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.metrics import precision_recall_fscore_support
+
+from aeops.config import EvaluateConfig
+from aeops.evaluation import plots
+from aeops.evaluation.baselines import model_metrics, run_baselines
+from aeops.evaluation.metrics import (
+    anomaly_metrics,
+    choose_threshold,
+    compression_metrics,
+    embedding_metrics,
+    quantize_codes,
+    reconstruction_errors,
+    reconstruction_metrics,
+)
+
+MODEL_KEYS = {
+    "recon_mse", "psnr", "quantized_psnr", "auroc", "auprc", "precision", "recall", "f1",
+    "threshold", "knn_accuracy", "trustworthiness", "latent_dim", "compression_ratio",
+    "bits_per_value",
+}  # fmt: skip
+
+
+def _plain(d: dict) -> bool:
+    return all(v is None or type(v) in (int, float) for v in d.values())
+
+
+@pytest.fixture(scope="module")
+def digits_split():
+    """Digits in [0, 1]; classes 0-8 normal (train/val), test = held-out normals + all 9s."""
+    x, y = load_digits(return_X_y=True)
+    x = x / 16.0
+    rng = np.random.default_rng(0)
+    normal = np.flatnonzero(y != 9)
+    rng.shuffle(normal)
+    tr, va, te = normal[:1000], normal[1000:1300], normal[1300:]
+    te = np.concatenate([te, np.flatnonzero(y == 9)])
+    is_anom = (y[te] == 9).astype(int)
+    return x[tr], y[tr], x[va], x[te], y[te], is_anom
+
+
+# ---------------------------------------------------------------- metrics
+def test_reconstruction_metrics_psnr_formula():
+    x = np.zeros((4, 3))
+    recon = np.full((4, 3), 0.1)
+    m = reconstruction_metrics(x, recon, data_range=2.0)
+    assert m["recon_mse"] == pytest.approx(0.01)
+    assert m["psnr"] == pytest.approx(10 * math.log10(4.0 / 0.01))
+    assert _plain(m)
+    assert reconstruction_metrics(x, x, 1.0)["psnr"] is None  # infinite PSNR is not JSON
+
+
+def test_reconstruction_errors_per_row_on_images():
+    x = np.zeros((3, 1, 2, 2))
+    recon = x.copy()
+    recon[1] = 1.0
+    recon[2, 0, 0, 0] = 2.0
+    np.testing.assert_allclose(reconstruction_errors(x, recon), [0.0, 1.0, 1.0])
+
+
+def test_choose_threshold_is_percentile():
+    s = np.arange(101, dtype=float)
+    assert choose_threshold(s, 95) == pytest.approx(95.0)
+    assert isinstance(choose_threshold(s, 50), float)
+
+
+def test_anomaly_metrics_perfect_and_direct():
+    y = np.array([0, 0, 0, 1, 1])
+    m = anomaly_metrics(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), y, threshold=0.5)
+    assert m == {"auroc": 1.0, "auprc": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0,
+                 "threshold": 0.5}  # fmt: skip
+    scores = np.array([0.1, 0.6, 0.3, 0.4, 0.9])
+    m = anomaly_metrics(scores, y, threshold=0.35)
+    p, r, f, _ = precision_recall_fscore_support(y, scores > 0.35, average="binary")
+    assert (m["precision"], m["recall"], m["f1"]) == pytest.approx((p, r, f))
+    assert _plain(m)
+
+
+def test_anomaly_metrics_without_two_classes():
+    s = np.array([0.1, 0.2])
+    for labels in (None, np.array([0, 0]), np.array([1, 1])):
+        assert all(v is None for v in anomaly_metrics(s, labels, 0.5).values())
+
+
+def test_threshold_depends_only_on_val_scores():
+    rng = np.random.default_rng(0)
+    val = rng.normal(size=200)
+    codes = rng.normal(size=(50, 2))
+    test_x = rng.normal(size=(50, 4))
+    cfg = EvaluateConfig(threshold_percentile=90)
+    thresholds = []
+    for flip in (0, 1):
+        is_anom = (np.arange(50) % 2 == flip).astype(int)
+        m = model_metrics(codes, None, val, test_x, test_x, None, codes, rng.normal(size=50),
+                          None, is_anom, 2, 1.0, cfg)  # fmt: skip
+        thresholds.append(m["threshold"])
+    assert thresholds[0] == thresholds[1] == pytest.approx(np.percentile(val, 90))
+
+
+def test_quantize_codes_error_bound_and_levels():
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(500, 3)) * [1.0, 5.0, 0.1]
+    lo, hi = train.min(axis=0), train.max(axis=0)
+    for bits in (2, 8):
+        q = quantize_codes(train, lo, hi, bits)
+        bound = (hi - lo) / (2 * (2**bits - 1))
+        assert np.all(np.abs(q - train) <= bound + 1e-12)
+        levels = lo + np.arange(2**bits)[:, None] / (2**bits - 1) * (hi - lo)
+        np.testing.assert_allclose(quantize_codes(levels, lo, hi, bits), levels, atol=1e-12)
+    clipped = quantize_codes(np.array([[1e6, -1e6, 0.0]]), lo, hi)
+    np.testing.assert_allclose(clipped[0, :2], [hi[0], lo[1]])
+    const = quantize_codes(np.ones((4, 1)), np.ones(1), np.ones(1))
+    np.testing.assert_array_equal(const, np.ones((4, 1)))
+
+
+def test_compression_metrics():
+    m = compression_metrics(64, 8)
+    assert m == {"latent_dim": 8, "compression_ratio": 8.0, "bits_per_value": 1.0}
+    assert type(m["latent_dim"]) is int
+    assert compression_metrics(784, 16, bits=4)["bits_per_value"] == pytest.approx(64 / 784)
+
+
+def test_knn_accuracy_ignores_unseen_classes():
+    train = np.array([[0.0, 0], [0.1, 0], [0, 0.1], [10, 10], [10.1, 10], [10, 10.1]])
+    train_y = np.array([0, 0, 0, 1, 1, 1])
+    test = np.array([[0.05, 0.05], [10.05, 10.05], [0.0, 0.0], [10.0, 10.0]])
+    test_y = np.array([0, 1, 7, 7])  # class 7 never trained on: ignored, not counted wrong
+    m = embedding_metrics(train, train_y, test, test, test_y, 3, 100, 0)
+    assert m["knn_accuracy"] == 1.0
+    m = embedding_metrics(train, train_y, test, test, np.array([7, 7, 7, 7]), 3, 100, 0)
+    assert m["knn_accuracy"] is None
+
+
+def test_trustworthiness_identity_and_no_labels():
+    x = np.random.default_rng(2).normal(size=(300, 5))
+    m = embedding_metrics(x, None, x, x, None, n_neighbors=5, max_rows=100, seed=0)
+    assert m["knn_accuracy"] is None
+    assert m["trustworthiness"] == pytest.approx(1.0)
+    # tiny test set: n_neighbors is clamped below n/2 instead of raising
+    small = embedding_metrics(x, None, x[:10], x[:10, :2], None, 50, 2000, 0)
+    assert 0.0 <= small["trustworthiness"] <= 1.0
+    assert embedding_metrics(x, None, x[:2], x[:2], None, 5, 100, 0)["trustworthiness"] is None
+
+
+# ---------------------------------------------------------------- baselines
+def test_baselines_on_digits_with_held_out_class(digits_split):
+    tr_x, tr_y, va_x, te_x, te_y, anom = digits_split
+    cfg = EvaluateConfig(isolation_forest_trees=100, trustworthiness_max_rows=300)
+    metrics, scores = run_baselines(tr_x, tr_y, va_x, te_x, te_y, anom, 8, 1.0, cfg)
+    assert set(metrics) == set(scores) == {"pca", "isolation_forest", "knn_distance"}
+    for name, m in metrics.items():
+        assert _plain(m), name
+        assert m["auroc"] > (0.6 if name == "isolation_forest" else 0.75), (name, m["auroc"])
+        assert scores[name].shape == (len(te_x),)
+    pca = metrics["pca"]
+    assert set(pca) == MODEL_KEYS
+    assert pca["latent_dim"] == 8 and pca["compression_ratio"] == 8.0
+    assert pca["knn_accuracy"] > 0.8  # the unseen class 9 is excluded
+    assert pca["quantized_psnr"] <= pca["psnr"] + 1e-9
+    assert 0.5 < pca["trustworthiness"] <= 1.0
+
+
+def test_pca_full_rank_reconstructs_exactly(digits_split):
+    tr_x, tr_y, va_x, te_x, te_y, anom = digits_split
+    cfg = EvaluateConfig(isolation_forest_trees=10, trustworthiness_max_rows=100)
+    metrics, _ = run_baselines(tr_x, tr_y, va_x, te_x, te_y, anom, 500, 1.0, cfg)
+    pca = metrics["pca"]
+    assert pca["latent_dim"] == 64  # clamped to n_features
+    assert pca["recon_mse"] < 1e-20
+    assert pca["psnr"] is None or pca["psnr"] > 150
+
+
+def test_model_metrics_keys_match_pca(digits_split):
+    tr_x, tr_y, va_x, te_x, te_y, anom = digits_split
+    cfg = EvaluateConfig(isolation_forest_trees=10, trustworthiness_max_rows=100)
+    pca_m, _ = run_baselines(tr_x, tr_y, va_x, te_x, te_y, anom, 4, 1.0, cfg)
+    codes_tr, codes_te = tr_x[:, :4], te_x[:, :4]
+    recon = np.clip(te_x + 0.05, 0, 1)
+    val_s, test_s = reconstruction_errors(va_x, va_x * 0.9), reconstruction_errors(te_x, recon)
+    m = model_metrics(codes_tr, tr_y, val_s, te_x, recon, recon, codes_te, test_s, te_y, anom,
+                      4, 1.0, cfg)  # fmt: skip
+    assert set(m) == set(pca_m["pca"]) == MODEL_KEYS
+    assert _plain(m)
+    # no labels at all: every key still present, label-based ones None
+    m = model_metrics(codes_tr, None, np.ones(5), te_x, recon, None, codes_te,
+                      np.ones(len(te_x)), None, None, 4, 1.0, cfg)  # fmt: skip
+    assert set(m) == MODEL_KEYS
+    assert m["auroc"] is None and m["knn_accuracy"] is None and m["quantized_psnr"] is None
+
+
+# ---------------------------------------------------------------- plots
+def _nonempty_png(path) -> bool:
+    return path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_curve_csvs_and_pngs(tmp_path):
+    rng = np.random.default_rng(3)
+    y = (rng.random(3000) < 0.3).astype(int)
+    scores = {"ae": rng.normal(size=3000) + y, "pca": rng.normal(size=3000) + 2 * y}
+    paths = plots.write_curve_csvs(tmp_path / "curves", scores, y)
+    names = {p.name for p in paths}
+    assert names == {"roc_ae.csv", "pr_ae.csv", "roc_pca.csv", "pr_pca.csv"}
+    for p in paths:
+        rows = list(csv.reader(p.read_text().splitlines()))
+        assert rows[0] == (["fpr", "tpr"] if p.name.startswith("roc") else ["recall", "precision"])
+        assert 2 < len(rows) - 1 <= 501
+        assert all(0 <= float(v) <= 1 for row in rows[1:] for v in row)
+    pngs = plots.plot_curves_png(tmp_path, scores, y)
+    assert {p.name for p in pngs} == {"roc.png", "pr.png"} and all(map(_nonempty_png, pngs))
+    hist = plots.plot_score_histograms(tmp_path, scores, y, {"ae": 0.5, "pca": None})
+    assert _nonempty_png(hist) and hist.name == "score_histograms.png"
+    assert plots.write_curve_csvs(tmp_path / "none", scores, None) == []
+    assert plots.plot_curves_png(tmp_path / "none", scores, np.zeros(3000)) == []
+    assert not (tmp_path / "none").exists()
+    assert _nonempty_png(plots.plot_score_histograms(tmp_path / "h", scores, None, {}))
+    assert not list(tmp_path.rglob(".*"))  # no temp files left behind
+
+
+def test_image_table_latent_and_loss_plots(tmp_path):
+    rng = np.random.default_rng(4)
+    imgs = rng.random((10, 1, 8, 8))
+    assert _nonempty_png(plots.plot_reconstructions(tmp_path / "img.png", imgs, imgs, (1, 8, 8)))
+    rgb = rng.random((3, 3, 4, 4))
+    rgb_png = plots.plot_reconstructions(tmp_path / "rgb.png", rgb, rgb, (3, 4, 4), n=3)
+    assert _nonempty_png(rgb_png)
+    table = rng.normal(size=(20, 6))
+    assert _nonempty_png(plots.plot_reconstructions(tmp_path / "tab.png", table, table, None))
+    labels = rng.integers(0, 5, 200)
+    for d in (1, 2, 6):
+        codes = rng.normal(size=(200, d))
+        assert _nonempty_png(plots.plot_latent_2d(tmp_path / f"z{d}.png", codes, labels, 0))
+    assert _nonempty_png(plots.plot_latent_2d(tmp_path / "nolab.png", codes, None, 0))
+    many = rng.integers(0, 50, 200)
+    assert _nonempty_png(plots.plot_latent_2d(tmp_path / "many.png", codes, many, 0))
+    hist = {"train/loss": [1.0, 0.5, 0.3], "val/loss": [1.1, 0.6, 0.4]}
+    assert _nonempty_png(plots.plot_loss_curves(tmp_path / "loss.png", hist))
