@@ -1,0 +1,71 @@
+"""MLflow set-up shared by the stages: tracking URI, experiment, flattened params, provenance tags."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aeops.config import MlflowConfig
+
+# MLflow caps a param value at 6,000 characters; ours are far shorter, but stay safe.
+_MAX_PARAM = 6000
+
+
+def tracking_uri(cfg: MlflowConfig) -> str:
+    """`MLFLOW_TRACKING_URI` wins, then params, then `sqlite:///<cwd>/mlflow.db` (embedded default)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
+    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def setup_experiment(cfg: MlflowConfig) -> str:
+    """Point MLflow at the tracking URI and return the experiment id, creating it if needed.
+
+    A new experiment gets an explicit artifact location (`cfg.artifact_root` under the cwd for
+    local stores), so artifacts never land in a surprise `mlruns/` folder.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(cfg.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if not uri.startswith(("http://", "https://", "databricks")):
+        location = (Path.cwd() / cfg.artifact_root).resolve().as_uri()
+    try:
+        return client.create_experiment(cfg.experiment, artifact_location=location)
+    except MlflowException:  # created meanwhile by another process
+        return client.get_experiment_by_name(cfg.experiment).experiment_id
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{'a': {'b': 1}} → {'a.b': '1'}; lists become their string form."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:_MAX_PARAM]
+    return flat
+
+
+def git_commit() -> str:
+    """HEAD's commit hash (with `-dirty` if the tree has changes), or `unknown` outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha

@@ -1,0 +1,1 @@
+"""Training: data module, Lightning trainer from params, MLflow tracking."""

@@ -1,0 +1,66 @@
+"""In-memory data module: prepared splits as tensors, fetched a whole batch at a time."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from aeops.data.prepared import load_split
+
+
+class TensorRows(Dataset):
+    """Rows of one tensor; `__getitems__` lets the DataLoader index a whole batch at once."""
+
+    def __init__(self, x: Tensor):
+        self.x = x
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.x[i]
+
+    def __getitems__(self, idx: list[int]) -> Tensor:
+        return self.x[torch.as_tensor(idx)]
+
+
+def _keep_batch(batch: Tensor) -> Tensor:
+    return batch
+
+
+class PreparedDataModule(L.LightningDataModule):
+    """Loads `data_dir/{train,val,test}.parquet` features into memory (the data sets here fit).
+
+    Under DDP, Lightning swaps in a DistributedSampler; the batch fetch stays vectorised.
+    """
+
+    def __init__(self, data_dir: str, batch_size: int = 128, num_workers: int = 0):
+        super().__init__()
+        self.data_dir, self.batch_size, self.num_workers = data_dir, batch_size, num_workers
+        self.splits: dict[str, TensorRows] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        for name in ("train", "val", "test"):
+            if name not in self.splits:
+                self.splits[name] = TensorRows(torch.from_numpy(load_split(self.data_dir, name).x))
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.splits[name],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=_keep_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

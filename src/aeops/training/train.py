@@ -1,0 +1,180 @@
+"""Stage `train`: fit an autoencoder with a Lightning Trainer built from params; track it in MLflow."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from aeops import __version__
+from aeops.config import MlflowConfig, TrainConfig
+from aeops.data.prepared import load_meta, load_split
+from aeops.io import hash_dir, read_json, write_json
+from aeops.models.lightning import LitAutoencoder
+from aeops.tracking import flatten, git_commit, setup_experiment, tracking_uri
+from aeops.training.datamodule import PreparedDataModule
+
+
+def build_trainer(cfg: TrainConfig, logger: Any, ckpt_dir: Path) -> L.Trainer:
+    """Everything from params: a machine with N GPUs trains with DDP by changing params only."""
+    callbacks: list[Any] = [
+        ModelCheckpoint(
+            dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_last=True,
+            enable_version_counter=False,
+        ),
+        EarlyStopping(monitor="val/loss", mode="min", patience=cfg.patience, check_finite=True),
+    ]
+    if cfg.progress_bar:
+        callbacks.append(RichProgressBar())
+    return L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes,
+        precision=cfg.precision,
+        max_epochs=cfg.max_epochs,
+        gradient_clip_val=cfg.gradient_clip_val or None,
+        deterministic=cfg.deterministic,
+        logger=logger,
+        callbacks=callbacks,
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        inference_mode=False,  # the contractive penalty differentiates during validation too
+        log_every_n_steps=1,
+        default_root_dir=cfg.output_dir,
+    )
+
+
+def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
+    """Fit, test on the best checkpoint, log the run; rank 0 writes `run.json` and returns the metrics."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    meta = load_meta(cfg.data_dir)
+    out_dir = Path(cfg.output_dir)
+    rank0 = rank_zero_only.rank == 0
+    if rank0:
+        setup_experiment(mlflow_cfg)
+    logger = MLFlowLogger(
+        experiment_name=mlflow_cfg.experiment,
+        tracking_uri=tracking_uri(mlflow_cfg),
+        run_name=f"{cfg.model.variant}-{cfg.model.architecture}-z{cfg.model.latent_dim}",
+        tags={"aeops.stage": "train"},
+    )
+    lit = LitAutoencoder(
+        model_cfg=cfg.model.model_dump(),
+        n_features=meta["n_features"],
+        image_shape=meta["image_shape"],
+        unit_interval=meta["unit_interval"],
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+    )
+    data = PreparedDataModule(cfg.data_dir, cfg.batch_size, cfg.num_workers)
+    trainer = build_trainer(cfg, logger, out_dir / "checkpoints")
+
+    start = time.perf_counter()
+    trainer.fit(lit, datamodule=data)
+    fit_seconds = time.perf_counter() - start
+    test = trainer.test(lit, datamodule=data, ckpt_path="best", verbose=False)[0]
+    if not trainer.is_global_zero:
+        return {}
+
+    ckpt = trainer.checkpoint_callback
+    metrics = {
+        **{k: float(v) for k, v in test.items()},
+        "best_val_loss": float(ckpt.best_model_score),
+        "epochs": int(trainer.current_epoch),
+        "fit_seconds": round(fit_seconds, 2),
+        "n_parameters": sum(p.numel() for p in lit.model.parameters()),
+    }
+    info = {
+        "run_id": logger.run_id,
+        "experiment_id": logger.experiment_id,
+        "tracking_uri": tracking_uri(mlflow_cfg),
+        "best_checkpoint": str(Path(ckpt.best_model_path).relative_to(Path.cwd()))
+        if Path(ckpt.best_model_path).is_relative_to(Path.cwd()) else ckpt.best_model_path,
+        "data_hash": hash_dir(cfg.data_dir),
+        "git_commit": git_commit(),
+        "metrics": metrics,
+    }
+    _log_run(lit, cfg, meta, info, logger)
+    write_json(cfg.metrics_file, metrics)
+    write_json(out_dir / "run.json", info)
+    return metrics
+
+
+def _log_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: dict, logger: MLFlowLogger) -> None:
+    """Params, provenance tags, data profile, plots and the model, all in the training run."""
+    import mlflow
+
+    from aeops.evaluation import plots
+
+    client, run_id = logger.experiment, logger.run_id
+    data_dir = Path(cfg.data_dir)
+    params = flatten(cfg.model_dump(), "train.")
+    if (data_dir / "params.json").exists():
+        params.update(flatten(read_json(data_dir / "params.json"), "prepare."))
+    mlflow.set_tracking_uri(info["tracking_uri"])
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_params(params)
+        mlflow.log_metrics({f"final/{k}": v for k, v in info["metrics"].items()})
+        mlflow.set_tags(
+            {
+                "git_commit": info["git_commit"],
+                "dvc_stage": "train",
+                "data_hash": info["data_hash"],
+                "variant": cfg.model.variant,
+                "architecture": cfg.model.architecture,
+                "aeops_version": __version__,
+            }
+        )
+        mlflow.log_dict(read_json(data_dir / "profile.json"), "data/profile.json")
+        mlflow.log_dict(meta, "data/meta.json")
+
+        model = lit.model.cpu().eval()
+        test = load_split(cfg.data_dir, "test")
+        with torch.no_grad():
+            x = torch.from_numpy(test.x)
+            codes, recon = model.encode(x).numpy(), model.reconstruct(x).numpy()
+        history = {
+            name: [m.value for m in client.get_metric_history(run_id, name)]
+            for name in ("train/loss", "val/loss", "train/recon_loss", "val/recon_loss")
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            shape = tuple(meta["image_shape"]) if meta["image_shape"] else None
+            for path in (
+                plots.plot_loss_curves(Path(tmp) / "loss_curves.png", history),
+                plots.plot_reconstructions(Path(tmp) / "reconstructions.png", test.x, recon, shape),
+                plots.plot_latent_2d(Path(tmp) / "latent_2d.png", codes, test.labels, cfg.seed),
+            ):
+                mlflow.log_artifact(str(path), "plots")
+        log_model(model, test.x[:5])
+
+
+class Reconstructor(torch.nn.Module):
+    """Serving module: flat scaled features in, reconstructions out."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.reconstruct(x)
+
+
+def log_model(model: torch.nn.Module, example: np.ndarray) -> None:
+    """Log the network as an MLflow model (torch.export `pt2`) with signature and input example."""
+    import mlflow
+
+    mlflow.pytorch.log_model(
+        Reconstructor(model).eval(),
+        name="model",
+        input_example=example.astype(np.float32),
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
+    )
