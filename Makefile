@@ -1,0 +1,43 @@
+# aeops — `make repro` runs the pipeline, `make test` the tests; both set everything up first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+PORT ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help setup repro test ui clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+# CPU torch (the pinned wheel) unless an NVIDIA GPU is present; then pip picks a CUDA build of torch>=2.3.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  grep -v '^torch==' constraints.txt > $(VENV)/constraints.txt; \
+	else cp constraints.txt $(VENV)/constraints.txt; fi
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt torch
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e '.[dev]'
+	touch $@
+
+setup: $(STAMP) ## create .venv with the pinned dependencies and initialise DVC
+	@test -d .dvc || { $(VENV)/bin/dvc init -q $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm) \
+	  && $(VENV)/bin/dvc config core.analytics false && $(VENV)/bin/dvc config core.check_update false; }
+
+repro: setup ## run the DVC pipeline (prepare → train → evaluate) on params.yaml
+	dvc repro
+	@echo
+	@echo "metrics: metrics/evaluate.json, metrics/train.json   (dvc metrics show)"
+	@echo "plots:   plots/evaluate/                              (dvc plots show → dvc_plots/index.html)"
+	@echo "MLflow:  mlflow.db + mlartifacts/                     (make ui → http://127.0.0.1:$(PORT))"
+
+test: setup ## run the test suite
+	$(PY) -m pytest
+
+ui: setup ## MLflow UI on 127.0.0.1:$(PORT)
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT)
+
+clean: ## remove generated outputs (keeps .venv, mlflow.db and the DVC cache)
+	rm -rf data/prepared models plots/evaluate dvc_plots
