@@ -1,0 +1,41 @@
+"""Shared fixtures: an isolated working directory with prepared digits data and its own MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aeops.config import MlflowConfig, PrepareConfig, TrainConfig
+from aeops.data.prepare import prepare
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """cwd = a fresh temp dir, so mlflow.db, mlartifacts/ and outputs land there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def prepared(workdir: Path) -> Path:
+    """Digits with digit 9 as the anomaly class, prepared into workdir/data/prepared."""
+    prepare(PrepareConfig(normal_classes=list(range(9))))
+    return workdir / "data" / "prepared"
+
+
+def tiny_train(**model: object) -> TrainConfig:
+    """A few fast epochs on CPU, no progress bar."""
+    return TrainConfig(
+        max_epochs=3, patience=2, batch_size=128, accelerator="cpu", progress_bar=False,
+        model={"latent_dim": 4, "mlp": {"hidden": [32]}, "conv": {"channels": [4, 8]}, **model},
+    )
+
+
+@pytest.fixture
+def mlflow_cfg() -> MlflowConfig:
+    return MlflowConfig(experiment="aeops-test")

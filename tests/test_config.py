@@ -1,0 +1,56 @@
+"""params.yaml validation: every mistake is one line naming the key, the value and what is allowed."""
+
+import pytest
+
+from aeops.cli import main
+from aeops.config import load_section, parse_section
+from aeops.errors import ConfigError
+
+CASES = [
+    ("train", {"max_epoch": 3}, "unknown key 'train.max_epoch'", "max_epochs"),
+    ("train", {"model": {"variant": "sparsee"}}, "train.model.variant = 'sparsee'", "vanilla"),
+    ("train", {"model": {"mlp": {"hiden": [3]}}}, "unknown key 'train.model.mlp.hiden'", "hidden"),
+    ("train", {"lr": -1}, "train.lr = -1", "greater than 0"),
+    ("train", {"batch_size": "big"}, "train.batch_size = 'big'", "integer"),
+    ("train", {"precision": "8-bit"}, "train.precision = '8-bit'", "32-true"),
+    ("train", {"model": {"conv": {"kernel_size": 4}}}, "train.model.conv", "odd"),
+    ("train", {"model": {"variant": "contractive", "mlp": {"batch_norm": True}}}, "train.model", "batch_norm: false"),
+    ("train", {"model": {"mlp": {"dropout": 1.5}}}, "train.model.mlp.dropout = 1.5", "less than 1"),
+    ("prepare", {"source": "cifar"}, "prepare.source = 'cifar'", "digits"),
+    ("prepare", {"val_fraction": 0.7}, "prepare.val_fraction = 0.7", "less than 0.5"),
+    ("prepare", {"normal_classes": [1], "anomaly_column": "y"}, "prepare", "not both"),
+    ("evaluate", {"threshold_percentile": 100}, "evaluate.threshold_percentile = 100", "less than 100"),
+    ("mlflow", {"experiment": "x", "uri": "y"}, "unknown key 'mlflow.uri'", "tracking_uri"),
+]
+
+
+@pytest.mark.parametrize("section,raw,where,allowed", CASES)
+def test_bad_params_give_one_clear_line(section, raw, where, allowed):
+    with pytest.raises(ConfigError) as err:
+        parse_section(section, raw)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert where in msg and allowed in msg
+
+
+def test_shipped_params_yaml_is_valid():
+    from conftest import REPO
+
+    for section in ("prepare", "train", "evaluate", "mlflow"):
+        load_section(section, REPO / "params.yaml")
+
+
+def test_stage_exits_2_with_message_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("prepare:\n  source: digits\n  sed: 1\n")
+    assert main(["prepare"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: params.yaml: unknown key 'prepare.sed'") and "seed" in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_invalid_yaml_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("prepare: [unclosed\n")
+    assert main(["prepare"]) == 2
+    assert "not valid YAML" in capsys.readouterr().err

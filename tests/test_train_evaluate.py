@@ -1,0 +1,96 @@
+"""Train and evaluate in-process on digits: checkpoints, the MLflow run and its model, metrics files."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_train
+
+from aeops.config import EvaluateConfig
+from aeops.data.prepared import load_split
+from aeops.evaluation.evaluate import evaluate
+from aeops.models.lightning import load_autoencoder
+from aeops.tracking import tracking_uri
+from aeops.training.train import train
+
+
+def _run(mlflow_cfg):
+    info = json.loads(open("models/run.json").read())
+    client = mlflow.MlflowClient(tracking_uri(mlflow_cfg))
+    return info, client, client.get_run(info["run_id"])
+
+
+def test_train_writes_checkpoints_and_tracks_everything(prepared, mlflow_cfg):
+    metrics = train(tiny_train(), mlflow_cfg)
+    assert metrics["epochs"] == 3 and np.isfinite(metrics["test/loss"])
+    assert {p.name for p in (prepared.parent.parent / "models/checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    info, client, run = _run(mlflow_cfg)
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+    params, tags = run.data.params, run.data.tags
+    assert params["train.model.variant"] == "vanilla" and params["train.max_epochs"] == "3"
+    assert params["prepare.source"] == "digits" and params["prepare.normal_classes"] == str(list(range(9)))
+    assert tags["dvc_stage"] == "train" and tags["data_hash"] == info["data_hash"] and tags["git_commit"]
+    history = client.get_metric_history(run.info.run_id, "val/loss")
+    assert len(history) == 3 and len(client.get_metric_history(run.info.run_id, "train/loss")) == 3
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert artifacts == {"plots/loss_curves.png", "plots/latent_2d.png", "plots/reconstructions.png"}
+    assert client.list_artifacts(run.info.run_id, "data")
+
+    # The logged model serves the same reconstructions as the best checkpoint.
+    model, _ = load_autoencoder(info["best_checkpoint"])
+    x = load_split(prepared, "test").x[:16]
+    logged = mlflow.pyfunc.load_model(f"runs:/{info['run_id']}/model")
+    assert logged.metadata.signature is not None
+    with torch.no_grad():
+        expected = model.reconstruct(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.asarray(logged.predict(x)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_loads_with_weights_only(prepared, mlflow_cfg):
+    train(tiny_train(variant="variational", architecture="conv"), mlflow_cfg)
+    ckpt = torch.load("models/checkpoints/best.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["model_cfg"]["variant"] == "variational"
+    model, _ = load_autoencoder("models/checkpoints/best.ckpt")
+    assert not model.training
+
+
+@pytest.mark.parametrize("variant,arch", [("denoising", "mlp"), ("sparse", "conv"), ("contractive", "mlp")])
+def test_variants_train_end_to_end(prepared, mlflow_cfg, variant, arch):
+    metrics = train(tiny_train(variant=variant, architecture=arch), mlflow_cfg)
+    assert np.isfinite(metrics["test/loss"])
+    if variant != "denoising":
+        assert metrics["test/reg_loss"] > 0
+    _, _, run = _run(mlflow_cfg)
+    assert run.data.tags["variant"] == variant
+
+
+def test_same_seed_same_metrics(prepared, mlflow_cfg):
+    a = train(tiny_train(), mlflow_cfg)
+    b = train(tiny_train(), mlflow_cfg)
+    assert a["test/loss"] == b["test/loss"] and a["best_val_loss"] == b["best_val_loss"]
+
+
+def test_evaluate_compares_model_and_baselines_and_logs_to_the_training_run(prepared, mlflow_cfg):
+    cfg = tiny_train()
+    cfg.max_epochs, cfg.patience = 20, 20  # enough to learn digits (AUROC ~0.74 measured for z=4)
+    train(cfg, mlflow_cfg)
+    results = evaluate(EvaluateConfig(), mlflow_cfg)
+    assert set(results) == {"model", "pca", "isolation_forest", "knn_distance"}
+    assert set(results["model"]) == set(results["pca"])
+    for method in results.values():
+        assert 0.5 < method["auroc"] <= 1.0
+        assert method["threshold"] is not None
+    m = results["model"]
+    assert m["compression_ratio"] == 64 / 4 and m["bits_per_value"] == 8 * 4 / 64
+    assert m["quantized_psnr"] <= m["psnr"] + 1e-6
+    assert json.loads(open("metrics/evaluate.json").read()) == results
+    plots = {p.name for p in (prepared.parent.parent / "plots/evaluate").iterdir()}
+    assert {"roc_model.csv", "pr_pca.csv", "roc.png", "pr.png", "score_histograms.png"} <= plots
+    _, client, run = _run(mlflow_cfg)
+    assert run.data.metrics["test/auroc"] == pytest.approx(m["auroc"])
+    assert run.data.metrics["baseline/pca/recon_mse"] == pytest.approx(results["pca"]["recon_mse"])
+    assert client.list_artifacts(run.info.run_id, "evaluate/plots")
