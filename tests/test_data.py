@@ -21,7 +21,7 @@ DATASETS = Path(__file__).parents[2] / "shared/datasets"
 MNIST = DATASETS / "mnist"
 BREASTW = DATASETS / "tabular/breastw.csv"
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-FILES = ["train.parquet", "val.parquet", "test.parquet", "scaler.json", "meta.json", "profile.json"]
+FILES = ["train.parquet", "val.parquet", "test.parquet", "scaler.json", "meta.json", "profile.json", "params.json"]
 
 
 def _cfg(tmp_path: Path, **kw) -> PrepareConfig:
