@@ -23,8 +23,8 @@ def tracking_uri(cfg: MlflowConfig) -> str:
 def setup_experiment(cfg: MlflowConfig) -> str:
     """Point MLflow at the tracking URI and return the experiment id, creating it if needed.
 
-    A new experiment gets an explicit artifact location (`cfg.artifact_root` under the cwd for
-    local stores), so artifacts never land in a surprise `mlruns/` folder.
+    A new experiment gets an explicit artifact location (`<cfg.artifact_root>/<experiment>` under
+    the cwd for local stores), so artifacts never land in a surprise `mlruns/` folder.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -37,7 +37,7 @@ def setup_experiment(cfg: MlflowConfig) -> str:
         return exp.experiment_id
     location = None
     if not uri.startswith(("http://", "https://", "databricks")):
-        location = (Path.cwd() / cfg.artifact_root).resolve().as_uri()
+        location = (Path.cwd() / cfg.artifact_root / cfg.experiment).resolve().as_uri()
     try:
         return client.create_experiment(cfg.experiment, artifact_location=location)
     except MlflowException:  # created meanwhile by another process
