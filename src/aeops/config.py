@@ -134,7 +134,100 @@ class TrainConfig(Strict):
     data_dir: str = "data/prepared"
     output_dir: str = "models"
     metrics_file: str = "metrics/train.json"
+    tuned_params: str | None = None  # tune/best_params.json: its overrides win when tuning was enabled
     model: ModelConfig = Field(default_factory=ModelConfig)
+
+
+# ---------------------------------------------------------------- tune
+class FloatRange(Strict):
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _order(self) -> FloatRange:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+class IntRange(FloatRange):
+    low: int
+    high: int
+
+
+class Choices(Strict):
+    choices: list[Any] = Field(min_length=1)
+
+
+FloatKnob = FloatRange | Choices | float
+IntKnob = IntRange | Choices | int
+
+
+def _choices(*values: Any) -> Any:
+    return Field(default_factory=lambda: Choices(choices=list(values)))
+
+
+class SearchSpace(Strict):
+    """Each knob: a range {low, high, log}, a list {choices: [...]}, or a fixed value."""
+
+    variant: Choices = _choices("vanilla", "denoising", "sparse", "contractive", "variational")
+    architecture: Choices = _choices("mlp")
+    depth: IntKnob = Field(default_factory=lambda: IntRange(low=1, high=3))
+    width: IntKnob = Field(default_factory=lambda: IntRange(low=32, high=256, log=True))
+    conv_channels: IntKnob = Field(default_factory=lambda: IntRange(low=8, high=32, log=True))
+    latent_dim: IntKnob = Field(default_factory=lambda: IntRange(low=2, high=16))
+    activation: Choices = _choices("relu", "gelu")
+    dropout: FloatKnob = 0.0
+    batch_norm: Choices = _choices(False)
+    lr: FloatKnob = Field(default_factory=lambda: FloatRange(low=1e-4, high=1e-2, log=True))
+    weight_decay: FloatKnob = Field(default_factory=lambda: FloatRange(low=1e-6, high=1e-2, log=True))
+    batch_size: IntKnob = _choices(32, 64, 128)
+    noise: Choices = _choices("gaussian", "masking")
+    noise_std: FloatKnob = Field(default_factory=lambda: FloatRange(low=0.05, high=0.5))
+    mask_prob: FloatKnob = Field(default_factory=lambda: FloatRange(low=0.05, high=0.5))
+    l1_weight: FloatKnob = Field(default_factory=lambda: FloatRange(low=1e-6, high=1e-2, log=True))
+    kl_weight: FloatKnob = Field(default_factory=lambda: FloatRange(low=1e-5, high=1e-1, log=True))
+    sparsity_target: FloatKnob = Field(default_factory=lambda: FloatRange(low=0.01, high=0.3))
+    contractive_weight: FloatKnob = Field(default_factory=lambda: FloatRange(low=1e-6, high=1e-2, log=True))
+    beta: FloatKnob = Field(default_factory=lambda: FloatRange(low=0.01, high=4.0, log=True))
+
+    @model_validator(mode="after")
+    def _known(self) -> SearchSpace:
+        allowed = {
+            "variant": {"vanilla", "denoising", "sparse", "contractive", "variational"},
+            "architecture": {"mlp", "conv"},
+            "noise": {"gaussian", "masking"},
+        }
+        for name, values in allowed.items():
+            bad = [c for c in getattr(self, name).choices if c not in values]
+            if bad:
+                raise ValueError(f"{name} choices {bad} not allowed; allowed: {sorted(values)}")
+        return self
+
+
+class TuneConfig(Strict):
+    enabled: bool = True
+    study_name: str = "aeops"
+    storage: str | None = None  # OPTUNA_STORAGE wins; null = a journal file under output_dir
+    n_trials: int = Field(20, ge=1)
+    timeout: float | None = Field(None, gt=0)  # seconds; no new trial starts after it
+    n_workers: int = Field(1, ge=1)
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
+    pruner_startup_trials: int = Field(3, ge=0)  # median: trials before pruning starts
+    pruner_warmup_epochs: int = Field(2, ge=0)  # median: epochs before a trial can be pruned
+    objective: Literal["val_recon_loss"] = "val_recon_loss"
+    seed: int = 42
+    max_epochs: int = Field(15, ge=1)  # per trial
+    patience: int = Field(5, ge=0)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    progress_bar: bool = True
+    data_dir: str = "data/prepared"
+    output_dir: str = "tune"
+    space: SearchSpace = Field(default_factory=SearchSpace)
 
 
 # ---------------------------------------------------------------- evaluate
@@ -159,22 +252,35 @@ class MlflowConfig(Strict):
 
 SECTIONS: dict[str, type[Strict]] = {
     "prepare": PrepareConfig,
+    "tune": TuneConfig,
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
     "mlflow": MlflowConfig,
 }
 
 
+_MODEL_NAMES = {"FloatRange", "IntRange", "Choices"}
+
+
 def _format_error(section: str, err: ValidationError) -> str:
     """One line per problem: the dotted key, the value given and what is allowed."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in (section, *first["loc"]))
+    # Union members show up in the location as 'FloatRange', 'function-after[...]', 'int': drop them.
+    parts = [p for p in first["loc"] if not _is_union_tag(p)]
+    first["loc"] = tuple(parts)
+    loc = ".".join(str(p) for p in (section, *parts))
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         allowed = _allowed_keys(SECTIONS[section], first["loc"][:-1])
         return f"params.yaml: unknown key '{loc}' (allowed here: {allowed})"
     value = first.get("input")
     return f"params.yaml: {loc} = {value!r} is invalid: {msg}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and (
+        "[" in part or part in {"int", "float", "bool", "str"} or part in _MODEL_NAMES
+    )
 
 
 def _allowed_keys(model: type[BaseModel], path: tuple) -> str:

@@ -56,6 +56,17 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def mask_url(url: str) -> str:
+    """Hide the password of a URL such as postgresql://user:secret@host/db (never log credentials)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def git_commit() -> str:
     """HEAD's commit hash (with `-dirty` if the tree has changes), or `unknown` outside git."""
     try:
