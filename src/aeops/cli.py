@@ -23,6 +23,22 @@ def _prepare(params: dict) -> None:
     print(f"prepare: {cfg.source} → {cfg.output_dir} ({rows} rows)")
 
 
+def _tune(params: dict) -> None:
+    from aeops.tuning.study import tune
+
+    cfg = parse_section("tune", params.get("tune"))
+    result = tune(cfg, parse_section("mlflow", params.get("mlflow")))
+    if result["enabled"]:
+        model = result["train"]["model"]
+        print(
+            f"tune: best trial {result['trial']} {cfg.objective}={result['value']:.5f} "
+            f"({model['variant']}/{model['architecture']}, latent {model['latent_dim']}); "
+            f"trials {result['trials']}, {result['epochs_trained']} epochs → {cfg.output_dir}/best_params.json"
+        )
+    else:
+        print(f"tune: disabled; train uses the fixed model config ({cfg.output_dir}/best_params.json)")
+
+
 def _train(params: dict) -> None:
     from aeops.training.train import train
 
@@ -53,6 +69,7 @@ def _evaluate(params: dict) -> None:
 
 STAGES: dict[str, Callable[[dict], None]] = {
     "prepare": _prepare,
+    "tune": _tune,
     "train": _train,
     "evaluate": _evaluate,
 }

@@ -17,21 +17,31 @@ from lightning.pytorch.utilities import rank_zero_only
 from aeops import __version__
 from aeops.config import MlflowConfig, TrainConfig
 from aeops.data.prepared import load_meta, load_split
+from aeops.errors import ConfigError
 from aeops.io import hash_dir, read_json, write_json
 from aeops.models.lightning import LitAutoencoder
 from aeops.tracking import flatten, git_commit, setup_experiment, tracking_uri
 from aeops.training.datamodule import PreparedDataModule
 
 
-def build_trainer(cfg: TrainConfig, logger: Any, ckpt_dir: Path) -> L.Trainer:
-    """Everything from params: a machine with N GPUs trains with DDP by changing params only."""
-    callbacks: list[Any] = [
-        ModelCheckpoint(
-            dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_last=True,
-            enable_version_counter=False,
-        ),
+def build_trainer(
+    cfg: TrainConfig, logger: Any, ckpt_dir: Path | None, callbacks: list[Any] | None = None
+) -> L.Trainer:
+    """Everything from params: a machine with N GPUs trains with DDP by changing params only.
+
+    `ckpt_dir=None` trains without checkpoints (search trials).
+    """
+    callbacks = [
+        *(callbacks or []),
         EarlyStopping(monitor="val/loss", mode="min", patience=cfg.patience, check_finite=True),
     ]
+    if ckpt_dir is not None:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_last=True,
+                enable_version_counter=False,
+            )
+        )
     if cfg.progress_bar:
         callbacks.append(RichProgressBar())
     return L.Trainer(
@@ -45,6 +55,7 @@ def build_trainer(cfg: TrainConfig, logger: Any, ckpt_dir: Path) -> L.Trainer:
         deterministic=cfg.deterministic,
         logger=logger,
         callbacks=callbacks,
+        enable_checkpointing=ckpt_dir is not None,
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
         inference_mode=False,  # the contractive penalty differentiates during validation too
@@ -53,8 +64,23 @@ def build_trainer(cfg: TrainConfig, logger: Any, ckpt_dir: Path) -> L.Trainer:
     )
 
 
+def apply_tuned(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """Overlay `best_params.json` of the `tune` stage (when tuning was enabled) on the train params."""
+    if not cfg.tuned_params:
+        return cfg, None
+    path = Path(cfg.tuned_params)
+    if not path.exists():
+        raise ConfigError(f"params.yaml: train.tuned_params = '{path}' does not exist; run `dvc repro tune`")
+    tuned = read_json(path)
+    if not tuned.get("enabled"):
+        return cfg, None
+    merged = TrainConfig.model_validate({**cfg.model_dump(), **tuned["train"]})
+    return merged, tuned
+
+
 def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     """Fit, test on the best checkpoint, log the run; rank 0 writes `run.json` and returns the metrics."""
+    cfg, tuned = apply_tuned(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     meta = load_meta(cfg.data_dir)
     out_dir = Path(cfg.output_dir)
@@ -65,7 +91,7 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
         experiment_name=mlflow_cfg.experiment,
         tracking_uri=tracking_uri(mlflow_cfg),
         run_name=f"{cfg.model.variant}-{cfg.model.architecture}-z{cfg.model.latent_dim}",
-        tags={"aeops.stage": "train"},
+        tags={"aeops.stage": "train", **({"tuned_from": f"{tuned['study']}#{tuned['trial']}"} if tuned else {})},
     )
     lit = LitAutoencoder(
         model_cfg=cfg.model.model_dump(),

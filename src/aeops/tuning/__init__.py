@@ -1,0 +1,1 @@
+"""Optuna search over architectures and hyperparameters (the `tune` stage)."""

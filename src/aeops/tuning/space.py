@@ -1,0 +1,68 @@
+"""Turn the `tune.space` params into Optuna suggestions and a training config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from aeops.config import Choices, FloatRange, IntRange, ModelConfig, SearchSpace
+
+
+def suggest(trial: optuna.Trial, name: str, knob: Any) -> Any:
+    """A range → suggest_int/float (log if asked), choices → categorical, a fixed value → itself."""
+    if isinstance(knob, Choices):
+        return knob.choices[0] if len(knob.choices) == 1 else trial.suggest_categorical(name, knob.choices)
+    if isinstance(knob, IntRange):
+        return trial.suggest_int(name, knob.low, knob.high, log=knob.log)
+    if isinstance(knob, FloatRange):
+        return trial.suggest_float(name, knob.low, knob.high, log=knob.log)
+    return knob
+
+
+def sample_train_overrides(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+    """Sample one training config: `{"lr", "weight_decay", "batch_size", "model": {...}}`.
+
+    Penalty knobs are sampled only for the variant that uses them (conditional search space).
+    """
+    s = space
+    variant = suggest(trial, "variant", s.variant)
+    architecture = suggest(trial, "architecture", s.architecture)
+    depth = suggest(trial, "depth", s.depth)
+    latent = suggest(trial, "latent_dim", s.latent_dim)
+    activation = suggest(trial, "activation", s.activation)
+    bn = False if variant == "contractive" else suggest(trial, "batch_norm", s.batch_norm)
+    model: dict[str, Any] = {"variant": variant, "architecture": architecture, "latent_dim": latent}
+    if architecture == "mlp":
+        width = suggest(trial, "width", s.width)
+        model["mlp"] = {
+            "hidden": [max(latent, width // 2**i) for i in range(depth)],
+            "activation": activation,
+            "batch_norm": bn,
+            "dropout": suggest(trial, "dropout", s.dropout),
+        }
+    else:
+        base = suggest(trial, "conv_channels", s.conv_channels)
+        model["conv"] = {"channels": [base * 2**i for i in range(depth)], "activation": activation, "batch_norm": bn}
+    if variant == "denoising":
+        noise = suggest(trial, "noise", s.noise)
+        level = {"std": suggest(trial, "noise_std", s.noise_std)} if noise == "gaussian" else {
+            "mask_prob": suggest(trial, "mask_prob", s.mask_prob)
+        }
+        model["denoising"] = {"noise": noise, **level}
+    elif variant == "sparse":
+        model["sparse"] = {
+            "l1_weight": suggest(trial, "l1_weight", s.l1_weight),
+            "kl_weight": suggest(trial, "kl_weight", s.kl_weight),
+            "target": suggest(trial, "sparsity_target", s.sparsity_target),
+        }
+    elif variant == "contractive":
+        model["contractive"] = {"weight": suggest(trial, "contractive_weight", s.contractive_weight)}
+    elif variant == "variational":
+        model["variational"] = {"beta": suggest(trial, "beta", s.beta)}
+    return {
+        "lr": suggest(trial, "lr", s.lr),
+        "weight_decay": suggest(trial, "weight_decay", s.weight_decay),
+        "batch_size": suggest(trial, "batch_size", s.batch_size),
+        "model": ModelConfig.model_validate(model).model_dump(),
+    }

@@ -1,0 +1,96 @@
+"""One search trial: train a sampled config with pruning; track it as a nested MLflow run."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import lightning as L
+import optuna
+from lightning.pytorch.loggers import MLFlowLogger
+from optuna_integration import PyTorchLightningPruningCallback
+
+from aeops.config import TrainConfig, TuneConfig
+from aeops.data.prepared import load_meta
+from aeops.models.lightning import LitAutoencoder
+from aeops.training.datamodule import PreparedDataModule
+from aeops.training.train import build_trainer
+from aeops.tuning.space import sample_train_overrides
+
+OBJECTIVE_METRIC = {"val_recon_loss": "val/recon_loss"}
+
+
+def trial_train_config(cfg: TuneConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """The training config of a trial: one device, no checkpoints, the tune section's epochs."""
+    return TrainConfig.model_validate(
+        {
+            "seed": cfg.seed,
+            "max_epochs": cfg.max_epochs,
+            "patience": cfg.patience,
+            "accelerator": cfg.accelerator,
+            "devices": 1,
+            "progress_bar": False,
+            "data_dir": cfg.data_dir,
+            **overrides,
+        }
+    )
+
+
+def run_trial(
+    trial: optuna.Trial, cfg: TuneConfig, tracking_uri: str, experiment_id: str, parent_run_id: str
+) -> tuple[optuna.trial.TrialState, float | None, dict[str, Any]]:
+    """Train one sampled config; return (state, objective value, info) — never raises for a bad trial."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"trial-{trial.number}",
+        tags={"mlflow.parentRunId": parent_run_id, "aeops.stage": "tune", "trial": str(trial.number)},
+    )
+    run_id = run.info.run_id
+    start = time.perf_counter()
+    monitor = OBJECTIVE_METRIC[cfg.objective]
+    info: dict[str, Any] = {}
+    try:
+        overrides = sample_train_overrides(trial, cfg.space)
+        train_cfg = trial_train_config(cfg, overrides)
+        for key, value in trial.params.items():
+            client.log_param(run_id, key, value)
+        L.seed_everything(cfg.seed + trial.number, workers=True, verbose=False)
+        meta = load_meta(cfg.data_dir)
+        lit = LitAutoencoder(
+            train_cfg.model.model_dump(), meta["n_features"], meta["image_shape"], meta["unit_interval"],
+            train_cfg.lr, train_cfg.weight_decay,
+        )
+        logger = MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
+        pruning = PyTorchLightningPruningCallback(trial, monitor=monitor)
+        trainer = build_trainer(train_cfg, logger, None, [pruning])
+        data = PreparedDataModule(cfg.data_dir, train_cfg.batch_size, 0)
+        trainer.fit(lit, datamodule=data)
+        values = trial.storage.get_trial(trial._trial_id).intermediate_values
+        if not values:
+            raise RuntimeError(f"no {monitor} was reported")
+        value = min(values.values())
+        state = optuna.trial.TrialState.COMPLETE
+        info["overrides"] = overrides
+    except optuna.TrialPruned:
+        state, value = optuna.trial.TrialState.PRUNED, None
+    except Exception as err:  # a failed trial is recorded with its reason; the study goes on
+        state, value = optuna.trial.TrialState.FAIL, None
+        info["fail_reason"] = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        trial.set_user_attr("fail_reason", info["fail_reason"])
+        client.set_tag(run_id, "fail_reason", info["fail_reason"])
+    duration = time.perf_counter() - start
+    epochs = len(trial.storage.get_trial(trial._trial_id).intermediate_values)
+    trial.set_user_attr("duration_s", round(duration, 3))
+    trial.set_user_attr("worker_pid", os.getpid())
+    trial.set_user_attr("epochs", epochs)
+    client.log_metric(run_id, "duration_s", duration)
+    client.log_metric(run_id, "epochs", epochs)
+    if value is not None:
+        client.log_metric(run_id, "objective", value)
+    client.set_tag(run_id, "state", state.name)
+    client.set_terminated(run_id, "FAILED" if state == optuna.trial.TrialState.FAIL else "FINISHED")
+    return state, value, info
