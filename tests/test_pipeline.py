@@ -42,6 +42,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["train"].update(max_epochs=2, batch_size=256, progress_bar=False)
     params["train"]["model"]["mlp"]["hidden"] = [32]
     params["evaluate"]["isolation_forest_trees"] = 20
+    params["tune"].update(n_trials=3, max_epochs=2, progress_bar=False)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=dst)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=dst)
@@ -51,7 +52,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_metrics_mlflow_and_noop(repo: Path):
     out = sh("dvc", "repro", cwd=repo)
-    for stage in ("prepare", "train", "evaluate"):
+    for stage in ("prepare", "tune", "train", "evaluate"):
         assert f"Running stage '{stage}'" in out
     metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
     assert set(metrics) == {"model", "pca", "isolation_forest", "knn_distance"}
@@ -65,6 +66,9 @@ def test_repro_metrics_mlflow_and_noop(repo: Path):
     client = mlflow.MlflowClient()
     run = client.get_run(info["run_id"])
     assert run.data.params["train.max_epochs"] == "2"
+    best = json.loads((repo / "tune" / "best_params.json").read_text())
+    assert run.data.params["train.lr"] == str(best["train"]["lr"])  # train used the search result
+    assert run.data.tags["tuned_from"] == f"aeops#{best['trial']}"
     assert "test/auroc" in run.data.metrics and "baseline/pca/auroc" in run.data.metrics
     model = mlflow.pyfunc.load_model(f"runs:/{info['run_id']}/model")
     assert list(model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 64]

@@ -1,0 +1,150 @@
+"""The `tune` stage: pruning, a valid best config for train, resuming after a kill, parallel workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import optuna
+import pytest
+import yaml
+from conftest import REPO
+
+from aeops.config import TuneConfig
+from aeops.errors import AeopsError
+from aeops.tracking import tracking_uri
+from aeops.training.train import train
+from aeops.tuning.study import INTERRUPTED, load_study, tune
+
+pytestmark = pytest.mark.slow
+
+
+def small_study(**kw) -> TuneConfig:
+    """6 trials x 3 epochs on digits; the lr range reaches values too small to learn in 3 epochs."""
+    base = {
+        "n_trials": 6, "max_epochs": 3, "patience": 3, "progress_bar": False,
+        "pruner": "median", "pruner_startup_trials": 2, "pruner_warmup_epochs": 0,
+        "space": {
+            "depth": 1, "width": {"low": 16, "high": 64, "log": True}, "latent_dim": {"low": 2, "high": 8},
+            "lr": {"low": 1e-5, "high": 3e-2, "log": True}, "batch_size": 128,
+        },
+    }
+    return TuneConfig.model_validate(base | kw)
+
+
+def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials() if t.state.is_finished() and not t.user_attrs.get(INTERRUPTED)]
+
+
+def test_study_prunes_and_train_uses_best_params(prepared, mlflow_cfg):
+    cfg = small_study()
+    result = tune(cfg, mlflow_cfg)
+    assert result["trials"]["PRUNED"] >= 1
+    assert sum(result["trials"].values()) == 6
+    best = json.loads(open("tune/best_params.json").read())
+    assert best == json.loads(json.dumps(result))
+    assert {"optimization_history.png", "parallel_coordinate.png"} <= set(os.listdir("tune/plots"))
+
+    # One parent run, one nested run per trial, each with its final state.
+    client = mlflow.MlflowClient(tracking_uri(mlflow_cfg))
+    runs = client.search_runs([client.get_experiment_by_name("aeops-test").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("study") == "aeops"]
+    assert len(parents) == 1
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(nested) == 6
+    assert sorted(r.data.tags["state"] for r in nested).count("PRUNED") == result["trials"]["PRUNED"]
+    assert all("duration_s" in r.data.metrics for r in nested)
+
+    # The best config is a valid training config, and train uses it.
+    from conftest import tiny_train
+
+    train_cfg = tiny_train().model_copy(update={"tuned_params": "tune/best_params.json"})
+    train(train_cfg, mlflow_cfg)
+    run_json = json.loads(open("models/run.json").read())
+    params = client.get_run(run_json["run_id"]).data.params
+    assert params["train.lr"] == str(best["train"]["lr"])
+    assert params["train.model.latent_dim"] == str(best["train"]["model"]["latent_dim"])
+    assert params["train.max_epochs"] == "3"  # not tuned: from the train section
+
+
+def test_disabled_tune_leaves_train_config_alone(prepared, mlflow_cfg):
+    assert tune(small_study(enabled=False), mlflow_cfg) == {"enabled": False}
+    from conftest import tiny_train
+
+    train(tiny_train().model_copy(update={"tuned_params": "tune/best_params.json"}), mlflow_cfg)
+    client = mlflow.MlflowClient(tracking_uri(mlflow_cfg))
+    run = client.get_run(json.loads(open("models/run.json").read())["run_id"])
+    assert run.data.params["train.model.latent_dim"] == "4" and "tuned_from" not in run.data.tags
+
+
+def test_failed_trials_are_recorded_and_the_study_goes_on(prepared, mlflow_cfg):
+    space = small_study().space.model_dump() | {"lr": {"choices": [1e-3, 1e9]}}
+    cfg = small_study(n_trials=5, pruner="none", sampler="random", space=space)
+    result = tune(cfg, mlflow_cfg)
+    study = load_study(cfg)
+    failed = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and result["trials"]["FAIL"] == len(failed)
+    assert all("loss" in t.user_attrs["fail_reason"] for t in failed)
+    assert result["trials"]["COMPLETE"] == 5 - len(failed)
+    assert result["train"]["lr"] == 1e-3
+
+    all_fail = small_study(n_trials=2, study_name="doomed", space=space | {"lr": 1e9})
+    with pytest.raises(AeopsError, match="no trial completed"):
+        tune(all_fail, mlflow_cfg)
+
+
+def _run_tune(workdir, cfg: TuneConfig) -> subprocess.Popen:
+    params = {"tune": cfg.model_dump(), "mlflow": {"experiment": "aeops-test"}}
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")}
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "pipelines" / "tune.py")], cwd=workdir, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def test_killed_study_resumes_with_only_the_remaining_trials(prepared, workdir):
+    cfg = small_study(n_trials=6, max_epochs=8, pruner="none")
+    proc = _run_tune(workdir, cfg)
+    study = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # kill once 2 trials are done
+        time.sleep(0.5)
+        if (workdir / "tune/storage/study.journal").exists():
+            study = load_study(cfg)
+            if len(finished(study)) >= 2:
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    study = load_study(cfg)
+    before = {t.number: t.datetime_start for t in finished(study)}
+    assert 2 <= len(before) < 6
+
+    proc = _run_tune(workdir, cfg)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    study = load_study(cfg)
+    done = finished(study)
+    assert len(done) == 6
+    assert {t.number: t.datetime_start for t in done if t.number in before} == before  # not re-run
+    interrupted = [t for t in study.get_trials() if t.user_attrs.get(INTERRUPTED)]
+    assert len(interrupted) <= 1  # the trial killed mid-way is retried with the same params
+    for t in interrupted:
+        assert any(d.params == t.params for d in done if d.number > t.number)
+
+
+def test_two_workers_share_one_study_exactly(prepared, workdir):
+    cfg = small_study(n_trials=6, n_workers=2, pruner="none")
+    proc = _run_tune(workdir, cfg)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    trials = load_study(cfg).get_trials()
+    assert len(trials) == 6 and len({t.number for t in trials}) == 6
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["worker_pid"] for t in trials}) == 2  # both processes ran trials
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 6  # no duplicate samples
