@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro test ui clean
+.PHONY: help setup repro test bench ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ repro: setup ## run the DVC pipeline (prepare → train → evaluate) on params.
 
 test: setup ## run the test suite
 	$(PY) -m pytest
+
+bench: setup ## run the benchmarks (benchmarks/results/*.json)
+	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 ui: setup ## MLflow UI on 127.0.0.1:$(PORT)
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT)

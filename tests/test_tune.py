@@ -148,3 +148,36 @@ def test_two_workers_share_one_study_exactly(prepared, workdir):
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len({t.user_attrs["worker_pid"] for t in trials}) == 2  # both processes ran trials
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 6  # no duplicate samples
+
+
+def test_extra_worker_joins_a_study_on_shared_storage(prepared, workdir):
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    cfg = small_study(n_trials=8, pruner="none", storage=storage)
+    main = _run_tune(workdir, cfg)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # the stage creates the study and its MLflow parent run first
+        time.sleep(0.5)
+        try:
+            if "mlflow_parent_run_id" in optuna.load_study(study_name="aeops", storage=storage).user_attrs:
+                break
+        except KeyError:
+            continue
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    extra = subprocess.run(
+        [sys.executable, "-m", "aeops.cli", "tune-worker"], cwd=workdir, env=env,
+        capture_output=True, text=True, timeout=600,
+    )
+    out, _ = main.communicate(timeout=600)
+    assert main.returncode == 0 and extra.returncode == 0, out[-2000:] + extra.stderr[-2000:]
+    trials = optuna.load_study(study_name="aeops", storage=storage).get_trials()
+    assert len(trials) == 8 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert "tune worker: ran" in extra.stdout
+    assert len({t.user_attrs["worker_pid"] for t in trials}) == 2
+
+
+def test_worker_without_shared_storage_is_refused(workdir, capsys):
+    from aeops.cli import main
+
+    (workdir / "params.yaml").write_text("tune:\n  n_trials: 2\n")
+    assert main(["tune-worker"]) == 2
+    assert "OPTUNA_STORAGE" in capsys.readouterr().err

@@ -39,6 +39,14 @@ def _tune(params: dict) -> None:
         print(f"tune: disabled; train uses the fixed model config ({cfg.output_dir}/best_params.json)")
 
 
+def _tune_worker(params: dict) -> None:
+    from aeops.tuning.study import join
+
+    cfg = parse_section("tune", params.get("tune"))
+    n = join(cfg, parse_section("mlflow", params.get("mlflow")))
+    print(f"tune worker: ran {n} trial(s) of study '{cfg.study_name}'")
+
+
 def _train(params: dict) -> None:
     from aeops.training.train import train
 
@@ -70,6 +78,7 @@ def _evaluate(params: dict) -> None:
 STAGES: dict[str, Callable[[dict], None]] = {
     "prepare": _prepare,
     "tune": _tune,
+    "tune-worker": _tune_worker,
     "train": _train,
     "evaluate": _evaluate,
 }

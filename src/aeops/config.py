@@ -217,8 +217,8 @@ class TuneConfig(Strict):
     n_workers: int = Field(1, ge=1)
     sampler: Literal["tpe", "random"] = "tpe"
     pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
-    pruner_startup_trials: int = Field(3, ge=0)  # median: trials before pruning starts
-    pruner_warmup_epochs: int = Field(2, ge=0)  # median: epochs before a trial can be pruned
+    pruner_startup_trials: int = Field(2, ge=0)  # median: trials before pruning starts
+    pruner_warmup_epochs: int = Field(0, ge=0)  # median: epochs before a trial can be pruned
     objective: Literal["val_recon_loss"] = "val_recon_loss"
     seed: int = 42
     max_epochs: int = Field(15, ge=1)  # per trial

@@ -145,7 +145,8 @@ def tune(cfg: TuneConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = load_study(cfg)
-    recover_interrupted(study)
+    if storage_url(cfg) is None:  # embedded journal: nobody else can be running its trials
+        recover_interrupted(study)
     study.set_user_attr("started_at", time.time())  # tune.timeout counts from this run's start
     experiment_id = setup_experiment(mlflow_cfg)
     parent = study.user_attrs.get("mlflow_parent_run_id")
@@ -158,6 +159,23 @@ def tune(cfg: TuneConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
         client.log_batch(parent, params=[mlflow.entities.Param(k, v) for k, v in flatten(_loggable(cfg), "tune.").items()])
     run_workers(cfg, mlflow_cfg, parent, study)
     return _summarise(study, cfg, client, parent)
+
+
+def join(cfg: TuneConfig, mlflow_cfg: MlflowConfig) -> int:
+    """An extra worker (e.g. on another machine) joins a running study on shared storage.
+
+    It runs trials until the study holds `n_trials`; the stage that started the study writes the
+    outputs. Returns the number of trials this worker ran.
+    """
+    if storage_url(cfg) is None:
+        raise AeopsError("tune worker: set OPTUNA_STORAGE (or tune.storage) to the study's shared storage URL")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = load_study(cfg, worker=os.getpid())
+    parent = study.user_attrs.get("mlflow_parent_run_id")
+    if parent is None:
+        raise AeopsError(f"tune worker: study '{cfg.study_name}' has not been started; run `dvc repro tune` first")
+    work(cfg, mlflow_cfg, parent, worker=os.getpid() % 10_000)
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker_pid") == os.getpid())
 
 
 def _loggable(cfg: TuneConfig) -> dict[str, Any]:
