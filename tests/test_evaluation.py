@@ -88,7 +88,9 @@ def test_anomaly_metrics_perfect_and_direct():
 def test_anomaly_metrics_without_two_classes():
     s = np.array([0.1, 0.2])
     for labels in (None, np.array([0, 0]), np.array([1, 1])):
-        assert all(v is None for v in anomaly_metrics(s, labels, 0.5).values())
+        out = anomaly_metrics(s, labels, 0.5)
+        assert out.pop("threshold") == 0.5  # kept: it comes from validation scores alone
+        assert all(v is None for v in out.values())
 
 
 def test_threshold_depends_only_on_val_scores():

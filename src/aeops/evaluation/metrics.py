@@ -54,11 +54,12 @@ def anomaly_metrics(
 ) -> dict:
     """AUROC, AUPRC and precision/recall/F1 of `score > threshold` (higher score = more anomalous).
 
-    All values are None when labels are missing or single-class; precision/recall/f1 are None
+    All values but the threshold are None when labels are missing or single-class (the threshold
+    comes from validation data alone, and serving needs it); precision/recall/f1 are None
     when `threshold` is None.
     """
     if not has_two_classes(test_is_anomaly):
-        return dict.fromkeys(ANOMALY_KEYS)
+        return dict.fromkeys(ANOMALY_KEYS) | {"threshold": None if threshold is None else float(threshold)}
     y = np.asarray(test_is_anomaly).astype(bool)
     s = np.asarray(test_scores, dtype=np.float64).ravel()
     out = {
