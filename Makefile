@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro test bench ui clean
+.PHONY: help setup repro test bench ui promote serve clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -32,6 +32,7 @@ repro: setup ## run the DVC pipeline (prepare → train → evaluate) on params.
 	@echo "metrics: metrics/evaluate.json, metrics/train.json   (dvc metrics show)"
 	@echo "plots:   plots/evaluate/                              (dvc plots show → dvc_plots/index.html)"
 	@echo "MLflow:  mlflow.db + mlartifacts/                     (make ui → http://127.0.0.1:$(PORT))"
+	@echo "model:   registry/registered.json (alias challenger)  (make promote, then make serve)"
 
 test: setup ## run the test suite
 	$(PY) -m pytest
@@ -39,8 +40,14 @@ test: setup ## run the test suite
 bench: setup ## run the benchmarks (benchmarks/results/*.json)
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+promote: setup ## move alias production to the challenger if not worse (ARGS="--force", "--rollback", "--version N")
+	aeops promote $(ARGS)
+
+serve: setup ## serve models:/<register.model_name>@production on 127.0.0.1 (port: register.serve_port or AEOPS_SERVE_PORT)
+	aeops serve $(ARGS)
+
 ui: setup ## MLflow UI on 127.0.0.1:$(PORT)
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT)
 
 clean: ## remove generated outputs (keeps .venv, mlflow.db and the DVC cache)
-	rm -rf data/prepared models plots/evaluate dvc_plots
+	rm -rf data/prepared models plots/evaluate dvc_plots tune/best_params.json tune/plots registry

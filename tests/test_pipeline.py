@@ -52,7 +52,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_metrics_mlflow_and_noop(repo: Path):
     out = sh("dvc", "repro", cwd=repo)
-    for stage in ("prepare", "tune", "train", "evaluate"):
+    for stage in ("prepare", "tune", "train", "evaluate", "register"):
         assert f"Running stage '{stage}'" in out
     metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
     assert set(metrics) == {"model", "pca", "isolation_forest", "knn_distance"}
@@ -73,6 +73,9 @@ def test_repro_metrics_mlflow_and_noop(repo: Path):
     model = mlflow.pyfunc.load_model(f"runs:/{info['run_id']}/model")
     assert list(model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 64]
     assert (repo / "mlartifacts").is_dir() and not (repo / "mlruns").exists()
+    registered = json.loads((repo / "registry" / "registered.json").read_text())
+    mv = client.get_model_version_by_alias(registered["name"], "challenger")
+    assert str(mv.version) == str(registered["version"]) and mv.run_id == info["run_id"]
 
     assert "Data and pipelines are up to date" in sh("dvc", "repro", cwd=repo)
 

@@ -1,33 +1,38 @@
-"""`aeops` console script: run a pipeline stage with the params of params.yaml.
+"""`aeops` console script: pipeline stages, promotion, serving, batch scoring and ONNX export.
 
-Every stage validates its own params section first; a bad param or data file stops it with one
-line on stderr (exit code 2) and nothing written.
+Every command validates its params sections first; a bad param or data file stops it with one
+line on stderr (exit code 2) and nothing written. A refused promotion exits with code 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
 from aeops.config import load_params, parse_section
-from aeops.errors import AeopsError
+from aeops.errors import AeopsError, PromotionRefused
 
 
-def _prepare(params: dict) -> None:
+def _section(params: dict, name: str):
+    return parse_section(name, params.get(name))
+
+
+def _prepare(params: dict, args: argparse.Namespace) -> None:
     from aeops.data.prepare import prepare
 
-    cfg = parse_section("prepare", params.get("prepare"))
+    cfg = _section(params, "prepare")
     profile = prepare(cfg)
     rows = ", ".join(f"{s} {profile[s]['rows']}" for s in ("train", "val", "test"))
     print(f"prepare: {cfg.source} → {cfg.output_dir} ({rows} rows)")
 
 
-def _tune(params: dict) -> None:
+def _tune(params: dict, args: argparse.Namespace) -> None:
     from aeops.tuning.study import tune
 
-    cfg = parse_section("tune", params.get("tune"))
-    result = tune(cfg, parse_section("mlflow", params.get("mlflow")))
+    cfg = _section(params, "tune")
+    result = tune(cfg, _section(params, "mlflow"))
     if result["enabled"]:
         model = result["train"]["model"]
         print(
@@ -39,55 +44,139 @@ def _tune(params: dict) -> None:
         print(f"tune: disabled; train uses the fixed model config ({cfg.output_dir}/best_params.json)")
 
 
-def _tune_worker(params: dict) -> None:
+def _tune_worker(params: dict, args: argparse.Namespace) -> None:
     from aeops.tuning.study import join
 
-    cfg = parse_section("tune", params.get("tune"))
-    n = join(cfg, parse_section("mlflow", params.get("mlflow")))
+    cfg = _section(params, "tune")
+    n = join(cfg, _section(params, "mlflow"))
     print(f"tune worker: ran {n} trial(s) of study '{cfg.study_name}'")
 
 
-def _train(params: dict) -> None:
-    from aeops.training.train import train
+def _train(params: dict, args: argparse.Namespace) -> None:
+    from aeops.training.train import apply_tuned, train
 
-    cfg = parse_section("train", params.get("train"))
-    mlflow_cfg = parse_section("mlflow", params.get("mlflow"))
-    metrics = train(cfg, mlflow_cfg)
+    cfg = _section(params, "train")
+    metrics = train(cfg, _section(params, "mlflow"))
     if metrics:
+        model = apply_tuned(cfg)[0].model
         print(
-            f"train: {cfg.model.variant}/{cfg.model.architecture} test/loss {metrics['test/loss']:.5f} "
+            f"train: {model.variant}/{model.architecture} z{model.latent_dim} test/loss {metrics['test/loss']:.5f} "
             f"after {metrics['epochs']} epochs ({metrics['fit_seconds']} s)"
         )
 
 
-def _evaluate(params: dict) -> None:
+def _evaluate(params: dict, args: argparse.Namespace) -> None:
     from aeops.evaluation.evaluate import evaluate
 
-    cfg = parse_section("evaluate", params.get("evaluate"))
-    results = evaluate(cfg, parse_section("mlflow", params.get("mlflow")))
+    cfg = _section(params, "evaluate")
+    results = evaluate(cfg, _section(params, "mlflow"))
     print(f"evaluate: metrics → {cfg.metrics_file}, plots → {cfg.plots_dir}")
     keys = ("recon_mse", "psnr", "auroc", "auprc", "f1", "knn_accuracy")
     print(f"  {'method':<17}" + "".join(f"{k:>14}" for k in keys))
     for method, values in results.items():
-        cells = "".join(
-            f"{values.get(k):>14.4f}" if values.get(k) is not None else f"{'-':>14}" for k in keys
-        )
+        cells = "".join(f"{values[k]:>14.4f}" if values.get(k) is not None else f"{'-':>14}" for k in keys)
         print(f"  {method:<17}{cells}")
 
 
-STAGES: dict[str, Callable[[dict], None]] = {
-    "prepare": _prepare,
-    "tune": _tune,
-    "tune-worker": _tune_worker,
-    "train": _train,
-    "evaluate": _evaluate,
+def _register(params: dict, args: argparse.Namespace) -> None:
+    from aeops.registry.register import register
+
+    cfg = _section(params, "register")
+    rec = register(cfg, _section(params, "mlflow"))
+    print(f"register: {rec['model_uri']} (alias challenger) → {cfg.output_file}; promote with `make promote`")
+
+
+def _promote(params: dict, args: argparse.Namespace) -> None:
+    from aeops.registry.promote import promote
+
+    cfg = _section(params, "register")
+    r = promote(cfg, _section(params, "mlflow"), args.version, args.force, args.rollback)
+    print(f"promote: {r['name']} production → version {r['production']} (previous: {r['previous']}; {r['reason']})")
+
+
+def _serve(params: dict, args: argparse.Namespace) -> None:
+    from aeops.tracking import tracking_uri
+
+    cfg = _section(params, "register")
+    port = str(args.port or os.environ.get("AEOPS_SERVE_PORT") or cfg.serve_port)
+    uri = args.model or f"models:/{cfg.model_name}@production"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri(_section(params, "mlflow")))
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+           "-h", args.host, "-p", port]
+    print(f"serve: {uri} on http://{args.host}:{port}/invocations", flush=True)
+    os.execvpe(cmd[0], cmd, env)
+
+
+def _score(params: dict, args: argparse.Namespace) -> None:
+    import mlflow
+
+    from aeops.serving.batch import score_file
+    from aeops.tracking import tracking_uri
+
+    cfg = _section(params, "register")
+    mlflow.set_tracking_uri(tracking_uri(_section(params, "mlflow")))
+    model = args.model or f"models:/{cfg.model_name}@production"
+    n = score_file(model, args.input, args.output, args.chunk_rows, args.output_mode)
+    print(f"score: {n} rows → {args.output}")
+
+
+def _export(params: dict, args: argparse.Namespace) -> None:
+    from aeops.serving.onnx_export import export_onnx
+
+    ckpt = args.checkpoint or os.path.join(_section(params, "train").output_dir, "checkpoints", "best.ckpt")
+    paths = export_onnx(ckpt, args.output_dir)
+    print("export: " + ", ".join(str(p) for p in paths.values()))
+
+
+COMMANDS: dict[str, tuple[Callable, str]] = {
+    "prepare": (_prepare, "stage: load, split, scale the data"),
+    "tune": (_tune, "stage: Optuna search → tune/best_params.json"),
+    "tune-worker": (_tune_worker, "join a running study on shared storage as an extra worker"),
+    "train": (_train, "stage: train the autoencoder"),
+    "evaluate": (_evaluate, "stage: test metrics of the model and baselines"),
+    "register": (_register, "stage: register the scoring model, alias challenger"),
+    "promote": (_promote, "move alias production (quality gate; --force, --rollback)"),
+    "serve": (_serve, "serve models:/<name>@production over REST on 127.0.0.1"),
+    "score": (_score, "score a CSV/Parquet file in chunks → Parquet"),
+    "export": (_export, "export encoder/decoder to ONNX"),
 }
+STAGES = ("prepare", "tune", "train", "evaluate", "register")
 
 
-def run_stage(stage: str, params_file: str = "params.yaml") -> int:
-    """Run one stage; turn aeops errors into one line on stderr and exit code 2."""
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aeops", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        if name == "promote":
+            p.add_argument("--version", help="version to promote (default: the 'challenger' alias)")
+            p.add_argument("--force", action="store_true", help="promote even if worse than production")
+            p.add_argument("--rollback", action="store_true", help="move production back to 'previous'")
+        if name in ("serve", "score"):
+            p.add_argument("--model", help="model URI (default: models:/<register.model_name>@production)")
+        if name == "serve":
+            p.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+            p.add_argument("--port", type=int, help="port (default: AEOPS_SERVE_PORT, else register.serve_port)")
+        if name == "score":
+            p.add_argument("input", help="CSV or Parquet file with the model's feature columns")
+            p.add_argument("output", help="Parquet file to write")
+            p.add_argument("--chunk-rows", type=int, default=50_000)
+            p.add_argument("--output-mode", choices=("scores", "reconstruction"), default="scores")
+        if name == "export":
+            p.add_argument("--format", choices=("onnx",), default="onnx")
+            p.add_argument("--checkpoint", help="default: <train.output_dir>/checkpoints/best.ckpt")
+            p.add_argument("--output-dir", default="models/onnx")
+    return parser
+
+
+def run_stage(command: str, params_file: str = "params.yaml", args: argparse.Namespace | None = None) -> int:
+    """Run one command; aeops errors become one line on stderr (exit 2, or 1 for a refused promotion)."""
     try:
-        STAGES[stage](load_params(params_file))
+        COMMANDS[command][0](load_params(params_file), args or argparse.Namespace())
+    except PromotionRefused as err:
+        print(f"refused: {err}", file=sys.stderr)
+        return 1
     except AeopsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -95,11 +184,8 @@ def run_stage(stage: str, params_file: str = "params.yaml") -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aeops", description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=sorted(STAGES))
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = parser.parse_args(argv)
-    return run_stage(args.stage, args.params)
+    args = _parser().parse_args(argv)
+    return run_stage(args.command, args.params, args)
 
 
 if __name__ == "__main__":

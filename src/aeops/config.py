@@ -243,6 +243,24 @@ class EvaluateConfig(Strict):
     plots_dir: str = "plots/evaluate"
 
 
+# ---------------------------------------------------------------- register / promote / serve
+PROMOTION_METRICS = {"auroc": True, "auprc": True, "f1": True, "psnr": True, "recon_mse": False}
+
+
+class RegisterConfig(Strict):
+    model_name: str = Field("aeops-autoencoder", min_length=1)
+    promotion_metric: Literal["auroc", "auprc", "f1", "psnr", "recon_mse"] = "auroc"
+    serve_port: int = Field(5001, ge=1, le=65535)  # AEOPS_SERVE_PORT wins
+    data_dir: str = "data/prepared"
+    model_dir: str = "models"
+    metrics_file: str = "metrics/evaluate.json"
+    output_file: str = "registry/registered.json"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return PROMOTION_METRICS[self.promotion_metric]
+
+
 # ---------------------------------------------------------------- mlflow
 class MlflowConfig(Strict):
     experiment: str = "aeops"
@@ -255,6 +273,7 @@ SECTIONS: dict[str, type[Strict]] = {
     "tune": TuneConfig,
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
+    "register": RegisterConfig,
     "mlflow": MlflowConfig,
 }
 

@@ -11,3 +11,7 @@ class ConfigError(AeopsError):
 
 class DataError(AeopsError):
     """An input data file is invalid."""
+
+
+class PromotionRefused(AeopsError):
+    """A candidate model is worse than production on the promotion metric."""

@@ -1,0 +1,1 @@
+"""MLflow Model Registry: register the scoring model, promote it by alias behind a quality gate."""

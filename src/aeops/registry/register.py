@@ -1,0 +1,121 @@
+"""Stage `register`: log the scoring pyfunc in the training run, register it, alias `challenger`."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+import aeops
+from aeops.config import MlflowConfig, RegisterConfig
+from aeops.data.prepared import invert_scaler, load_meta, load_scaler, load_split
+from aeops.errors import AeopsError, DataError
+from aeops.io import read_json, write_json
+from aeops.models.lightning import load_autoencoder
+from aeops.serving.scorer import Scorer
+from aeops.tracking import setup_experiment
+
+CHALLENGER, PRODUCTION, PREVIOUS = "challenger", "production", "previous"
+_TAG_LIMIT = 5000
+
+
+def raw_split(data_dir: str, name: str = "test") -> tuple[pd.DataFrame, Any]:
+    """A prepared split back in raw units, as the columns a user sends (and its labels)."""
+    split, scaler = load_split(data_dir, name), load_scaler(data_dir)
+    df = pd.DataFrame(invert_scaler(scaler, split.x), columns=scaler["feature_names"])
+    return df, split
+
+
+def pip_requirements() -> list[str]:
+    import mlflow
+    import pydantic
+    import yaml
+
+    return [
+        f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
+        f"pandas=={pd.__version__}", f"numpy=={np.__version__}", f"pydantic=={pydantic.__version__}",
+        f"PyYAML=={yaml.__version__}",
+    ]
+
+
+def log_scoring_model(info: dict, data_dir: str, threshold: float) -> Any:
+    """Log the pyfunc (scaler + network + threshold) into the training run; return its ModelInfo."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from aeops.serving import pyfunc
+
+    model, hparams = load_autoencoder(info["best_checkpoint"])
+    meta = load_meta(data_dir)
+    bundle = {
+        "state_dict": model.state_dict(), "model_cfg": hparams["model_cfg"], "n_features": meta["n_features"],
+        "image_shape": meta["image_shape"], "unit_interval": meta["unit_interval"],
+    }
+    scaler = load_scaler(data_dir)
+    example = raw_split(data_dir)[0].head(5)
+    scorer = Scorer(bundle, scaler, threshold)
+    signature = infer_signature(example, scorer.score(example), params={"output": "scores"})
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(bundle, Path(tmp) / "network.pt")
+        write_json(Path(tmp) / "scaler.json", scaler)
+        write_json(Path(tmp) / "scoring.json", {"threshold": threshold, "score": "reconstruction_error"})
+        with mlflow.start_run(run_id=info["run_id"]):
+            return mlflow.pyfunc.log_model(
+                name="scorer",
+                python_model=pyfunc.__file__,
+                artifacts={k: str(Path(tmp) / f) for k, f in
+                           (("network", "network.pt"), ("scaler", "scaler.json"), ("scoring", "scoring.json"))},
+                code_paths=[str(Path(aeops.__file__).parent)],
+                signature=signature,
+                input_example=example,
+                pip_requirements=pip_requirements(),
+            )
+
+
+def version_tags(info: dict, results: dict, train_params: dict) -> dict[str, str]:
+    tags = {"git_commit": info["git_commit"], "data_hash": info["data_hash"], "run_id": info["run_id"],
+            "params": json.dumps(train_params, sort_keys=True)[:_TAG_LIMIT]}
+    for method, values in results.items():
+        prefix = "test" if method == "model" else f"baseline.{method}"
+        tags |= {f"{prefix}.{k}": str(v) for k, v in values.items() if v is not None}
+    return tags
+
+
+def register(cfg: RegisterConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
+    """Register the trained model as a new version of `cfg.model_name` with alias `challenger`."""
+    import mlflow
+
+    run_path, metrics_path = Path(cfg.model_dir) / "run.json", Path(cfg.metrics_file)
+    for path, stage in ((run_path, "train"), (metrics_path, "evaluate")):
+        if not path.exists():
+            raise DataError(f"{path}: not found; run `dvc repro {stage}` first")
+    info, results = read_json(run_path), read_json(metrics_path)
+    model_metrics = results["model"]
+    bad = [k for k in ("recon_mse", "threshold") if not _finite(model_metrics.get(k))]
+    if bad:
+        raise AeopsError(f"register: refusing a model whose test {', '.join(bad)} is not a finite number")
+    setup_experiment(mlflow_cfg)
+    client = mlflow.MlflowClient()
+    train_params = {k: v for k, v in client.get_run(info["run_id"]).data.params.items() if k.startswith("train.")}
+    model_info = log_scoring_model(info, cfg.data_dir, float(model_metrics["threshold"]))
+    version = mlflow.register_model(
+        model_info.model_uri, cfg.model_name, tags=version_tags(info, results, train_params)
+    )
+    client.set_registered_model_alias(cfg.model_name, CHALLENGER, version.version)
+    record = {
+        "name": cfg.model_name, "version": int(version.version), "alias": CHALLENGER,
+        "run_id": info["run_id"], "model_uri": f"models:/{cfg.model_name}/{version.version}",
+        "metrics": model_metrics,
+    }
+    write_json(cfg.output_file, record)
+    return record
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,43 @@
+"""The registered MLflow model: a pyfunc that scores raw feature columns.
+
+`mlflow.pyfunc.load_model("models:/<name>@production").predict(df)` returns per row
+`anomaly_score`, `is_anomaly`, `reconstruction_error`, `z_0 … z_k`; with
+`params={"output": "reconstruction"}` it returns the reconstructed rows in raw units.
+Bad input raises an MlflowException with INVALID_PARAMETER_VALUE, which the REST server turns into
+a 400 with the message.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import mlflow
+import pandas as pd
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from aeops.serving.scorer import InputError, Scorer
+
+
+class AutoencoderScorer(mlflow.pyfunc.PythonModel):
+    """Artifacts: `network` (weights-only torch bundle), `scaler` and `scoring` (threshold) JSON."""
+
+    def load_context(self, context: Any) -> None:
+        bundle = torch.load(context.artifacts["network"], map_location="cpu", weights_only=True)
+        with open(context.artifacts["scaler"]) as f:
+            scaler = json.load(f)
+        with open(context.artifacts["scoring"]) as f:
+            scoring = json.load(f)
+        self.scorer = Scorer(bundle, scaler, scoring["threshold"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        try:
+            return self.scorer.score(model_input, (params or {}).get("output", "scores"))
+        except InputError as err:
+            raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
+
+
+# Logged as "models from code" (this file's path is the python_model): no pickled objects.
+mlflow.models.set_model(AutoencoderScorer())

@@ -1,0 +1,223 @@
+"""Registry, promotion by alias, REST serving, batch scoring and ONNX export on a trained digits model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny_train
+
+from aeops.cli import main
+from aeops.config import EvaluateConfig, MlflowConfig, PrepareConfig, RegisterConfig
+from aeops.data.prepare import prepare
+from aeops.errors import DataError, PromotionRefused
+from aeops.evaluation.evaluate import evaluate
+from aeops.registry.promote import promote
+from aeops.registry.register import raw_split, register
+from aeops.training.train import train
+
+pytestmark = pytest.mark.slow
+MLFLOW = MlflowConfig()
+CFG = RegisterConfig()
+
+
+def _train_and_register(epochs: int, lr: float) -> dict:
+    cfg = tiny_train()
+    cfg.max_epochs, cfg.patience, cfg.lr = epochs, epochs, lr
+    train(cfg, MLFLOW)
+    evaluate(EvaluateConfig(isolation_forest_trees=20), MLFLOW)
+    return register(CFG, MLFLOW)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory):
+    """Version 1: a decent model (20 epochs). cwd and MLflow store in a temp dir for the module."""
+    root = tmp_path_factory.mktemp("registry")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        (root / "params.yaml").write_text("register: {}\n")  # defaults, for the CLI
+        prepare(PrepareConfig(normal_classes=list(range(9))))
+        record = _train_and_register(20, 3e-3)
+        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        yield root, record
+
+
+def test_registered_version_is_a_complete_scoring_model(registry):
+    root, record = registry
+    assert record["version"] == 1 and json.loads((root / CFG.output_file).read_text()) == record
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version_by_alias(CFG.model_name, "challenger")
+    assert str(mv.version) == "1"
+    for tag in ("git_commit", "data_hash", "params", "test.auroc", "baseline.pca.auroc", "baseline.knn_distance.auroc"):
+        assert tag in mv.tags, tag
+    assert json.loads(mv.tags["params"])["train.max_epochs"] == "20"
+
+    model = mlflow.pyfunc.load_model(f"models:/{CFG.model_name}@challenger")
+    df, split = raw_split("data/prepared")
+    inputs = model.metadata.get_input_schema().inputs
+    assert [c.name for c in inputs] == list(df.columns) and {c.type.name for c in inputs} == {"float"}
+    out = model.predict(df)
+    assert list(out.columns[:3]) == ["anomaly_score", "is_anomaly", "reconstruction_error"]
+    assert [c for c in out.columns if c.startswith("z_")] == [f"z_{i}" for i in range(4)]
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(split.is_anomaly, out["anomaly_score"]) == pytest.approx(float(mv.tags["test.auroc"]), abs=1e-6)
+    assert (out["is_anomaly"] == (out["anomaly_score"] > float(mv.tags["test.threshold"]))).all()
+    recon = model.predict(df.head(3), params={"output": "reconstruction"})
+    assert list(recon.columns) == list(df.columns) and recon.shape == (3, 64)
+    assert 0 <= recon.to_numpy().min() and recon.to_numpy().max() <= 16.5  # raw pixel units
+
+
+def test_promotion_gate_force_and_rollback(registry, capsys):
+    client = mlflow.MlflowClient()
+    assert promote(CFG, MLFLOW)["production"] == "1"
+    worse = _train_and_register(1, 1e-5)  # version 2: one epoch at a tiny learning rate
+    assert worse["version"] == 2
+    with pytest.raises(PromotionRefused) as err:
+        promote(CFG, MLFLOW)
+    msg = str(err.value)
+    assert "version 2" in msg and "production version 1" in msg and msg.count("0.") >= 2
+    assert str(client.get_model_version_by_alias(CFG.model_name, "production").version) == "1"
+    assert main(["promote"]) == 1 and "refused:" in capsys.readouterr().err
+
+    r = promote(CFG, MLFLOW, force=True)
+    assert r["production"] == "2" and r["previous"] == "1" and "forced" in r["reason"]
+    mv = client.get_model_version_by_alias(CFG.model_name, "production")
+    assert mv.tags["previous_version"] == "1" and "promoted_at" in mv.tags
+    assert str(client.get_model_version_by_alias(CFG.model_name, "previous").version) == "1"
+
+    assert main(["promote", "--rollback"]) == 0
+    assert str(client.get_model_version_by_alias(CFG.model_name, "production").version) == "1"
+    assert str(client.get_model_version_by_alias(CFG.model_name, "previous").version) == "2"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(port: int, body: bytes) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_rest_server_answers_like_predict_and_rejects_bad_payloads(registry):
+    root, _ = registry
+    promote(CFG, MLFLOW, version="1", force=True)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "aeops.cli", "serve", "--port", str(port)], cwd=root, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        assert server.poll() is None
+        with socket.socket() as s:  # bound to loopback only
+            s.settimeout(1)
+            assert s.connect_ex(("127.0.0.1", port)) == 0
+        df = raw_split(str(root / "data/prepared"))[0].head(20)
+        expected = mlflow.pyfunc.load_model(f"models:/{CFG.model_name}@production").predict(df)
+        for body in ({"dataframe_split": df.to_dict(orient="split")}, {"inputs": df.to_dict(orient="records")}):
+            status, answer = _post(port, json.dumps(body).encode())
+            assert status == 200
+            got = pd.DataFrame(answer["predictions"])
+            np.testing.assert_allclose(got["anomaly_score"], expected["anomaly_score"], rtol=1e-6)
+            assert (got["is_anomaly"] == expected["is_anomaly"]).all()
+
+        nan = df.head(2).copy()
+        nan.iloc[0, 3] = np.nan
+        strings = df.head(2).astype(object)
+        strings.iloc[1, 2] = "abc"
+        bad = {
+            "malformed JSON": b"{not json",
+            "missing column": json.dumps({"dataframe_split": df.drop(columns=["px_3"]).to_dict(orient="split")}).encode(),
+            "strings": json.dumps({"dataframe_split": strings.to_dict(orient="split")}).encode(),
+            "NaN": json.dumps({"dataframe_split": nan.to_dict(orient="split")}).encode(),
+            "empty frame": json.dumps({"dataframe_split": {"columns": list(df.columns), "data": []}}).encode(),
+            "unknown output mode": json.dumps({"dataframe_split": df.head(1).to_dict(orient="split"), "params": {"output": "x"}}).encode(),
+        }
+        for name, body in bad.items():
+            status, answer = _post(port, body)
+            assert 400 <= status < 500, (name, status, answer)
+            assert answer.get("message"), name
+        assert "px_3" in _post(port, bad["NaN"])[1]["message"]
+
+        # MLflow's schema enforcement drops columns the signature does not name (documented MLflow
+        # behaviour): an extra column is ignored, never a 5xx.
+        extra = df.head(3).assign(extra=1.0)
+        status, answer = _post(port, json.dumps({"dataframe_split": extra.to_dict(orient="split")}).encode())
+        assert status == 200 and len(answer["predictions"]) == 3
+
+        status, _ = _post(port, json.dumps({"dataframe_split": df.to_dict(orient="split")}).encode())
+        assert status == 200  # still serving after the bad requests
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_batch_scoring_in_chunks_matches_predict(registry, tmp_path):
+    root, _ = registry
+    df = raw_split(str(root / "data/prepared"))[0]
+    big = pd.concat([df] * 7, ignore_index=True)  # 2,520 rows
+    big.to_csv(tmp_path / "in.csv", index=False)
+    big.to_parquet(tmp_path / "in.parquet", index=False)
+    from aeops.serving.batch import score_file
+
+    uri = f"models:/{CFG.model_name}/1"
+    expected = mlflow.pyfunc.load_model(uri).predict(big)
+    for src in ("in.csv", "in.parquet"):
+        n = score_file(uri, str(tmp_path / src), str(tmp_path / f"{src}.out.parquet"), chunk_rows=1000, progress=False)
+        assert n == len(big)
+        got = pd.read_parquet(tmp_path / f"{src}.out.parquet")
+        np.testing.assert_allclose(got["anomaly_score"], expected["anomaly_score"], rtol=1e-5)
+    broken = big.head(1500).astype(object)
+    broken.iloc[1200, 4] = "oops"
+    broken.to_csv(tmp_path / "broken.csv", index=False)
+    with pytest.raises(DataError, match="rows 1000"):
+        score_file(uri, str(tmp_path / "broken.csv"), str(tmp_path / "broken.parquet"), chunk_rows=1000, progress=False)
+    assert not (tmp_path / "broken.parquet").exists()  # nothing half-written
+
+
+def test_onnx_export_matches_pytorch(registry, tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from aeops.models.lightning import load_autoencoder
+    from aeops.serving.onnx_export import export_onnx
+
+    root, _ = registry
+    ckpt = str(root / "models/checkpoints/best.ckpt")
+    paths = export_onnx(ckpt, str(tmp_path / "onnx"))
+    model, _ = load_autoencoder(ckpt)
+    x = np.random.default_rng(0).random((33, 64), dtype=np.float32)
+    z = ort.InferenceSession(str(paths["encoder"])).run(None, {"x": x})[0]
+    recon = ort.InferenceSession(str(paths["decoder"])).run(None, {"z": z})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(z, model.encode(torch.from_numpy(x)).numpy(), atol=1e-5)
+        np.testing.assert_allclose(recon, model.reconstruct(torch.from_numpy(x)).numpy(), atol=1e-5)
