@@ -152,7 +152,8 @@ def test_two_workers_share_one_study_exactly(prepared, workdir):
 
 def test_extra_worker_joins_a_study_on_shared_storage(prepared, workdir):
     storage = f"sqlite:///{workdir / 'optuna.db'}"
-    cfg = small_study(n_trials=8, pruner="none", storage=storage)
+    # Trials long enough (~2 s each) that the extra worker starts (~6 s) before the study ends.
+    cfg = small_study(n_trials=8, max_epochs=12, patience=12, pruner="none", storage=storage)
     main = _run_tune(workdir, cfg)
     deadline = time.time() + 120
     while time.time() < deadline:  # the stage creates the study and its MLflow parent run first
