@@ -221,3 +221,22 @@ def test_onnx_export_matches_pytorch(registry, tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(z, model.encode(torch.from_numpy(x)).numpy(), atol=1e-5)
         np.testing.assert_allclose(recon, model.reconstruct(torch.from_numpy(x)).numpy(), atol=1e-5)
+
+
+def test_interrupted_promotion_keeps_production(registry, monkeypatch):
+    client = mlflow.MlflowClient()
+    promote(CFG, MLFLOW, version="1", force=True)
+    calls = []
+    real = mlflow.MlflowClient.set_registered_model_alias
+
+    def dies_on_second_alias(self, name, alias, version):
+        calls.append(alias)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed mid-promotion")
+        return real(self, name, alias, version)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", dies_on_second_alias)
+    with pytest.raises(KeyboardInterrupt):
+        promote(CFG, MLFLOW, version="2", force=True)
+    assert calls == ["previous", "production"]
+    assert str(client.get_model_version_by_alias(CFG.model_name, "production").version) == "1"

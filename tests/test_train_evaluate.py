@@ -94,3 +94,49 @@ def test_evaluate_compares_model_and_baselines_and_logs_to_the_training_run(prep
     assert run.data.metrics["test/auroc"] == pytest.approx(m["auroc"])
     assert run.data.metrics["baseline/pca/recon_mse"] == pytest.approx(results["pca"]["recon_mse"])
     assert client.list_artifacts(run.info.run_id, "evaluate/plots")
+
+
+def test_killed_training_resumes_from_the_last_checkpoint(prepared, workdir):
+    """Kill `train` mid-way; the rerun continues from last.ckpt in the same MLflow run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+    from conftest import REPO
+
+    params = {"train": {"max_epochs": 40, "patience": 40, "batch_size": 16, "accelerator": "cpu",
+                        "progress_bar": False, "model": {"latent_dim": 4, "mlp": {"hidden": [256, 128]}}}}
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    cmd = [sys.executable, str(REPO / "pipelines" / "train.py")]
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = workdir / "models/checkpoints/last.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if last.exists() and (workdir / "models/checkpoints/resume.json").exists():
+            try:
+                if torch.load(last, weights_only=True)["epoch"] >= 3:
+                    break
+            except Exception:  # being written
+                continue
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = torch.load(last, weights_only=True)["epoch"] + 1
+    assert 4 <= done < 40 and not (workdir / "models/run.json").exists()
+    first_run = json.loads((workdir / "models/checkpoints/resume.json").read_text())["run_id"]
+
+    out = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Restoring states from the checkpoint path" in out.stderr + out.stdout
+    info = json.loads((workdir / "models/run.json").read_text())
+    assert info["metrics"]["resumed_from_epoch"] == done and info["metrics"]["epochs"] == 40
+    assert info["run_id"] == first_run  # the same MLflow run goes on
+    assert not (workdir / "models/checkpoints/resume.json").exists()
+
+    # A finished run is not resumed: the next run trains from scratch.
+    out = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert json.loads((workdir / "models/run.json").read_text())["metrics"]["resumed_from_epoch"] == 0

@@ -15,3 +15,11 @@ class DataError(AeopsError):
 
 class PromotionRefused(AeopsError):
     """A candidate model is worse than production on the promotion metric."""
+
+
+class TrainingDiverged(AeopsError):
+    """The loss became NaN or infinite; nothing is written or registered."""
+
+
+class TrackingUnavailable(AeopsError):
+    """The MLflow tracking server cannot be reached."""

@@ -9,6 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from aeops.config import MlflowConfig
+from aeops.errors import TrackingUnavailable
+
+# An unreachable server fails fast (the library default retries for minutes); users may override.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 
 # MLflow caps a param value at 6,000 characters; ours are far shorter, but stay safe.
 _MAX_PARAM = 6000
@@ -26,13 +34,19 @@ def setup_experiment(cfg: MlflowConfig) -> str:
     A new experiment gets an explicit artifact location (`<cfg.artifact_root>/<experiment>` under
     the cwd for local stores), so artifacts never land in a surprise `mlruns/` folder.
     """
+    for var, value in HTTP_DEFAULTS.items():  # fail in seconds, not minutes of retries
+        os.environ.setdefault(var, value)
     import mlflow
     from mlflow.exceptions import MlflowException
 
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name(cfg.experiment)
+    try:
+        exp = client.get_experiment_by_name(cfg.experiment)
+    except (MlflowException, OSError) as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise TrackingUnavailable(f"MLflow tracking server {mask_url(uri)} is unreachable ({first})") from None
     if exp is not None:
         return exp.experiment_id
     location = None

@@ -17,11 +17,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from aeops import __version__
 from aeops.config import MlflowConfig, TrainConfig
 from aeops.data.prepared import load_meta, load_split
-from aeops.errors import ConfigError
+from aeops.errors import ConfigError, TrainingDiverged
 from aeops.io import hash_dir, read_json, write_json
 from aeops.models.lightning import LitAutoencoder
-from aeops.tracking import flatten, git_commit, setup_experiment, tracking_uri
+from aeops.tracking import flatten, git_commit, mask_url, setup_experiment, tracking_uri
 from aeops.training.datamodule import PreparedDataModule
+from aeops.training.resume import STATE, RecordRun, fingerprint, resume_point
 
 
 def build_trainer(
@@ -84,12 +85,16 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     meta = load_meta(cfg.data_dir)
     out_dir = Path(cfg.output_dir)
-    rank0 = rank_zero_only.rank == 0
-    if rank0:
+    ckpt_dir = out_dir / "checkpoints"
+    data_hash = hash_dir(cfg.data_dir)
+    key = fingerprint(cfg, data_hash)
+    resume_from, run_id = resume_point(ckpt_dir, key)
+    if rank_zero_only.rank == 0:
         setup_experiment(mlflow_cfg)
     logger = MLFlowLogger(
         experiment_name=mlflow_cfg.experiment,
         tracking_uri=tracking_uri(mlflow_cfg),
+        run_id=run_id,
         run_name=f"{cfg.model.variant}-{cfg.model.architecture}-z{cfg.model.latent_dim}",
         tags={"aeops.stage": "train", **({"tuned_from": f"{tuned['study']}#{tuned['trial']}"} if tuned else {})},
     )
@@ -102,10 +107,14 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
         weight_decay=cfg.weight_decay,
     )
     data = PreparedDataModule(cfg.data_dir, cfg.batch_size, cfg.num_workers)
-    trainer = build_trainer(cfg, logger, out_dir / "checkpoints")
+    trainer = build_trainer(cfg, logger, ckpt_dir, [RecordRun(ckpt_dir, key)])
 
+    start_epoch = _epoch_of(resume_from)
     start = time.perf_counter()
-    trainer.fit(lit, datamodule=data)
+    try:
+        trainer.fit(lit, datamodule=data, ckpt_path=resume_from)
+    except FloatingPointError as err:  # raised by model_step on a NaN/inf loss
+        raise TrainingDiverged(f"train: {err}") from None
     fit_seconds = time.perf_counter() - start
     test = trainer.test(lit, datamodule=data, ckpt_path="best", verbose=False)[0]
     if not trainer.is_global_zero:
@@ -116,23 +125,32 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
         **{k: float(v) for k, v in test.items()},
         "best_val_loss": float(ckpt.best_model_score),
         "epochs": int(trainer.current_epoch),
+        "resumed_from_epoch": start_epoch,
         "fit_seconds": round(fit_seconds, 2),
         "n_parameters": sum(p.numel() for p in lit.model.parameters()),
     }
     info = {
         "run_id": logger.run_id,
         "experiment_id": logger.experiment_id,
-        "tracking_uri": tracking_uri(mlflow_cfg),
+        "tracking_uri": mask_url(tracking_uri(mlflow_cfg)),
         "best_checkpoint": str(Path(ckpt.best_model_path).relative_to(Path.cwd()))
         if Path(ckpt.best_model_path).is_relative_to(Path.cwd()) else ckpt.best_model_path,
-        "data_hash": hash_dir(cfg.data_dir),
+        "data_hash": data_hash,
         "git_commit": git_commit(),
         "metrics": metrics,
     }
     _log_run(lit, cfg, meta, info, logger)
     write_json(cfg.metrics_file, metrics)
     write_json(out_dir / "run.json", info)
+    (ckpt_dir / STATE).unlink(missing_ok=True)  # complete: a later run starts afresh
     return metrics
+
+
+def _epoch_of(checkpoint: str | None) -> int:
+    """Epochs completed in a checkpoint (0 for a fresh run)."""
+    if checkpoint is None:
+        return 0
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"]) + 1
 
 
 def _log_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: dict, logger: MLFlowLogger) -> None:
@@ -146,7 +164,6 @@ def _log_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: dict, logg
     params = flatten(cfg.model_dump(), "train.")
     if (data_dir / "params.json").exists():
         params.update(flatten(read_json(data_dir / "params.json"), "prepare."))
-    mlflow.set_tracking_uri(info["tracking_uri"])
     with mlflow.start_run(run_id=run_id):
         mlflow.log_params(params)
         mlflow.log_metrics({f"final/{k}": v for k, v in info["metrics"].items()})

@@ -1,0 +1,53 @@
+"""Faults drilled: a diverging loss, an unreachable tracking server, credentials in URLs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import yaml
+from conftest import REPO
+
+from aeops.tracking import mask_url
+
+
+def _stage(workdir, stage: str, params: dict, **env_extra) -> tuple[subprocess.CompletedProcess, float]:
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | env_extra
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / f"{stage}.py")], cwd=workdir, env=env,
+        capture_output=True, text=True, timeout=300,
+    )
+    return proc, time.perf_counter() - start
+
+
+def test_nan_loss_stops_training_with_one_line_and_no_outputs(prepared, workdir):
+    params = {"train": {"lr": 1e12, "max_epochs": 5, "accelerator": "cpu", "progress_bar": False}}
+    proc, _ = _stage(workdir, "train", params)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: train: train/loss is nan") and "lower train.lr" in err
+    assert not (workdir / "models" / "run.json").exists() and not (workdir / "metrics").exists()
+
+
+def test_unreachable_tracking_server_fails_fast_naming_the_uri(prepared, workdir):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    params = {"train": {"max_epochs": 1, "accelerator": "cpu", "progress_bar": False}}
+    proc, seconds = _stage(workdir, "train", params, MLFLOW_TRACKING_URI=uri)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: MLflow tracking server {uri} is unreachable")
+    assert seconds < 30, seconds
+
+
+def test_passwords_are_masked():
+    assert mask_url("postgresql://bob:s3cret@db:5432/optuna") == "postgresql://bob:***@db:5432/optuna"
+    assert mask_url("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    assert mask_url("http://user@host:5000") == "http://user@host:5000"
