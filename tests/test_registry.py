@@ -174,11 +174,36 @@ def test_rest_server_answers_like_predict_and_rejects_bad_payloads(registry):
         status, answer = _post(port, json.dumps({"dataframe_split": extra.to_dict(orient="split")}).encode())
         assert status == 200 and len(answer["predictions"]) == 3
 
+        _fuzz_rest(port, list(df.columns))
         status, _ = _post(port, json.dumps({"dataframe_split": df.to_dict(orient="split")}).encode())
         assert status == 200  # still serving after the bad requests
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def _fuzz_rest(port: int, features: list[str]) -> None:
+    """Random bodies (garbage bytes, random frames in both JSON formats): never a 5xx."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    cell = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6), st.text(max_size=3), st.none())
+    cols = st.lists(st.sampled_from([*features[:3], "extra"]), max_size=4, unique=True).map(lambda c: c + features[3:])
+    frame = cols.flatmap(lambda c: st.lists(st.lists(cell, min_size=len(c), max_size=len(c)), max_size=3).map(
+        lambda rows: {"columns": c, "data": rows}))
+    body = st.one_of(
+        st.binary(max_size=40),
+        frame.map(lambda f: json.dumps({"dataframe_split": f}).encode()),
+        frame.map(lambda f: json.dumps({"inputs": [dict(zip(f["columns"], r)) for r in f["data"]]}).encode()),
+    )
+
+    @settings(max_examples=40, deadline=None)
+    @given(body)
+    def check(payload: bytes) -> None:
+        status, _ = _post(port, payload)
+        assert status < 500, payload[:200]
+
+    check()
 
 
 def test_batch_scoring_in_chunks_matches_predict(registry, tmp_path):
