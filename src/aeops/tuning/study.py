@@ -180,8 +180,8 @@ def join(cfg: TuneConfig, mlflow_cfg: MlflowConfig) -> int:
 
 def _loggable(cfg: TuneConfig) -> dict[str, Any]:
     data = cfg.model_dump()
-    if data["storage"]:
-        data["storage"] = mask_url(data["storage"])
+    url = storage_url(cfg)
+    data["storage"] = mask_url(url) if url else f"journal:{Path(cfg.output_dir) / 'storage' / 'study.journal'}"
     return data
 
 
