@@ -265,3 +265,21 @@ def test_interrupted_promotion_keeps_production(registry, monkeypatch):
         promote(CFG, MLFLOW, version="2", force=True)
     assert calls == ["previous", "production"]
     assert str(client.get_model_version_by_alias(CFG.model_name, "production").version) == "1"
+
+
+def test_a_nan_model_is_never_registered(registry):
+    from aeops.errors import AeopsError
+
+    root, _ = registry
+    path = root / CFG.metrics_file
+    good = path.read_text()
+    results = json.loads(good)
+    results["model"]["recon_mse"] = float("nan")
+    path.write_text(json.dumps(results))
+    versions = len(mlflow.MlflowClient().search_model_versions(f"name='{CFG.model_name}'"))
+    try:
+        with pytest.raises(AeopsError, match="recon_mse is not a finite number"):
+            register(CFG, MLFLOW)
+    finally:
+        path.write_text(good)
+    assert len(mlflow.MlflowClient().search_model_versions(f"name='{CFG.model_name}'")) == versions
