@@ -140,7 +140,8 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
         "metrics": metrics,
     }
     _log_run(lit, cfg, meta, info, logger)
-    write_json(cfg.metrics_file, metrics)
+    # The DVC metrics file holds reproducible numbers only (wall time lives in MLflow and run.json).
+    write_json(cfg.metrics_file, {k: v for k, v in metrics.items() if k != "fit_seconds"})
     write_json(out_dir / "run.json", info)
     (ckpt_dir / STATE).unlink(missing_ok=True)  # complete: a later run starts afresh
     return metrics
