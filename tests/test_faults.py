@@ -51,3 +51,17 @@ def test_passwords_are_masked():
     assert mask_url("postgresql://bob:s3cret@db:5432/optuna") == "postgresql://bob:***@db:5432/optuna"
     assert mask_url("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
     assert mask_url("http://user@host:5000") == "http://user@host:5000"
+
+
+def test_cli_turns_library_errors_into_one_line(workdir, capsys):
+    from aeops.cli import main
+
+    (workdir / "params.yaml").write_text("register: {}\n")
+    (workdir / "in.csv").write_text("a,b\n1,2\n")
+    assert main(["export", "--checkpoint", "nope.ckpt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: export:") and "nope.ckpt" in err and "\n" not in err
+    assert main(["score", "in.csv", "out.parquet"]) == 2  # no registered model yet
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after MLflow's own INFO lines
+    assert err.startswith("error: score:") and "aeops-autoencoder" in err and "\n" not in err
+    assert not (workdir / "out.parquet").exists()

@@ -75,6 +75,13 @@ def test_pyfunc_turns_bad_input_into_invalid_parameter_value(scorer, df):
     model = AutoencoderScorer()
     model.scorer = scorer
     try:
+        scorer.score(df)
+        bad = False
+    except InputError:
+        bad = True
+    if not bad:
+        assert len(model.predict(None, df)) == len(df)
+        return
+    with pytest.raises(MlflowException) as err:  # the REST server answers these with 400
         model.predict(None, df)
-    except MlflowException as err:  # the REST server answers these with 400
-        assert err.error_code == ErrorCode.Name(INVALID_PARAMETER_VALUE)
+    assert err.value.error_code == ErrorCode.Name(INVALID_PARAMETER_VALUE)

@@ -90,5 +90,6 @@ def test_training_param_change_reruns_train_and_evaluate_only(repo: Path):
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "lr", cwd=repo)
     out = sh("dvc", "exp", "run", "-S", "train.max_epochs=3", cwd=repo)
     assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
+    assert "Running stage 'register'" in out and "Running stage 'tune'" not in out
     assert "Running stage 'prepare'" not in out
     assert json.loads((repo / "metrics" / "train.json").read_text())["epochs"] == 3

@@ -26,6 +26,8 @@ import pytest
 import yaml
 from conftest import REPO
 
+from aeops.tracking import mask_url
+
 pytestmark = pytest.mark.slow
 HOW = "install Debian's `postgresql` package (apt-get install postgresql) or set AEOPS_TEST_POSTGRES_URL"
 
@@ -81,7 +83,8 @@ def _create_db(server: str, name: str) -> str:
 
 
 def test_tune_workers_share_a_postgres_study_tracked_by_an_mlflow_server(pg_server, prepared, workdir):
-    optuna_url = _create_db(pg_server, "aeops_optuna")
+    # A password in the URL (ignored by the throw-away server's trust auth) must never be logged.
+    optuna_url = _create_db(pg_server, "aeops_optuna").replace("://aeops@", "://aeops:s3cret@")
     mlflow_db = _create_db(pg_server, "aeops_mlflow")
     port = _free_port()
     server = subprocess.Popen(
@@ -115,7 +118,9 @@ def test_tune_workers_share_a_postgres_study_tracked_by_an_mlflow_server(pg_serv
         client = mlflow.MlflowClient(f"http://127.0.0.1:{port}")
         runs = client.search_runs([client.get_experiment_by_name("pg").experiment_id])
         parent = [r for r in runs if r.data.tags.get("study") == "pg"]
-        assert len(parent) == 1 and parent[0].data.params["tune.storage"] == optuna_url
+        assert len(parent) == 1 and parent[0].data.params["tune.storage"] == mask_url(optuna_url)
+        logged = str(parent[0].data.params) + str(parent[0].data.tags)
+        assert "s3cret" not in logged and (":***@" in logged or "@" not in optuna_url.split("//")[1].split("/")[0])
         nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
         assert sorted(int(r.data.tags["trial"]) for r in nested) == list(range(6))
     finally:

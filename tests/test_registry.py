@@ -110,6 +110,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """IPv4 addresses with a listening TCP socket on `port` (from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        addr, p = local.split(":")
+        if int(p, 16) == port and state == "0A":  # 0A = LISTEN
+            found.add(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
+    return found
+
+
 def _post(port: int, body: bytes) -> tuple[int, dict]:
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
@@ -138,9 +149,7 @@ def test_rest_server_answers_like_predict_and_rejects_bad_payloads(registry):
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.5)
         assert server.poll() is None
-        with socket.socket() as s:  # bound to loopback only
-            s.settimeout(1)
-            assert s.connect_ex(("127.0.0.1", port)) == 0
+        assert _listening_addresses(port) == {"127.0.0.1"}  # bound to loopback only
         df = raw_split(str(root / "data/prepared"))[0].head(20)
         expected = mlflow.pyfunc.load_model(f"models:/{CFG.model_name}@production").predict(df)
         for body in ({"dataframe_split": df.to_dict(orient="split")}, {"inputs": df.to_dict(orient="records")}):

@@ -182,3 +182,30 @@ def test_worker_without_shared_storage_is_refused(workdir, capsys):
     (workdir / "params.yaml").write_text("tune:\n  n_trials: 2\n")
     assert main(["tune-worker"]) == 2
     assert "OPTUNA_STORAGE" in capsys.readouterr().err
+
+
+def test_trial_cut_off_at_the_end_is_rerun_with_its_params(prepared, mlflow_cfg):
+    from aeops.tuning.space import sample_train_overrides
+
+    cfg = small_study(n_trials=3, pruner="none")
+    tune(cfg.model_copy(update={"n_trials": 2}), mlflow_cfg)
+    study = load_study(cfg)
+    cut = study.ask()  # a run killed during its last trial leaves it RUNNING
+    sample_train_overrides(cut, cfg.space)
+    tune(cfg, mlflow_cfg)
+    study = load_study(cfg)
+    done = finished(study)
+    assert len(done) == 3
+    assert [t.number for t in study.get_trials() if t.user_attrs.get(INTERRUPTED)] == [cut.number]
+    assert done[-1].params == study.get_trials()[cut.number].params  # retried, same params
+
+
+def test_changed_search_params_start_a_fresh_study(prepared, mlflow_cfg):
+    cfg = small_study(n_trials=2, pruner="none")
+    first = tune(cfg, mlflow_cfg)
+    again = tune(cfg, mlflow_cfg)  # same params: nothing left to run, same answer
+    assert again["trial"] == first["trial"] and len(load_study(cfg).get_trials()) == 2
+    changed = cfg.model_copy(update={"max_epochs": 2})
+    tune(changed, mlflow_cfg)
+    trials = load_study(changed).get_trials()
+    assert len(trials) == 2 and all(len(t.intermediate_values) <= 2 for t in trials)

@@ -140,7 +140,6 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "score": (_score, "score a CSV/Parquet file in chunks → Parquet"),
     "export": (_export, "export encoder/decoder to ONNX"),
 }
-STAGES = ("prepare", "tune", "train", "evaluate", "register")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -179,6 +178,14 @@ def run_stage(command: str, params_file: str = "params.yaml", args: argparse.Nam
         return 1
     except AeopsError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # MLflow (unknown model/alias), files (missing checkpoint), parsers
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(err, (MlflowException, OSError, ValueError)):
+            raise
+        message = (getattr(err, "message", None) or str(err)).strip().splitlines()
+        print(f"error: {command}: {message[0] if message else type(err).__name__}", file=sys.stderr)
         return 2
     return 0
 

@@ -96,7 +96,7 @@ def _log(info: dict, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results: dic
         prefix = "test" if method == "model" else f"baseline/{method}"
         flat.update({f"{prefix}/{k}": float(v) for k, v in values.items() if v is not None})
     with mlflow.start_run(run_id=info["run_id"]):
-        mlflow.log_params(flatten(cfg.model_dump(), "evaluate."))
+        mlflow.set_tags(flatten(cfg.model_dump(), "evaluate."))  # tags: a rerun may change them
         mlflow.log_metrics(flat)
         mlflow.log_artifact(cfg.metrics_file, "evaluate")
         mlflow.log_artifacts(cfg.plots_dir, "evaluate/plots")

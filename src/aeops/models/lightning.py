@@ -33,12 +33,12 @@ class LitAutoencoder(L.LightningModule):
 
     def model_step(self, batch: Tensor, stage: str) -> Tensor:
         out = self.model(batch)
-        if not torch.isfinite(out.loss):
+        # Every rank stops together (a lone raise would leave the others waiting in a collective).
+        if self.trainer.strategy.reduce_boolean_decision(not torch.isfinite(out.loss).item(), all=False):
             raise FloatingPointError(
                 f"{stage}/loss is {out.loss.item()} at epoch {self.current_epoch}: training diverged "
                 "(lower train.lr, raise train.gradient_clip_val or reduce the variant's penalty weight)"
             )
-        on_step = stage == "train"
         self.log_dict(
             {
                 f"{stage}/loss": out.loss,
@@ -47,8 +47,8 @@ class LitAutoencoder(L.LightningModule):
             },
             on_step=False,
             on_epoch=True,
-            prog_bar=not on_step,
-            sync_dist=not on_step,
+            prog_bar=stage != "train",
+            sync_dist=True,  # epoch means over all ranks (reduced once per epoch)
             batch_size=batch.shape[0],
         )
         return out.loss

@@ -183,14 +183,9 @@ class ConvDecoder(nn.Module):
         return self.out(self.deconv(x).flatten(1))
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 __all__ = [
     "ConvDecoder",
     "ConvEncoder",
     "MLPDecoder",
     "MLPEncoder",
-    "count_parameters",
 ]

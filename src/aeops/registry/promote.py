@@ -38,7 +38,9 @@ def score_version(name: str, version: str, data_dir: str, metric: str) -> float:
     err = out["reconstruction_error"].to_numpy()
     if metric in ("recon_mse", "psnr"):
         mse = float(err.mean())
-        return mse if metric == "recon_mse" else 10 * math.log10(_data_range(data_dir) ** 2 / mse)
+        if metric == "recon_mse":
+            return mse
+        return math.inf if mse == 0 else 10 * math.log10(_data_range(data_dir) ** 2 / mse)
     y = split.is_anomaly
     if y is None or len(np.unique(y)) < 2:
         raise AeopsError(f"promote: metric '{metric}' needs anomaly labels in the test split; use recon_mse")

@@ -80,11 +80,19 @@ def log_scoring_model(info: dict, data_dir: str, threshold: float) -> Any:
 
 def version_tags(info: dict, results: dict, train_params: dict) -> dict[str, str]:
     tags = {"git_commit": info["git_commit"], "data_hash": info["data_hash"], "run_id": info["run_id"],
-            "params": json.dumps(train_params, sort_keys=True)[:_TAG_LIMIT]}
+            "params": _json_within(train_params, _TAG_LIMIT)}
     for method, values in results.items():
         prefix = "test" if method == "model" else f"baseline.{method}"
         tags |= {f"{prefix}.{k}": str(v) for k, v in values.items() if v is not None}
     return tags
+
+
+def _json_within(data: dict[str, str], limit: int) -> str:
+    """JSON of `data`, dropping trailing keys (never cutting the text) until it fits in `limit`."""
+    keys = sorted(data)
+    while keys and len(text := json.dumps({k: data[k] for k in keys}, sort_keys=True)) > limit:
+        keys.pop()
+    return text if keys else "{}"
 
 
 def register(cfg: RegisterConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:

@@ -23,6 +23,14 @@ def _chunks(path: Path, rows: int) -> tuple[Iterator[pd.DataFrame], int | None]:
     return (b.to_pandas() for b in f.iter_batches(batch_size=rows)), f.metadata.num_rows
 
 
+def _guard(src: Path, chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Re-raise a reader's parse error as one line naming the file."""
+    try:
+        yield from chunks
+    except (ValueError, OSError) as err:  # pandas ParserError, pyarrow ArrowInvalid are ValueErrors
+        raise DataError(f"{src}: cannot be read ({str(err).strip().splitlines()[0][:200]})") from None
+
+
 def score_file(
     model_uri: str, input_path: str, output_path: str, chunk_rows: int = 50_000, output: str = "scores",
     progress: bool = True,
@@ -45,7 +53,7 @@ def score_file(
     with atomic_path(dst) as tmp, Progress(disable=not progress) as bar:
         task = bar.add_task(f"score {src.name}", total=total)
         try:
-            for chunk in chunks:
+            for chunk in _guard(src, chunks):
                 # The signature says float32; files hold float64 (or ints): cast numeric columns.
                 chunk = chunk.astype({c: "float32" for c in chunk.columns if pd.api.types.is_numeric_dtype(chunk[c])})
                 try:

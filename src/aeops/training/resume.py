@@ -29,10 +29,12 @@ def resume_point(ckpt_dir: Path, key: str) -> tuple[str | None, str | None]:
     """
     state = ckpt_dir / STATE
     last = ckpt_dir / "last.ckpt"
-    if state.exists() and last.exists():
-        saved = read_json(state)
-        if saved.get("fingerprint") == key:
-            return str(last), saved.get("run_id")
+    try:
+        saved = read_json(state) if last.exists() else {}
+    except (OSError, ValueError):  # vanished (another rank cleared it) or half-written
+        saved = {}
+    if saved.get("fingerprint") == key:
+        return str(last), saved.get("run_id")
     if rank_zero_only.rank == 0 and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
     return None, None

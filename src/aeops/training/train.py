@@ -72,7 +72,12 @@ def apply_tuned(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
     path = Path(cfg.tuned_params)
     if not path.exists():
         raise ConfigError(f"params.yaml: train.tuned_params = '{path}' does not exist; run `dvc repro tune`")
-    tuned = read_json(path)
+    try:
+        tuned = read_json(path)
+        if tuned.get("enabled"):
+            TrainConfig.model_validate({**cfg.model_dump(), **tuned["train"]})
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ConfigError(f"{path}: not a valid tune result ({type(err).__name__}); rerun `dvc repro tune`") from None
     if not tuned.get("enabled"):
         return cfg, None
     merged = TrainConfig.model_validate({**cfg.model_dump(), **tuned["train"]})
@@ -91,6 +96,7 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     resume_from, run_id = resume_point(ckpt_dir, key)
     if rank_zero_only.rank == 0:
         setup_experiment(mlflow_cfg)
+        run_id = run_id if run_id and _run_exists(mlflow_cfg, run_id) else None
     logger = MLFlowLogger(
         experiment_name=mlflow_cfg.experiment,
         tracking_uri=tracking_uri(mlflow_cfg),
@@ -145,6 +151,18 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     write_json(out_dir / "run.json", info)
     (ckpt_dir / STATE).unlink(missing_ok=True)  # complete: a later run starts afresh
     return metrics
+
+
+def _run_exists(mlflow_cfg: MlflowConfig, run_id: str) -> bool:
+    """The interrupted run can be continued only if this tracking store still has it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient(tracking_uri(mlflow_cfg)).get_run(run_id)
+        return True
+    except MlflowException:
+        return False
 
 
 def _epoch_of(checkpoint: str | None) -> int:

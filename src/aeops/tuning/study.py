@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -58,8 +61,43 @@ def load_study(cfg: TuneConfig, worker: int = 0) -> optuna.Study:
 
 
 def counted(study: optuna.Study) -> int:
-    """Trials that count towards n_trials: all but those a killed run left behind."""
-    return sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(INTERRUPTED))
+    """Trials that count towards n_trials: running or finished, except those a killed run left behind.
+
+    Queued (WAITING) trials do not count: a re-queued interrupted trial still has to run.
+    """
+    return sum(
+        1 for t in study.get_trials(deepcopy=False)
+        if t.state != TrialState.WAITING and not t.user_attrs.get(INTERRUPTED)
+    )
+
+
+def fingerprint(cfg: TuneConfig) -> str:
+    """What makes earlier trials comparable: search space, sampler, pruner, objective, budget, data."""
+    from aeops.io import hash_dir
+
+    keep = cfg.model_dump(include={"space", "sampler", "pruner", "pruner_startup_trials", "pruner_warmup_epochs",
+                                   "objective", "seed", "max_epochs", "patience"})
+    return hashlib.sha256(json.dumps([keep, hash_dir(cfg.data_dir)], sort_keys=True).encode()).hexdigest()
+
+
+def open_study(cfg: TuneConfig) -> optuna.Study:
+    """Load the study; an embedded study run with other params or data starts afresh.
+
+    A shared (database) study with other params is refused: a new `tune.study_name` is needed.
+    """
+    key = fingerprint(cfg)
+    study = load_study(cfg)
+    old = study.user_attrs.get("fingerprint")
+    if study.get_trials(deepcopy=False) and old != key:
+        if storage_url(cfg) is not None:
+            raise AeopsError(
+                f"tune: study '{cfg.study_name}' on the shared storage was run with other params or data; "
+                "set a new tune.study_name"
+            )
+        shutil.rmtree(Path(cfg.output_dir) / "storage", ignore_errors=True)
+        study = load_study(cfg)
+    study.set_user_attr("fingerprint", key)
+    return study
 
 
 def recover_interrupted(study: optuna.Study) -> int:
@@ -80,8 +118,6 @@ def work(cfg: TuneConfig, mlflow_cfg: MlflowConfig, parent_run_id: str, worker: 
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.n_workers))
-        if torch.cuda.is_available():  # one trial per GPU
-            torch.cuda.set_device(worker % torch.cuda.device_count())
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-trial banners
     study = load_study(cfg, worker)
     experiment_id = setup_experiment(mlflow_cfg)
@@ -99,7 +135,9 @@ def work(cfg: TuneConfig, mlflow_cfg: MlflowConfig, parent_run_id: str, worker: 
             progress()
 
 
-def _worker_main(cfg: dict, mlflow_cfg: dict, parent_run_id: str, worker: int) -> None:
+def _worker_main(cfg: dict, mlflow_cfg: dict, parent_run_id: str, worker: int, gpus: int) -> None:
+    if gpus:  # one trial per GPU: this process sees only its own (set before torch starts CUDA)
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(worker % gpus)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     work(TuneConfig.model_validate(cfg), MlflowConfig.model_validate(mlflow_cfg), parent_run_id, worker)
 
@@ -114,9 +152,12 @@ def run_workers(cfg: TuneConfig, mlflow_cfg: MlflowConfig, parent_run_id: str, s
         if cfg.n_workers == 1:
             work(cfg, mlflow_cfg, parent_run_id, 0, tick)
             return
+        import torch
+
+        gpus = torch.cuda.device_count() if cfg.accelerator in ("auto", "gpu", "cuda") else 0
         ctx = mp.get_context("spawn")
         procs = [
-            ctx.Process(target=_worker_main, args=(cfg.model_dump(), mlflow_cfg.model_dump(), parent_run_id, i))
+            ctx.Process(target=_worker_main, args=(cfg.model_dump(), mlflow_cfg.model_dump(), parent_run_id, i, gpus))
             for i in range(cfg.n_workers)
         ]
         for p in procs:
@@ -144,7 +185,7 @@ def tune(cfg: TuneConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     import mlflow
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = load_study(cfg)
+    study = open_study(cfg)
     if storage_url(cfg) is None:  # embedded journal: nobody else can be running its trials
         recover_interrupted(study)
     study.set_user_attr("started_at", time.time())  # tune.timeout counts from this run's start
