@@ -1,0 +1,180 @@
+"""Benchmark: quality against classical baselines and published results, through the library's stages.
+
+Every case runs aeops' own prepare → train → evaluate (temporary folder, its own MLflow store), so
+the numbers are those a user gets from params. Parts (`--parts`):
+- one_class: MNIST one-class protocol (normal = one digit, trained on that digit's training images,
+  tested on all 10,000 test images): per-digit AUROC of the autoencoder vs PCA (same latent size),
+  IsolationForest and kNN distance; published Deep SVDD mean 0.948 (Ruff et al. 2018).
+- loo: digits leave-one-class-out (normal = the other nine digits), same baselines.
+- curve: MNIST test MSE against PCA at latent sizes 2..64, kNN accuracy of codes, and
+  rate–distortion (PSNR vs bits per pixel with 8-bit latents) against PCA and JPEG (Pillow).
+Usage: python benchmarks/quality.py [--parts one_class loo curve] [--epochs 15] [--rows 4000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
+OUT = ROOT / "benchmarks" / "results"
+DEEP_SVDD_MEAN = 0.948
+HINTON_2006 = {"latent": 30, "ae_sq_error_per_image": 3.00, "pca_sq_error_per_image": 13.87}
+CONV = {"architecture": "conv", "latent_dim": 32, "conv": {"channels": [32, 64]}}
+MLP = {"architecture": "mlp", "mlp": {"hidden": [512, 256]}}
+
+
+def run_case(name: str, prepare_kw: dict, model: dict, epochs: int, batch: int = 128) -> dict[str, Any]:
+    """prepare → train → evaluate in ./<name>; returns metrics/evaluate.json's content."""
+    from aeops.config import EvaluateConfig, MlflowConfig, PrepareConfig, TrainConfig
+    from aeops.data.prepare import prepare
+    from aeops.evaluation.evaluate import evaluate
+    from aeops.training.train import train
+
+    case = Path(name)
+    case.mkdir(parents=True, exist_ok=True)
+    os.chdir(case)
+    try:
+        prepare(PrepareConfig(**prepare_kw))
+        train(
+            TrainConfig(max_epochs=epochs, patience=epochs, batch_size=batch, accelerator="cpu",
+                        progress_bar=False, model=model),
+            MlflowConfig(experiment="quality"),
+        )
+        return evaluate(EvaluateConfig(trustworthiness_max_rows=500, isolation_forest_trees=100),
+                        MlflowConfig(experiment="quality"))
+    finally:
+        os.chdir("..")
+
+
+def one_class(args: argparse.Namespace) -> dict[str, Any]:
+    rows = {}
+    for digit in range(10):
+        start = time.perf_counter()
+        r = run_case(f"oc{digit}", {"source": "mnist", "path": str(MNIST), "normal_classes": [digit],
+                                    "max_train_rows": args.rows}, CONV, args.epochs)
+        rows[digit] = {m: r[m]["auroc"] for m in ("model", "pca", "isolation_forest", "knn_distance")}
+        print(f"  one_class digit {digit}: " + ", ".join(f"{m} {v:.4f}" for m, v in rows[digit].items())
+              + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+    mean = {m: round(statistics.mean(r[m] for r in rows.values()), 4) for m in rows[0]}
+    return {"per_digit": rows, "mean": mean, "deep_svdd_published_mean": DEEP_SVDD_MEAN,
+            "model": CONV, "epochs": args.epochs, "train_rows_per_digit": args.rows}
+
+
+def leave_one_out(args: argparse.Namespace) -> dict[str, Any]:
+    rows = {}
+    for digit in range(10):
+        normal = [d for d in range(10) if d != digit]
+        r = run_case(f"loo{digit}", {"source": "digits", "normal_classes": normal},
+                     {**MLP, "latent_dim": 16}, 60, 64)
+        rows[digit] = {m: r[m]["auroc"] for m in ("model", "pca", "isolation_forest", "knn_distance")}
+    mean = {m: round(statistics.mean(r[m] for r in rows.values()), 4) for m in rows[0]}
+    return {"per_held_out_digit": rows, "mean": mean, "model": {**MLP, "latent_dim": 16}, "epochs": 60}
+
+
+def jpeg_curve(x: np.ndarray, qualities=(5, 10, 20, 30, 50, 70, 90)) -> list[dict[str, float]]:
+    """PSNR vs bits per pixel of Pillow JPEG on 28x28 grey images (x in [0, 1])."""
+    from PIL import Image
+
+    out = []
+    for q in qualities:
+        bits, errs = 0, []
+        for img in x:
+            buf = io.BytesIO()
+            Image.fromarray((img.reshape(28, 28) * 255).round().astype(np.uint8)).save(buf, "JPEG", quality=q)
+            bits += 8 * buf.tell()
+            dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float64) / 255
+            errs.append(((dec.ravel() - img) ** 2).mean())
+        mse = float(np.mean(errs))
+        out.append({"quality": q, "bits_per_pixel": bits / x.size, "psnr": 10 * np.log10(1 / mse)})
+    return out
+
+
+def curve(args: argparse.Namespace) -> dict[str, Any]:
+    points = []
+    for latent in (2, 4, 8, 16, 32, 64):
+        r = run_case(f"curve{latent}", {"source": "mnist", "path": str(MNIST), "max_train_rows": args.curve_rows},
+                     {**MLP, "latent_dim": latent}, args.epochs, 128)
+        m, p = r["model"], r["pca"]
+        points.append({
+            "latent": latent, "ae_mse": m["recon_mse"], "pca_mse": p["recon_mse"],
+            "ae_over_pca": round(m["recon_mse"] / p["recon_mse"], 3),
+            "ae_sq_error_per_image": m["recon_mse"] * 784, "pca_sq_error_per_image": p["recon_mse"] * 784,
+            "ae_knn_accuracy": m["knn_accuracy"], "pca_knn_accuracy": p["knn_accuracy"],
+            "bits_per_pixel": m["bits_per_value"], "ae_quantized_psnr": m["quantized_psnr"],
+            "pca_quantized_psnr": p["quantized_psnr"],
+        })
+        print(f"  curve latent {latent}: AE MSE {m['recon_mse']:.5f} vs PCA {p['recon_mse']:.5f}", flush=True)
+    from aeops.data.sources import load_idx_dir
+
+    test = load_idx_dir(MNIST).test.x[:1000] / 255.0
+    return {"points": points, "jpeg": jpeg_curve(test), "hinton_2006": HINTON_2006,
+            "train_rows": args.curve_rows, "epochs": args.epochs, "model": MLP}
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = results["curve"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    lat = [p["latent"] for p in c["points"]]
+    a.plot(lat, [p["ae_mse"] for p in c["points"]], "o-", label="autoencoder")
+    a.plot(lat, [p["pca_mse"] for p in c["points"]], "s-", label="PCA")
+    a.set(xscale="log", yscale="log", xlabel="latent size", ylabel="test MSE per pixel", title="MNIST reconstruction")
+    a.legend()
+    b.plot([p["bits_per_pixel"] for p in c["points"]], [p["ae_quantized_psnr"] for p in c["points"]], "o-", label="AE, 8-bit codes")
+    b.plot([p["bits_per_pixel"] for p in c["points"]], [p["pca_quantized_psnr"] for p in c["points"]], "s-", label="PCA, 8-bit codes")
+    b.plot([j["bits_per_pixel"] for j in c["jpeg"]], [j["psnr"] for j in c["jpeg"]], "^-", label="JPEG (Pillow)")
+    b.set(xscale="log", xlabel="bits per pixel", ylabel="PSNR (dB)", title="Rate–distortion, MNIST test")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["one_class", "loo", "curve"], choices=["one_class", "loo", "curve"])
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--rows", type=int, default=4000, help="training images per digit (one_class)")
+    parser.add_argument("--curve-rows", type=int, default=10000, help="training images (curve)")
+    args = parser.parse_args()
+    if any(p != "loo" for p in args.parts) and not MNIST.is_dir():
+        raise SystemExit(f"MNIST IDX files expected in {MNIST}; run with --parts loo without them")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    from aeops.io import write_json
+
+    results: dict[str, Any] = {"benchmark": "quality", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        parts = {"one_class": one_class, "loo": leave_one_out, "curve": curve}
+        for part in args.parts:
+            results[part] = parts[part](args)
+    results["seconds"] = round(time.perf_counter() - start)
+    OUT.mkdir(parents=True, exist_ok=True)
+    write_json(OUT / "quality.json", results)
+    if "curve" in results:
+        plot(results, OUT / "quality_curves.png")
+    for part in ("one_class", "loo"):
+        if part in results:
+            print(f"{part} mean AUROC: " + ", ".join(f"{m} {v:.4f}" for m, v in results[part]["mean"].items()))
+    print(f"total {results['seconds']} s → {OUT / 'quality.json'}")
+
+
+if __name__ == "__main__":
+    main()
