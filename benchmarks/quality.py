@@ -128,6 +128,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     c = results["curve"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
@@ -135,6 +136,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     a.plot(lat, [p["ae_mse"] for p in c["points"]], "o-", label="autoencoder")
     a.plot(lat, [p["pca_mse"] for p in c["points"]], "s-", label="PCA")
     a.set(xscale="log", yscale="log", xlabel="latent size", ylabel="test MSE per pixel", title="MNIST reconstruction")
+    a.set_xticks(lat, labels=[str(v) for v in lat])
+    a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     a.legend()
     b.plot([p["bits_per_pixel"] for p in c["points"]], [p["ae_quantized_psnr"] for p in c["points"]], "o-", label="AE, 8-bit codes")
     b.plot([p["bits_per_pixel"] for p in c["points"]], [p["pca_quantized_psnr"] for p in c["points"]], "s-", label="PCA, 8-bit codes")
