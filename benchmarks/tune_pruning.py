@@ -7,7 +7,6 @@ Usage: python benchmarks/tune_pruning.py [--trials 20] [--epochs 15] [--pruners 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
