@@ -11,6 +11,9 @@ from torch import Tensor
 from aeops.models.factory import build_autoencoder
 
 
+LOSS_PARTS = ("loss", "recon_loss", "reg_loss")
+
+
 class LitAutoencoder(L.LightningModule):
     """Trains any `Autoencoder` variant built from plain (checkpoint-safe) hyperparameters."""
 
@@ -27,6 +30,7 @@ class LitAutoencoder(L.LightningModule):
         self.save_hyperparameters()
         shape = tuple(image_shape) if image_shape else None
         self.model = build_autoencoder(model_cfg, n_features, shape, unit_interval)
+        self._sums: dict[str, tuple[Tensor, int]] = {}
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model.reconstruct(x)
@@ -39,19 +43,24 @@ class LitAutoencoder(L.LightningModule):
                 f"{stage}/loss is {out.loss.item()} at epoch {self.current_epoch}: training diverged "
                 "(lower train.lr, raise train.gradient_clip_val or reduce the variant's penalty weight)"
             )
-        self.log_dict(
-            {
-                f"{stage}/loss": out.loss,
-                f"{stage}/recon_loss": out.recon_loss,
-                f"{stage}/reg_loss": out.reg_loss,
-            },
-            on_step=False,
-            on_epoch=True,
-            prog_bar=stage != "train",
-            sync_dist=True,  # epoch means over all ranks (reduced once per epoch)
-            batch_size=batch.shape[0],
-        )
+        # Sums per epoch, logged once at its end: per-step `self.log` calls cost ~10 % of a small
+        # model's epoch (benchmarks/training_speed.py).
+        n = batch.shape[0]
+        parts = torch.stack([out.loss, out.recon_loss, out.reg_loss]).detach() * n
+        total, count = self._sums.get(stage, (0.0, 0))
+        self._sums[stage] = (parts + total, count + n)
         return out.loss
+
+    def _log_epoch(self, stage: str) -> None:
+        if stage not in self._sums:
+            return
+        total, count = self._sums.pop(stage)
+        means = total / count
+        self.log_dict(
+            {f"{stage}/{name}": means[i] for i, name in enumerate(LOSS_PARTS)},
+            prog_bar=stage != "train",
+            sync_dist=True,  # means over all ranks (equal shards under DDP)
+        )
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         return self.model_step(batch, "train")
@@ -61,6 +70,15 @@ class LitAutoencoder(L.LightningModule):
 
     def test_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         return self.model_step(batch, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
