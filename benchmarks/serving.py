@@ -100,12 +100,9 @@ def main() -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         try:
-            for _ in range(240):
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                    break
-                except OSError:
-                    time.sleep(0.5)
+            from aeops.serving.http import wait_until_up
+
+            wait_until_up(f"http://127.0.0.1:{port}/ping", server)
             bodies = {
                 n: json.dumps({"dataframe_split": batch.head(n).to_dict(orient="split")}).encode() for n in (1, 1000)
             }

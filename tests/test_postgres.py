@@ -15,8 +15,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import pytest
 import yaml
 from conftest import REPO
 
+from aeops.serving.http import wait_until_up
 from aeops.tracking import mask_url
 
 pytestmark = pytest.mark.slow
@@ -93,13 +92,7 @@ def test_tune_workers_share_a_postgres_study_tracked_by_an_mlflow_server(pg_serv
         cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        for _ in range(240):
-            assert server.poll() is None, "mlflow server exited"
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_until_up(f"http://127.0.0.1:{port}/health", server)
         params = {
             "tune": {"n_trials": 6, "n_workers": 2, "max_epochs": 3, "pruner": "none", "progress_bar": False,
                      "study_name": "pg", "space": {"depth": 1, "width": 32, "batch_size": 128}},

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -26,6 +25,7 @@ from aeops.errors import DataError, PromotionRefused
 from aeops.evaluation.evaluate import evaluate
 from aeops.registry.promote import promote
 from aeops.registry.register import raw_split, register
+from aeops.serving.http import wait_until_up
 from aeops.training.train import train
 
 pytestmark = pytest.mark.slow
@@ -142,13 +142,7 @@ def test_rest_server_answers_like_predict_and_rejects_bad_payloads(registry):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.5)
-        assert server.poll() is None
+        wait_until_up(f"http://127.0.0.1:{port}/ping", server)
         assert _listening_addresses(port) == {"127.0.0.1"}  # bound to loopback only
         df = raw_split(str(root / "data/prepared"))[0].head(20)
         expected = mlflow.pyfunc.load_model(f"models:/{CFG.model_name}@production").predict(df)
