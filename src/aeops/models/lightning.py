@@ -37,14 +37,8 @@ class LitAutoencoder(L.LightningModule):
 
     def model_step(self, batch: Tensor, stage: str) -> Tensor:
         out = self.model(batch)
-        # Every rank stops together (a lone raise would leave the others waiting in a collective).
-        if self.trainer.strategy.reduce_boolean_decision(not torch.isfinite(out.loss).item(), all=False):
-            raise FloatingPointError(
-                f"{stage}/loss is {out.loss.item()} at epoch {self.current_epoch}: training diverged "
-                "(lower train.lr, raise train.gradient_clip_val or reduce the variant's penalty weight)"
-            )
-        # Sums per epoch, logged once at its end: per-step `self.log` calls cost ~10 % of a small
-        # model's epoch (benchmarks/training_speed.py).
+        # Loss sums per epoch, checked and logged once at its end: a per-step `self.log` or
+        # `.item()` costs ~10 % of a small model's CPU epoch and forces a GPU sync every step.
         n = batch.shape[0]
         parts = torch.stack([out.loss, out.recon_loss, out.reg_loss]).detach() * n
         total, count = self._sums.get(stage, (0.0, 0))
@@ -56,6 +50,12 @@ class LitAutoencoder(L.LightningModule):
             return
         total, count = self._sums.pop(stage)
         means = total / count
+        # Every rank stops together (a lone raise would leave the others waiting in a collective).
+        if self.trainer.strategy.reduce_boolean_decision(not torch.isfinite(means[0]).item(), all=False):
+            raise FloatingPointError(
+                f"{stage}/loss is {means[0].item()} in epoch {self.current_epoch}: training diverged "
+                "(lower train.lr, raise train.gradient_clip_val or reduce the variant's penalty weight)"
+            )
         self.log_dict(
             {f"{stage}/{name}": means[i] for i, name in enumerate(LOSS_PARTS)},
             prog_bar=stage != "train",

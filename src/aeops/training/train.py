@@ -119,7 +119,7 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         trainer.fit(lit, datamodule=data, ckpt_path=resume_from)
-    except FloatingPointError as err:  # raised by model_step on a NaN/inf loss
+    except FloatingPointError as err:  # raised at the end of an epoch whose loss was NaN/inf
         raise TrainingDiverged(f"train: {err}") from None
     fit_seconds = time.perf_counter() - start
     test = trainer.test(lit, datamodule=data, ckpt_path="best", verbose=False)[0]
