@@ -14,6 +14,7 @@ from aeops.models.autoencoder import (
     SparseAutoencoder,
     VariationalAutoencoder,
     encoder_jacobian,
+    jacobian_norm_estimate,
     gaussian_kl,
 )
 from aeops.models.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -39,6 +40,30 @@ def test_contractive_penalty_matches_autograd_jacobian_of_whole_encoder():
     # The penalty is differentiable w.r.t. the encoder's parameters (it shapes training).
     out.reg_loss.backward()
     assert enc.blocks[0].affine.weight.grad.abs().sum() > 0
+
+
+def test_random_projection_estimate_is_unbiased_and_trains_the_encoder():
+    enc, dec = small_mlp()
+    x = torch.randn(4, 6)
+    exact = encoder_jacobian(enc, x).pow(2).sum((1, 2))
+    torch.manual_seed(1)
+    estimate = jacobian_norm_estimate(enc, x, projections=4000)
+    assert torch.allclose(estimate, exact, rtol=0.08), (estimate, exact)
+    model = ContractiveAutoencoder(enc, dec, weight=0.5, estimator="random_projection", projections=2)
+    out = model(x)
+    assert out.reg_loss > 0 and not torch.allclose(out.reg_loss, 0.5 * exact.mean(), rtol=1e-6)
+    out.reg_loss.backward()
+    assert enc.blocks[0].affine.weight.grad.abs().sum() > 0
+
+
+def test_contractive_random_projection_from_params_on_conv():
+    cfg = {"variant": "contractive", "architecture": "conv", "latent_dim": 3,
+           "contractive": {"estimator": "random_projection", "projections": 2}}
+    model = build_autoencoder(cfg, 64, (1, 8, 8), unit_interval=True)
+    assert (model.estimator, model.projections) == ("random_projection", 2)
+    out = model(torch.rand(5, 64))
+    out.loss.backward()
+    assert out.reg_loss > 0 and torch.isfinite(out.loss)
 
 
 def test_contractive_uses_every_encoder_layer_not_just_the_first():

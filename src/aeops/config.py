@@ -87,6 +87,8 @@ class SparseConfig(Strict):
 
 class ContractiveConfig(Strict):
     weight: float = Field(1e-3, ge=0)
+    estimator: Literal["exact", "random_projection"] = "exact"
+    projections: int = Field(1, ge=1)  # random_projection: JVPs per step
 
 
 class VariationalConfig(Strict):
@@ -233,6 +235,7 @@ class TuneConfig(Strict):
 # ---------------------------------------------------------------- evaluate
 class EvaluateConfig(Strict):
     threshold_percentile: float = Field(95.0, gt=0, lt=100)
+    score_smoothing: float = Field(0.0, ge=0, le=10)  # sigma (pixels) of the residual's Gaussian smoothing; 0 = plain MSE
     knn_neighbors: int = Field(5, ge=1)
     trustworthiness_max_rows: int = Field(2000, ge=10)
     isolation_forest_trees: int = Field(200, ge=1)

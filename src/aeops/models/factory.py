@@ -57,7 +57,8 @@ def build_autoencoder(
         s = cfg.sparse
         return SparseAutoencoder(encoder, decoder, s.l1_weight, s.kl_weight, s.target)
     if cfg.variant == "contractive":
-        return ContractiveAutoencoder(encoder, decoder, cfg.contractive.weight)
+        c = cfg.contractive
+        return ContractiveAutoencoder(encoder, decoder, c.weight, c.estimator, c.projections)
     if cfg.variant == "variational":
         return VariationalAutoencoder(encoder, decoder, n_features, cfg.variational.beta)
     return Autoencoder(encoder, decoder)
