@@ -8,7 +8,7 @@ the numbers are those a user gets from params. Parts (`--parts`):
 - loo: digits leave-one-class-out (normal = the other nine digits), same baselines.
 - curve: MNIST test MSE against PCA at latent sizes 2..64, kNN accuracy of codes, and
   rate–distortion (PSNR vs bits per pixel with 8-bit latents) against PCA and JPEG (Pillow).
-Usage: python benchmarks/quality.py [--parts one_class loo curve] [--epochs 15] [--rows 4000]
+Usage: python benchmarks/quality.py [--parts one_class loo curve] [--epochs 20] [--variants ...] (see --help)
 """
 
 from __future__ import annotations
@@ -31,13 +31,34 @@ MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
 OUT = ROOT / "benchmarks" / "results"
 DEEP_SVDD_MEAN = 0.948
 HINTON_2006 = {"latent": 30, "ae_sq_error_per_image": 3.00, "pca_sq_error_per_image": 13.87}
-CONV = {"architecture": "conv", "latent_dim": 32, "conv": {"channels": [32, 64]}}
+VARIANTS = ("vanilla", "denoising", "sparse", "contractive", "variational")
+# One-class model: a small conv AE with a tight code reconstructs other digits worst (a wider one,
+# channels [64, 128], fell to 0.91 mean AUROC). Contractive uses the JVP estimate (exact is ~10x slower).
+ONE_CLASS_MODEL = {"architecture": "conv", "latent_dim": 16, "conv": {"channels": [32, 64]},
+                   "contractive": {"estimator": "random_projection"}}
 MLP = {"architecture": "mlp", "mlp": {"hidden": [512, 256]}}
+METHODS = ("model", "pca", "isolation_forest", "knn_distance")
 
 
-def run_case(name: str, prepare_kw: dict, model: dict, epochs: int, batch: int = 128) -> dict[str, Any]:
+def train_config(epochs: int, batch: int, model: dict, out: str = "models", **kw: Any):
+    from aeops.config import TrainConfig
+
+    return TrainConfig(max_epochs=epochs, patience=epochs, batch_size=batch, accelerator="cpu",
+                       progress_bar=False, model=model, output_dir=out, metrics_file=f"{out}/train.json", **kw)
+
+
+def evaluate_config(model_dir: str = "models", smoothing: float = 0.0):
+    from aeops.config import EvaluateConfig
+
+    tag = f"{model_dir}_s{smoothing}"
+    return EvaluateConfig(trustworthiness_max_rows=500, isolation_forest_trees=100, score_smoothing=smoothing,
+                          model_dir=model_dir, metrics_file=f"{tag}/evaluate.json", plots_dir=f"{tag}/plots")
+
+
+def run_case(name: str, prepare_kw: dict, model: dict, epochs: int, batch: int = 128,
+             smoothing: float = 0.0) -> dict[str, Any]:
     """prepare → train → evaluate in ./<name>; returns metrics/evaluate.json's content."""
-    from aeops.config import EvaluateConfig, MlflowConfig, PrepareConfig, TrainConfig
+    from aeops.config import MlflowConfig, PrepareConfig
     from aeops.data.prepare import prepare
     from aeops.evaluation.evaluate import evaluate
     from aeops.training.train import train
@@ -47,29 +68,65 @@ def run_case(name: str, prepare_kw: dict, model: dict, epochs: int, batch: int =
     os.chdir(case)
     try:
         prepare(PrepareConfig(**prepare_kw))
-        train(
-            TrainConfig(max_epochs=epochs, patience=epochs, batch_size=batch, accelerator="cpu",
-                        progress_bar=False, model=model),
-            MlflowConfig(experiment="quality"),
-        )
-        return evaluate(EvaluateConfig(trustworthiness_max_rows=500, isolation_forest_trees=100),
-                        MlflowConfig(experiment="quality"))
+        train(train_config(epochs, batch, model), MlflowConfig(experiment="quality"))
+        return evaluate(evaluate_config(smoothing=smoothing), MlflowConfig(experiment="quality"))
+    finally:
+        os.chdir("..")
+
+
+def one_class_digit(digit: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """One digit as the normal class: prepare once, then every variant; AUROC per method.
+
+    The vanilla model is also scored by plain MSE (`*_plain_mse`), which isolates the scoring rule.
+    """
+    from aeops.config import MlflowConfig, PrepareConfig
+    from aeops.data.prepare import prepare
+    from aeops.evaluation.evaluate import evaluate
+    from aeops.training.train import train
+
+    mlflow_cfg = MlflowConfig(experiment="quality")
+    case = Path(f"oc{digit}")
+    case.mkdir(parents=True, exist_ok=True)
+    os.chdir(case)
+    try:
+        prepare(PrepareConfig(source="mnist", path=str(MNIST), normal_classes=[digit], max_train_rows=args.rows))
+        out: dict[str, dict[str, float]] = {}
+        for variant in args.variants:
+            start = time.perf_counter()
+            model = {**ONE_CLASS_MODEL, "variant": variant}
+            train(train_config(args.epochs, 128, model, out=variant, lr=args.lr), mlflow_cfg)
+            r = evaluate(evaluate_config(variant, args.smoothing), mlflow_cfg)
+            out[variant] = {m: r[m]["auroc"] for m in METHODS}
+            if variant == "vanilla" and args.smoothing > 0:
+                plain = evaluate(evaluate_config(variant, 0.0), mlflow_cfg)
+                out[variant] |= {"model_plain_mse": plain["model"]["auroc"], "pca_plain_mse": plain["pca"]["auroc"]}
+            print(f"  one_class digit {digit} {variant}: " + ", ".join(f"{m} {v:.4f}" for m, v in out[variant].items())
+                  + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+        return out
     finally:
         os.chdir("..")
 
 
 def one_class(args: argparse.Namespace) -> dict[str, Any]:
-    rows = {}
-    for digit in range(10):
-        start = time.perf_counter()
-        r = run_case(f"oc{digit}", {"source": "mnist", "path": str(MNIST), "normal_classes": [digit],
-                                    "max_train_rows": args.rows}, CONV, args.epochs)
-        rows[digit] = {m: r[m]["auroc"] for m in ("model", "pca", "isolation_forest", "knn_distance")}
-        print(f"  one_class digit {digit}: " + ", ".join(f"{m} {v:.4f}" for m, v in rows[digit].items())
-              + f" ({time.perf_counter() - start:.0f} s)", flush=True)
-    mean = {m: round(statistics.mean(r[m] for r in rows.values()), 4) for m in rows[0]}
-    return {"per_digit": rows, "mean": mean, "deep_svdd_published_mean": DEEP_SVDD_MEAN,
-            "model": CONV, "epochs": args.epochs, "train_rows_per_digit": args.rows}
+    per_digit = {d: one_class_digit(d, args) for d in args.digits}
+    digits = list(per_digit)
+    variants = {v: {"per_digit": {d: per_digit[d][v]["model"] for d in digits},
+                    "mean": round(statistics.mean(per_digit[d][v]["model"] for d in digits), 4)}
+                for v in args.variants}
+    first = args.variants[0]
+
+    def summary(variant: str, key: str) -> dict[str, Any]:
+        values = {d: per_digit[d][variant][key] for d in digits}
+        return {"per_digit": values, "mean": round(statistics.mean(values.values()), 4)}
+
+    baselines = {m: summary(first, m) for m in METHODS[1:]}
+    ablation = ({"vanilla_plain_mse": summary("vanilla", "model_plain_mse"),
+                 "pca_plain_mse": summary("vanilla", "pca_plain_mse")}
+                if "vanilla" in args.variants and args.smoothing > 0 else {})
+    best = max(variants, key=lambda v: variants[v]["mean"])
+    return {"variants": variants, "baselines": baselines, "scoring_rule_ablation": ablation, "best_variant": best,
+            "deep_svdd_published_mean": DEEP_SVDD_MEAN, "model": ONE_CLASS_MODEL, "epochs": args.epochs,
+            "lr": args.lr, "score_smoothing": args.smoothing, "train_rows_per_digit": args.rows or "all (~5,400)"}
 
 
 def leave_one_out(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,7 +135,7 @@ def leave_one_out(args: argparse.Namespace) -> dict[str, Any]:
         normal = [d for d in range(10) if d != digit]
         r = run_case(f"loo{digit}", {"source": "digits", "normal_classes": normal},
                      {**MLP, "latent_dim": 16}, 60, 64)
-        rows[digit] = {m: r[m]["auroc"] for m in ("model", "pca", "isolation_forest", "knn_distance")}
+        rows[digit] = {m: r[m]["auroc"] for m in METHODS}
     mean = {m: round(statistics.mean(r[m] for r in rows.values()), 4) for m in rows[0]}
     return {"per_held_out_digit": rows, "mean": mean, "model": {**MLP, "latent_dim": 16}, "epochs": 60}
 
@@ -103,7 +160,7 @@ def jpeg_curve(x: np.ndarray, qualities=(5, 10, 20, 30, 50, 70, 90)) -> list[dic
 
 def curve(args: argparse.Namespace) -> dict[str, Any]:
     points = []
-    for latent in (2, 4, 8, 16, 32, 64):
+    for latent in args.latents:
         r = run_case(f"curve{latent}", {"source": "mnist", "path": str(MNIST), "max_train_rows": args.curve_rows},
                      {**MLP, "latent_dim": latent}, args.epochs, 128)
         m, p = r["model"], r["pca"]
@@ -118,7 +175,7 @@ def curve(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  curve latent {latent}: AE MSE {m['recon_mse']:.5f} vs PCA {p['recon_mse']:.5f}", flush=True)
     from aeops.data.sources import load_idx_dir
 
-    test = load_idx_dir(MNIST).test.x[:1000] / 255.0
+    test = load_idx_dir(MNIST).test.x[: args.jpeg_rows] / 255.0
     return {"points": points, "jpeg": jpeg_curve(test), "hinton_2006": HINTON_2006,
             "train_rows": args.curve_rows, "epochs": args.epochs, "model": MLP}
 
@@ -151,9 +208,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["one_class", "loo", "curve"], choices=["one_class", "loo", "curve"])
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--rows", type=int, default=4000, help="training images per digit (one_class)")
-    parser.add_argument("--curve-rows", type=int, default=10000, help="training images (curve)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--lr", type=float, default=1e-3, help="one_class learning rate")
+    parser.add_argument("--rows", type=int, default=None, help="cap on training images per digit (one_class)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="one_class variants")
+    parser.add_argument("--smoothing", type=float, default=0.85, help="one_class evaluate.score_smoothing")
+    parser.add_argument("--curve-rows", type=int, default=60000, help="training images (curve)")
+    parser.add_argument("--latents", nargs="+", type=int, default=[2, 4, 8, 16, 32, 64], help="curve latent sizes")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder for quality.json and the plot")
+    parser.add_argument("--jpeg-rows", type=int, default=1000, help="test images for the JPEG curve")
+    parser.add_argument("--digits", nargs="+", type=int, default=list(range(10)), help="one_class normal digits")
     args = parser.parse_args()
     if any(p != "loo" for p in args.parts) and not MNIST.is_dir():
         raise SystemExit(f"MNIST IDX files expected in {MNIST}; run with --parts loo without them")
@@ -169,14 +233,17 @@ def main() -> None:
         for part in args.parts:
             results[part] = parts[part](args)
     results["seconds"] = round(time.perf_counter() - start)
-    OUT.mkdir(parents=True, exist_ok=True)
-    write_json(OUT / "quality.json", results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "quality.json", results)
     if "curve" in results:
-        plot(results, OUT / "quality_curves.png")
-    for part in ("one_class", "loo"):
-        if part in results:
-            print(f"{part} mean AUROC: " + ", ".join(f"{m} {v:.4f}" for m, v in results[part]["mean"].items()))
-    print(f"total {results['seconds']} s → {OUT / 'quality.json'}")
+        plot(results, args.out / "quality_curves.png")
+    if "one_class" in results:
+        oc = results["one_class"]
+        print("one_class mean AUROC: " + ", ".join(f"{v} {r['mean']:.4f}" for v, r in oc["variants"].items())
+              + "; " + ", ".join(f"{m} {r['mean']:.4f}" for m, r in {**oc["baselines"], **oc["scoring_rule_ablation"]}.items()))
+    if "loo" in results:
+        print("loo mean AUROC: " + ", ".join(f"{m} {v:.4f}" for m, v in results["loo"]["mean"].items()))
+    print(f"total {results['seconds']} s → {args.out / 'quality.json'}")
 
 
 if __name__ == "__main__":

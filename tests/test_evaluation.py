@@ -22,6 +22,7 @@ from aeops.evaluation.metrics import (
     reconstruction_errors,
     reconstruction_metrics,
 )
+from aeops.evaluation.scoring import anomaly_scores
 
 MODEL_KEYS = {
     "recon_mse", "psnr", "quantized_psnr", "auroc", "auprc", "precision", "recall", "f1",
@@ -245,3 +246,49 @@ def test_image_table_latent_and_loss_plots(tmp_path):
     assert _nonempty_png(plots.plot_latent_2d(tmp_path / "many.png", codes, many, 0))
     hist = {"train/loss": [1.0, 0.5, 0.3], "val/loss": [1.1, 0.6, 0.4]}
     assert _nonempty_png(plots.plot_loss_curves(tmp_path / "loss.png", hist))
+
+
+# ---------------------------------------------------------------- scoring rule
+def test_anomaly_scores_without_smoothing_is_per_row_mse():
+    rng = np.random.default_rng(0)
+    x, recon = rng.random((5, 1, 6, 6)), rng.random((5, 36))
+    np.testing.assert_allclose(anomaly_scores(x, recon), reconstruction_errors(x, recon))
+
+
+def test_smoothing_discounts_misalignment_but_not_a_missing_part():
+    """A stroke drawn one pixel off and a missing blob have the same plain MSE; smoothing splits them."""
+    x = np.zeros((2, 1, 12, 12))
+    x[:, 0, 2:10, 5] = 1.0  # a vertical stroke
+    shifted = np.zeros_like(x[0])
+    shifted[0, 2:10, 6] = 1.0  # the same stroke one pixel to the right: 16 wrong pixels
+    missing = x[1].copy()
+    missing[0, 2:10, 5] = 0.0  # stroke gone (8 wrong pixels) ...
+    missing[0, 4:6, 8:12] = 1.0  # ... and an extra blob (8 wrong pixels): 16 wrong pixels
+    recon = np.stack([shifted, missing])
+    plain = anomaly_scores(x, recon)
+    assert plain[0] == pytest.approx(plain[1])
+    smooth = anomaly_scores(x, recon, smoothing=1.0, image_shape=(1, 12, 12))
+    assert smooth[1] > 2 * smooth[0]
+    assert (smooth < plain).all()  # smoothing never adds energy
+
+
+def test_smoothing_keeps_channels_apart_and_needs_images():
+    x = np.zeros((1, 2, 5, 5))
+    x[0, 0, 2, 2] = 1.0
+    one = anomaly_scores(x, np.zeros(50), 1.0, (2, 5, 5))
+    both = anomaly_scores(np.repeat(x[:, :1], 2, axis=1), np.zeros(50), 1.0, (2, 5, 5))
+    assert both[0] == pytest.approx(2 * one[0])  # no blur across channels
+    with pytest.raises(ValueError, match="image data"):
+        anomaly_scores(x.reshape(1, -1), np.zeros((1, 50)), 1.0)
+
+
+def test_pca_baseline_uses_the_same_scoring_rule(digits_split):
+    tr_x, tr_y, va_x, te_x, te_y, anom = digits_split
+    plain_cfg = EvaluateConfig(isolation_forest_trees=10, trustworthiness_max_rows=100)
+    smooth_cfg = plain_cfg.model_copy(update={"score_smoothing": 0.8})
+    plain_m, plain = run_baselines(tr_x, tr_y, va_x, te_x, te_y, anom, 8, 1.0, plain_cfg, (1, 8, 8))
+    smooth_m, smooth = run_baselines(tr_x, tr_y, va_x, te_x, te_y, anom, 8, 1.0, smooth_cfg, (1, 8, 8))
+    assert (smooth["pca"] < plain["pca"]).all()  # smoothed residuals, lower scores and threshold
+    assert smooth_m["pca"]["threshold"] < plain_m["pca"]["threshold"]
+    assert smooth_m["pca"]["recon_mse"] == plain_m["pca"]["recon_mse"]  # reconstructions themselves unchanged
+    np.testing.assert_allclose(plain["knn_distance"], smooth["knn_distance"])

@@ -18,9 +18,9 @@ from aeops.evaluation.metrics import (
     compression_metrics,
     embedding_metrics,
     quantize_codes,
-    reconstruction_errors,
     reconstruction_metrics,
 )
+from aeops.evaluation.scoring import anomaly_scores
 
 QUANT_BITS = 8
 
@@ -86,16 +86,21 @@ def _pca(
     latent_dim: int,
     data_range: float,
     cfg: EvaluateConfig,
+    image_shape: tuple[int, ...] | None = None,
 ) -> tuple[dict, np.ndarray]:
-    """PCA with min(latent_dim, n_features, n_train) components as a linear autoencoder."""
+    """PCA with min(latent_dim, n_features, n_train) components as a linear autoencoder.
+
+    Scored like the autoencoder: the same `cfg.score_smoothing` of the residual.
+    """
     k = min(latent_dim, train_x.shape[1], train_x.shape[0])
     pca = PCA(n_components=k, random_state=cfg.seed).fit(train_x)
     train_codes, test_codes = pca.transform(train_x), pca.transform(test_x)
     test_recon = pca.inverse_transform(test_codes)
     lo, hi = train_codes.min(axis=0), train_codes.max(axis=0)
     test_recon_q = pca.inverse_transform(quantize_codes(test_codes, lo, hi, QUANT_BITS))
-    val_scores = reconstruction_errors(val_x, pca.inverse_transform(pca.transform(val_x)))
-    test_scores = reconstruction_errors(test_x, test_recon)
+    val_recon = pca.inverse_transform(pca.transform(val_x))
+    val_scores = anomaly_scores(val_x, val_recon, cfg.score_smoothing, image_shape)
+    test_scores = anomaly_scores(test_x, test_recon, cfg.score_smoothing, image_shape)
     metrics = model_metrics(
         train_codes,
         train_labels,
@@ -147,6 +152,7 @@ def run_baselines(
     latent_dim: int,
     data_range: float,
     cfg: EvaluateConfig,
+    image_shape: tuple[int, ...] | None = None,
 ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Run PCA, Isolation Forest and kNN-distance baselines.
 
@@ -161,7 +167,7 @@ def run_baselines(
     scores: dict[str, np.ndarray] = {}
     metrics["pca"], scores["pca"] = _pca(
         train_x, train_labels, val_x, test_x, test_labels, test_is_anomaly, latent_dim,
-        data_range, cfg,
+        data_range, cfg, image_shape,
     )
     scorers = {"isolation_forest": isolation_forest_scores, "knn_distance": knn_distance_scores}
     for name, fn in scorers.items():

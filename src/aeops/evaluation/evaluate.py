@@ -10,10 +10,11 @@ import torch
 
 from aeops.config import EvaluateConfig, MlflowConfig
 from aeops.data.prepared import Split, load_meta, load_split
-from aeops.errors import DataError
+from aeops.errors import ConfigError, DataError
 from aeops.evaluation import plots
 from aeops.evaluation.baselines import QUANT_BITS, model_metrics, run_baselines
-from aeops.evaluation.metrics import quantize_codes, reconstruction_errors
+from aeops.evaluation.metrics import quantize_codes
+from aeops.evaluation.scoring import anomaly_scores
 from aeops.io import atomic_path, read_json, write_json
 from aeops.models.lightning import load_autoencoder
 
@@ -53,23 +54,35 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     lo, hi = meta["value_range"]
     data_range = float(hi - lo) or 1.0
     latent_dim = int(hparams["model_cfg"]["latent_dim"])
+    image_shape = meta["image_shape"]
+    if cfg.score_smoothing > 0 and not image_shape:
+        raise ConfigError(
+            f"params.yaml: evaluate.score_smoothing = {cfg.score_smoothing} needs image data "
+            "(prepare.source digits, mnist or fashion_mnist); use 0 for tables"
+        )
 
     train_codes, _ = encode_decode(model, train.x)
     val_codes, val_recon = encode_decode(model, val_x)
     test_codes, test_recon = encode_decode(model, test.x)
     quantized = quantize_codes(test_codes, train_codes.min(0), train_codes.max(0), QUANT_BITS)
-    test_scores = reconstruction_errors(test.x, test_recon)
+    def score(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
+        return anomaly_scores(x, recon, cfg.score_smoothing, image_shape)
+
+    test_scores = score(test.x, test_recon)
     results = {
         "model": model_metrics(
-            train_codes, train.labels, reconstruction_errors(val_x, val_recon), test.x, test_recon,
+            train_codes, train.labels, score(val_x, val_recon), test.x, test_recon,
             decode(model, quantized), test_codes, test_scores, test.labels, test.is_anomaly,
             latent_dim, data_range, cfg,
         )
     }
     baselines, baseline_scores = run_baselines(
-        train.x, train.labels, val_x, test.x, test.labels, test.is_anomaly, latent_dim, data_range, cfg
+        train.x, train.labels, val_x, test.x, test.labels, test.is_anomaly, latent_dim, data_range, cfg,
+        image_shape,
     )
     results.update(baselines)
+    for method in ("model", "pca"):  # the rule travels with the threshold (register reads both)
+        results[method]["score_smoothing"] = cfg.score_smoothing
     scores = {"model": test_scores, **baseline_scores}
 
     with atomic_path(cfg.plots_dir) as tmp:

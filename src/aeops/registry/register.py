@@ -35,17 +35,18 @@ def raw_split(data_dir: str, name: str = "test") -> tuple[pd.DataFrame, Any]:
 def pip_requirements() -> list[str]:
     import mlflow
     import pydantic
+    import scipy
     import yaml
 
     return [
         f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
         f"pandas=={pd.__version__}", f"numpy=={np.__version__}", f"pydantic=={pydantic.__version__}",
-        f"PyYAML=={yaml.__version__}",
+        f"PyYAML=={yaml.__version__}", f"scipy=={scipy.__version__}",
     ]
 
 
-def log_scoring_model(info: dict, data_dir: str, threshold: float) -> Any:
-    """Log the pyfunc (scaler + network + threshold) into the training run; return its ModelInfo."""
+def log_scoring_model(info: dict, data_dir: str, threshold: float, smoothing: float = 0.0) -> Any:
+    """Log the pyfunc (scaler + network + scoring rule) into the training run; return its ModelInfo."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -59,12 +60,12 @@ def log_scoring_model(info: dict, data_dir: str, threshold: float) -> Any:
     }
     scaler = load_scaler(data_dir)
     example = raw_split(data_dir)[0].head(5)
-    scorer = Scorer(bundle, scaler, threshold)
+    scorer = Scorer(bundle, scaler, threshold, smoothing)
     signature = infer_signature(example, scorer.score(example), params={"output": "scores"})
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(bundle, Path(tmp) / "network.pt")
         write_json(Path(tmp) / "scaler.json", scaler)
-        write_json(Path(tmp) / "scoring.json", {"threshold": threshold, "score": "reconstruction_error"})
+        write_json(Path(tmp) / "scoring.json", {"threshold": threshold, "smoothing": smoothing})
         with mlflow.start_run(run_id=info["run_id"]):
             return mlflow.pyfunc.log_model(
                 name="scorer",
@@ -111,7 +112,9 @@ def register(cfg: RegisterConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     setup_experiment(mlflow_cfg)
     client = mlflow.MlflowClient()
     train_params = {k: v for k, v in client.get_run(info["run_id"]).data.params.items() if k.startswith("train.")}
-    model_info = log_scoring_model(info, cfg.data_dir, float(model_metrics["threshold"]))
+    model_info = log_scoring_model(
+        info, cfg.data_dir, float(model_metrics["threshold"]), float(model_metrics.get("score_smoothing", 0.0))
+    )
     version = mlflow.register_model(
         model_info.model_uri, cfg.model_name, tags=version_tags(info, results, train_params)
     )

@@ -30,7 +30,7 @@ class AutoencoderScorer(mlflow.pyfunc.PythonModel):
             scaler = json.load(f)
         with open(context.artifacts["scoring"]) as f:
             scoring = json.load(f)
-        self.scorer = Scorer(bundle, scaler, scoring["threshold"])
+        self.scorer = Scorer(bundle, scaler, scoring["threshold"], scoring.get("smoothing", 0.0))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         try:

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from aeops.data.prepared import apply_scaler, invert_scaler
+from aeops.evaluation.scoring import anomaly_scores
 from aeops.models.factory import build_autoencoder
 
 OUTPUTS = ("scores", "reconstruction")
@@ -24,14 +25,15 @@ class InputError(ValueError):
 class Scorer:
     """Everything needed to score raw rows, restored from a plain (weights-only) bundle."""
 
-    def __init__(self, bundle: dict[str, Any], scaler: dict[str, Any], threshold: float):
+    def __init__(self, bundle: dict[str, Any], scaler: dict[str, Any], threshold: float, smoothing: float = 0.0):
         self.model = build_autoencoder(
             bundle["model_cfg"], bundle["n_features"],
             tuple(bundle["image_shape"]) if bundle["image_shape"] else None, bundle["unit_interval"],
         )
         self.model.load_state_dict(bundle["state_dict"])
         self.model.eval()
-        self.scaler, self.threshold = scaler, float(threshold)
+        self.scaler, self.threshold, self.smoothing = scaler, float(threshold), float(smoothing)
+        self.image_shape = tuple(bundle["image_shape"]) if bundle["image_shape"] else None
         self.features: list[str] = list(scaler["feature_names"])
         self.latent_dim = int(bundle["model_cfg"]["latent_dim"])
 
@@ -60,7 +62,10 @@ class Scorer:
 
     @torch.no_grad()
     def score(self, df: pd.DataFrame, output: str = "scores") -> pd.DataFrame:
-        """Per row: anomaly_score, is_anomaly, reconstruction_error, z_0..z_k (or reconstructions)."""
+        """Per row: anomaly_score (the evaluated rule), is_anomaly, reconstruction_error (plain MSE), z_0..z_k.
+
+        With output="reconstruction": the reconstructed rows in raw units instead.
+        """
         if output not in OUTPUTS:
             raise InputError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
         x = torch.from_numpy(apply_scaler(self.scaler, self.matrix(df)))
@@ -69,8 +74,9 @@ class Scorer:
         if output == "reconstruction":
             return pd.DataFrame(invert_scaler(self.scaler, recon.numpy()), columns=self.features, index=df.index)
         err = (recon - x).pow(2).mean(1).numpy().astype(np.float64)
+        score = anomaly_scores(x.numpy(), recon.numpy(), self.smoothing, self.image_shape) if self.smoothing else err
         out = pd.DataFrame(
-            {"anomaly_score": err, "is_anomaly": err > self.threshold, "reconstruction_error": err},
+            {"anomaly_score": score, "is_anomaly": score > self.threshold, "reconstruction_error": err},
             index=df.index,
         )
         codes = z.numpy().astype(np.float64)
