@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import os
 import platform
@@ -47,12 +48,13 @@ def train_config(epochs: int, batch: int, model: dict, out: str = "models", **kw
                        progress_bar=False, model=model, output_dir=out, metrics_file=f"{out}/train.json", **kw)
 
 
-def evaluate_config(model_dir: str = "models", smoothing: float = 0.0):
+def evaluate_config(model_dir: str = "models", smoothing: float = 0.0, top_fraction: float = 1.0):
     from aeops.config import EvaluateConfig
 
-    tag = f"{model_dir}_s{smoothing}"
+    tag = f"{model_dir}_s{smoothing}_t{top_fraction}"
     return EvaluateConfig(trustworthiness_max_rows=500, isolation_forest_trees=100, score_smoothing=smoothing,
-                          model_dir=model_dir, metrics_file=f"{tag}/evaluate.json", plots_dir=f"{tag}/plots")
+                          score_top_fraction=top_fraction, model_dir=model_dir,
+                          metrics_file=f"{tag}/evaluate.json", plots_dir=f"{tag}/plots")
 
 
 def run_case(name: str, prepare_kw: dict, model: dict, epochs: int, batch: int = 128,
@@ -95,11 +97,13 @@ def one_class_digit(digit: int, args: argparse.Namespace) -> dict[str, dict[str,
             start = time.perf_counter()
             model = {**ONE_CLASS_MODEL, "variant": variant}
             train(train_config(args.epochs, 128, model, out=variant, lr=args.lr), mlflow_cfg)
-            r = evaluate(evaluate_config(variant, args.smoothing), mlflow_cfg)
+            r = evaluate(evaluate_config(variant, args.smoothing, args.top_fraction), mlflow_cfg)
             out[variant] = {m: r[m]["auroc"] for m in METHODS}
-            if variant == "vanilla" and args.smoothing > 0:
-                plain = evaluate(evaluate_config(variant, 0.0), mlflow_cfg)
-                out[variant] |= {"model_plain_mse": plain["model"]["auroc"], "pca_plain_mse": plain["pca"]["auroc"]}
+            if variant == "vanilla" and (args.smoothing, args.top_fraction) != (0, 1):
+                for name, rule in (("plain_mse", (0.0, 1.0)), ("smoothing_only", (args.smoothing, 1.0))):
+                    if rule != (args.smoothing, args.top_fraction):
+                        e = evaluate(evaluate_config(variant, *rule), mlflow_cfg)
+                        out[variant] |= {f"model_{name}": e["model"]["auroc"], f"pca_{name}": e["pca"]["auroc"]}
             print(f"  one_class digit {digit} {variant}: " + ", ".join(f"{m} {v:.4f}" for m, v in out[variant].items())
                   + f" ({time.perf_counter() - start:.0f} s)", flush=True)
         return out
@@ -120,13 +124,12 @@ def one_class(args: argparse.Namespace) -> dict[str, Any]:
         return {"per_digit": values, "mean": round(statistics.mean(values.values()), 4)}
 
     baselines = {m: summary(first, m) for m in METHODS[1:]}
-    ablation = ({"vanilla_plain_mse": summary("vanilla", "model_plain_mse"),
-                 "pca_plain_mse": summary("vanilla", "pca_plain_mse")}
-                if "vanilla" in args.variants and args.smoothing > 0 else {})
+    keys = [k for k in per_digit[digits[0]].get("vanilla", {}) if k.startswith(("model_", "pca_"))]
+    ablation = {k.replace("model_", "vanilla_"): summary("vanilla", k) for k in keys}
     best = max(variants, key=lambda v: variants[v]["mean"])
     return {"variants": variants, "baselines": baselines, "scoring_rule_ablation": ablation, "best_variant": best,
             "deep_svdd_published_mean": DEEP_SVDD_MEAN, "model": ONE_CLASS_MODEL, "epochs": args.epochs,
-            "lr": args.lr, "score_smoothing": args.smoothing, "train_rows_per_digit": args.rows or "all (~5,400)"}
+            "lr": args.lr, "score_smoothing": args.smoothing, "score_top_fraction": args.top_fraction, "train_rows_per_digit": args.rows or "all (~5,400)"}
 
 
 def leave_one_out(args: argparse.Namespace) -> dict[str, Any]:
@@ -140,22 +143,51 @@ def leave_one_out(args: argparse.Namespace) -> dict[str, Any]:
     return {"per_held_out_digit": rows, "mean": mean, "model": {**MLP, "latent_dim": 16}, "epochs": 60}
 
 
-def jpeg_curve(x: np.ndarray, qualities=(5, 10, 20, 30, 50, 70, 90)) -> list[dict[str, float]]:
-    """PSNR vs bits per pixel of Pillow JPEG on 28x28 grey images (x in [0, 1])."""
+def _jpeg_roundtrip(img: np.ndarray, quality: int) -> tuple[int, np.ndarray]:
+    """(bits, decoded image in [0, 1]) of one greyscale Pillow JPEG."""
     from PIL import Image
 
-    out = []
+    buf = io.BytesIO()
+    Image.fromarray((img * 255).round().astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return 8 * buf.tell(), np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float64) / 255
+
+
+def jpeg_curve(x: np.ndarray, qualities=(1, 3, 5, 10, 20, 30, 50, 70, 90), tile: int = 32,
+               per_row: int = 50) -> dict[str, list[dict[str, float]]]:
+    """PSNR vs bits per pixel of Pillow JPEG on 28x28 images in [0, 1], two ways.
+
+    `per_image`: each image its own file (headers, ~600 bytes, dominate: >= 3.8 bpp).
+    `mosaic`: images padded to `tile`x`tile` (8x8-block aligned, so blocks never mix digits) and
+    tiled `per_row` wide into one file; bits / (n·784): JPEG's coding without the header cost.
+    """
+    imgs = x.reshape(-1, 28, 28)
+    n, pad = len(imgs), (tile - 28) // 2
+    rows = -(-n // per_row)
+    canvas = np.zeros((rows * tile, per_row * tile))
+    for i, img in enumerate(imgs):
+        r, c = divmod(i, per_row)
+        canvas[r * tile + pad : r * tile + pad + 28, c * tile + pad : c * tile + pad + 28] = img
+    out: dict[str, list[dict[str, float]]] = {"per_image": [], "mosaic": []}
     for q in qualities:
         bits, errs = 0, []
-        for img in x:
-            buf = io.BytesIO()
-            Image.fromarray((img.reshape(28, 28) * 255).round().astype(np.uint8)).save(buf, "JPEG", quality=q)
-            bits += 8 * buf.tell()
-            dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float64) / 255
-            errs.append(((dec.ravel() - img) ** 2).mean())
-        mse = float(np.mean(errs))
-        out.append({"quality": q, "bits_per_pixel": bits / x.size, "psnr": 10 * np.log10(1 / mse)})
+        for img in imgs:
+            b, dec = _jpeg_roundtrip(img, q)
+            bits += b
+            errs.append(((dec - img) ** 2).mean())
+        out["per_image"].append({"quality": q, "bits_per_pixel": bits / x.size,
+                                 "psnr": 10 * np.log10(1 / np.mean(errs))})
+        bits, dec = _jpeg_roundtrip(canvas, q)
+        crops = np.stack([dec[(i // per_row) * tile + pad:][:28, (i % per_row) * tile + pad:][:, :28] for i in range(n)])
+        mse = ((crops - imgs) ** 2).mean(axis=(1, 2)).mean()
+        out["mosaic"].append({"quality": q, "bits_per_pixel": bits / x.size, "psnr": 10 * np.log10(1 / mse)})
     return out
+
+
+def jpeg(args: argparse.Namespace) -> dict[str, Any]:
+    from aeops.data.sources import load_idx_dir
+
+    test = load_idx_dir(MNIST).test.x[: args.jpeg_rows] / 255.0
+    return {**jpeg_curve(test), "test_images": len(test)}
 
 
 def curve(args: argparse.Namespace) -> dict[str, Any]:
@@ -173,10 +205,7 @@ def curve(args: argparse.Namespace) -> dict[str, Any]:
             "pca_quantized_psnr": p["quantized_psnr"],
         })
         print(f"  curve latent {latent}: AE MSE {m['recon_mse']:.5f} vs PCA {p['recon_mse']:.5f}", flush=True)
-    from aeops.data.sources import load_idx_dir
-
-    test = load_idx_dir(MNIST).test.x[: args.jpeg_rows] / 255.0
-    return {"points": points, "jpeg": jpeg_curve(test), "hinton_2006": HINTON_2006,
+    return {"points": points, "hinton_2006": HINTON_2006,
             "train_rows": args.curve_rows, "epochs": args.epochs, "model": MLP}
 
 
@@ -198,21 +227,47 @@ def plot(results: dict[str, Any], path: Path) -> None:
     a.legend()
     b.plot([p["bits_per_pixel"] for p in c["points"]], [p["ae_quantized_psnr"] for p in c["points"]], "o-", label="AE, 8-bit codes")
     b.plot([p["bits_per_pixel"] for p in c["points"]], [p["pca_quantized_psnr"] for p in c["points"]], "s-", label="PCA, 8-bit codes")
-    b.plot([j["bits_per_pixel"] for j in c["jpeg"]], [j["psnr"] for j in c["jpeg"]], "^-", label="JPEG (Pillow)")
+    for key, label in (("mosaic", "JPEG, images tiled in one file"), ("per_image", "JPEG, one file per image")):
+        j = results.get("jpeg", {}).get(key, [])
+        b.plot([p["bits_per_pixel"] for p in j], [p["psnr"] for p in j], "^-" if key == "mosaic" else "v:", label=label)
     b.set(xscale="log", xlabel="bits per pixel", ylabel="PSNR (dB)", title="Rate–distortion, MNIST test")
     b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
+def equal_rate(points: list[dict], jpeg_points: list[dict]) -> list[dict[str, Any]]:
+    """AE and PCA (8-bit codes) against JPEG at the same bits per pixel.
+
+    JPEG's PSNR is interpolated (linear in log bpp) between its measured qualities; None where the
+    code's rate lies outside JPEG's measured range.
+    """
+    jb = np.log([j["bits_per_pixel"] for j in jpeg_points])
+    jp = np.array([j["psnr"] for j in jpeg_points])
+    order = np.argsort(jb)
+    out = []
+    for p in points:
+        rate = np.log(p["bits_per_pixel"])
+        inside = jb.min() <= rate <= jb.max()
+        out.append({"latent": p["latent"], "bits_per_pixel": p["bits_per_pixel"], "ae_psnr": p["ae_quantized_psnr"],
+                    "pca_psnr": p["pca_quantized_psnr"],
+                    "jpeg_psnr": round(float(np.interp(rate, jb[order], jp[order])), 2) if inside else None})
+    return out
+
+
+PARTS = {"one_class": one_class, "loo": leave_one_out, "curve": curve, "jpeg": jpeg}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["one_class", "loo", "curve"], choices=["one_class", "loo", "curve"])
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS),
+                        help="a subset updates those parts of an existing quality.json")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=1e-3, help="one_class learning rate")
     parser.add_argument("--rows", type=int, default=None, help="cap on training images per digit (one_class)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="one_class variants")
     parser.add_argument("--smoothing", type=float, default=0.85, help="one_class evaluate.score_smoothing")
+    parser.add_argument("--top-fraction", type=float, default=0.05, help="one_class evaluate.score_top_fraction")
     parser.add_argument("--curve-rows", type=int, default=60000, help="training images (curve)")
     parser.add_argument("--latents", nargs="+", type=int, default=[2, 4, 8, 16, 32, 64], help="curve latent sizes")
     parser.add_argument("--out", type=Path, default=OUT, help="folder for quality.json and the plot")
@@ -224,17 +279,21 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     from aeops.io import write_json
 
-    results: dict[str, Any] = {"benchmark": "quality", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
-    start = time.perf_counter()
+    path = args.out / "quality.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() and set(args.parts) != set(PARTS) else {}
+    results |= {"benchmark": "quality", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    results.setdefault("seconds", {})
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-        parts = {"one_class": one_class, "loo": leave_one_out, "curve": curve}
         for part in args.parts:
-            results[part] = parts[part](args)
-    results["seconds"] = round(time.perf_counter() - start)
+            start = time.perf_counter()
+            results[part] = PARTS[part](args)
+            results["seconds"][part] = round(time.perf_counter() - start)
+    if "curve" in results and "jpeg" in results:
+        results["rate_distortion"] = equal_rate(results["curve"]["points"], results["jpeg"]["mosaic"])
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "quality.json", results)
+    write_json(path, results)
     if "curve" in results:
         plot(results, args.out / "quality_curves.png")
     if "one_class" in results:
@@ -243,7 +302,10 @@ def main() -> None:
               + "; " + ", ".join(f"{m} {r['mean']:.4f}" for m, r in {**oc["baselines"], **oc["scoring_rule_ablation"]}.items()))
     if "loo" in results:
         print("loo mean AUROC: " + ", ".join(f"{m} {v:.4f}" for m, v in results["loo"]["mean"].items()))
-    print(f"total {results['seconds']} s → {args.out / 'quality.json'}")
+    for r in results.get("rate_distortion", []):
+        print(f"rate-distortion z{r['latent']} at {r['bits_per_pixel']:.3f} bpp: AE {r['ae_psnr']:.2f} dB, "
+              f"PCA {r['pca_psnr']:.2f} dB, JPEG {r['jpeg_psnr']} dB")
+    print(f"seconds per part {results['seconds']} → {path}")
 
 
 if __name__ == "__main__":

@@ -272,6 +272,18 @@ def test_smoothing_discounts_misalignment_but_not_a_missing_part():
     assert (smooth < plain).all()  # smoothing never adds energy
 
 
+def test_top_fraction_averages_the_largest_squared_residuals():
+    x = np.zeros((2, 10))
+    recon = np.array([[1, 2, 3, 4, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0, 0, 5]], dtype=float)
+    np.testing.assert_allclose(anomaly_scores(x, recon, top_fraction=0.2), [(16 + 9) / 2, 25 / 2])
+    np.testing.assert_allclose(anomaly_scores(x, recon, top_fraction=1.0), [3.0, 2.5])
+    np.testing.assert_allclose(anomaly_scores(x, recon, top_fraction=1e-6), [16.0, 25.0])  # at least one value
+    # a local defect outranks diffuse noise of the same total energy once pooled
+    diffuse, local = np.full((1, 10), 1.0), np.array([[np.sqrt(10.0)] + [0.0] * 9])
+    assert anomaly_scores(x[:1], diffuse)[0] == pytest.approx(anomaly_scores(x[:1], local)[0])
+    assert anomaly_scores(x[:1], local, top_fraction=0.1)[0] > 5 * anomaly_scores(x[:1], diffuse, top_fraction=0.1)[0]
+
+
 def test_smoothing_keeps_channels_apart_and_needs_images():
     x = np.zeros((1, 2, 5, 5))
     x[0, 0, 2, 2] = 1.0

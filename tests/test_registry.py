@@ -31,14 +31,14 @@ from aeops.training.train import train
 pytestmark = pytest.mark.slow
 MLFLOW = MlflowConfig()
 CFG = RegisterConfig()
-SMOOTHING = 0.8  # the served score must follow evaluate's rule, not plain MSE
+SMOOTHING, TOP = 0.8, 0.25  # the served score must follow evaluate's rule, not plain MSE
 
 
 def _train_and_register(epochs: int, lr: float) -> dict:
     cfg = tiny_train()
     cfg.max_epochs, cfg.patience, cfg.lr = epochs, epochs, lr
     train(cfg, MLFLOW)
-    evaluate(EvaluateConfig(isolation_forest_trees=20, score_smoothing=SMOOTHING), MLFLOW)
+    evaluate(EvaluateConfig(isolation_forest_trees=20, score_smoothing=SMOOTHING, score_top_fraction=TOP), MLFLOW)
     return register(CFG, MLFLOW)
 
 
@@ -77,8 +77,8 @@ def test_registered_version_is_a_complete_scoring_model(registry):
 
     assert roc_auc_score(split.is_anomaly, out["anomaly_score"]) == pytest.approx(float(mv.tags["test.auroc"]), abs=1e-6)
     assert (out["is_anomaly"] == (out["anomaly_score"] > float(mv.tags["test.threshold"]))).all()
-    assert float(mv.tags["test.score_smoothing"]) == SMOOTHING
-    assert (out["anomaly_score"] < out["reconstruction_error"]).all()  # smoothed residual vs plain MSE
+    assert (float(mv.tags["test.score_smoothing"]), float(mv.tags["test.score_top_fraction"])) == (SMOOTHING, TOP)
+    assert not np.allclose(out["anomaly_score"], out["reconstruction_error"])  # the rule, not plain MSE
     recon = model.predict(df.head(3), params={"output": "reconstruction"})
     assert list(recon.columns) == list(df.columns) and recon.shape == (3, 64)
     assert 0 <= recon.to_numpy().min() and recon.to_numpy().max() <= 16.5  # raw pixel units

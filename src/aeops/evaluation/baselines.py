@@ -90,7 +90,7 @@ def _pca(
 ) -> tuple[dict, np.ndarray]:
     """PCA with min(latent_dim, n_features, n_train) components as a linear autoencoder.
 
-    Scored like the autoencoder: the same `cfg.score_smoothing` of the residual.
+    Scored like the autoencoder: the same `cfg.score_smoothing` and `cfg.score_top_fraction`.
     """
     k = min(latent_dim, train_x.shape[1], train_x.shape[0])
     pca = PCA(n_components=k, random_state=cfg.seed).fit(train_x)
@@ -99,8 +99,8 @@ def _pca(
     lo, hi = train_codes.min(axis=0), train_codes.max(axis=0)
     test_recon_q = pca.inverse_transform(quantize_codes(test_codes, lo, hi, QUANT_BITS))
     val_recon = pca.inverse_transform(pca.transform(val_x))
-    val_scores = anomaly_scores(val_x, val_recon, cfg.score_smoothing, image_shape)
-    test_scores = anomaly_scores(test_x, test_recon, cfg.score_smoothing, image_shape)
+    val_scores = anomaly_scores(val_x, val_recon, cfg.score_smoothing, image_shape, cfg.score_top_fraction)
+    test_scores = anomaly_scores(test_x, test_recon, cfg.score_smoothing, image_shape, cfg.score_top_fraction)
     metrics = model_metrics(
         train_codes,
         train_labels,

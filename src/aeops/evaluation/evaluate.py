@@ -66,7 +66,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     test_codes, test_recon = encode_decode(model, test.x)
     quantized = quantize_codes(test_codes, train_codes.min(0), train_codes.max(0), QUANT_BITS)
     def score(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
-        return anomaly_scores(x, recon, cfg.score_smoothing, image_shape)
+        return anomaly_scores(x, recon, cfg.score_smoothing, image_shape, cfg.score_top_fraction)
 
     test_scores = score(test.x, test_recon)
     results = {
@@ -82,7 +82,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     )
     results.update(baselines)
     for method in ("model", "pca"):  # the rule travels with the threshold (register reads both)
-        results[method]["score_smoothing"] = cfg.score_smoothing
+        results[method] |= {"score_smoothing": cfg.score_smoothing, "score_top_fraction": cfg.score_top_fraction}
     scores = {"model": test_scores, **baseline_scores}
 
     with atomic_path(cfg.plots_dir) as tmp:

@@ -1,9 +1,11 @@
-"""The autoencoder's anomaly score: per-row mean squared residual, optionally smoothed on images.
+"""The autoencoder's anomaly score: per-row mean squared residual, optionally smoothed and pooled.
 
 `smoothing` (sigma in pixels) Gaussian-smooths each image's residual before squaring: a coherent
 missing or extra part (a different shape) keeps its energy while scattered one-pixel misalignments
-of strokes average out. On MNIST one-class it lifts the mean AUROC of the same conv autoencoder
-from 0.966 to 0.974 (sigma 0.85; see benchmarks/README.md). Shared by `evaluate` and serving.
+of strokes average out. `top_fraction` < 1 averages only the largest squared values of each row
+(the worst region), so a local defect is not diluted by a well-reconstructed rest. On MNIST
+one-class the same conv autoencoder's mean AUROC goes 0.966 (plain MSE) → 0.974 (sigma 0.85) →
+0.977 (sigma 0.85, top 5 %); see benchmarks/README.md. Shared by `evaluate` and serving.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def anomaly_scores(
     recon: np.ndarray,
     smoothing: float = 0.0,
     image_shape: Sequence[int] | None = None,
+    top_fraction: float = 1.0,
 ) -> np.ndarray:
     """(n,) float64 scores; `smoothing` > 0 needs `image_shape` (channels, height, width)."""
     n = len(x)
@@ -31,4 +34,9 @@ def anomaly_scores(
         images = residual.reshape(n, *image_shape)
         sigma = (0,) * (images.ndim - 2) + (smoothing, smoothing)
         residual = gaussian_filter(images, sigma, mode="constant", truncate=TRUNCATE).reshape(n, -1)
-    return np.mean(residual**2, axis=1)
+    squared = residual**2
+    d = squared.shape[1]
+    k = max(1, round(top_fraction * d))
+    if k < d:
+        squared = np.partition(squared, d - k, axis=1)[:, d - k :]
+    return np.mean(squared, axis=1)

@@ -45,7 +45,9 @@ def pip_requirements() -> list[str]:
     ]
 
 
-def log_scoring_model(info: dict, data_dir: str, threshold: float, smoothing: float = 0.0) -> Any:
+def log_scoring_model(
+    info: dict, data_dir: str, threshold: float, smoothing: float = 0.0, top_fraction: float = 1.0
+) -> Any:
     """Log the pyfunc (scaler + network + scoring rule) into the training run; return its ModelInfo."""
     import mlflow
     from mlflow.models import infer_signature
@@ -60,12 +62,12 @@ def log_scoring_model(info: dict, data_dir: str, threshold: float, smoothing: fl
     }
     scaler = load_scaler(data_dir)
     example = raw_split(data_dir)[0].head(5)
-    scorer = Scorer(bundle, scaler, threshold, smoothing)
+    scorer = Scorer(bundle, scaler, threshold, smoothing, top_fraction)
     signature = infer_signature(example, scorer.score(example), params={"output": "scores"})
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(bundle, Path(tmp) / "network.pt")
         write_json(Path(tmp) / "scaler.json", scaler)
-        write_json(Path(tmp) / "scoring.json", {"threshold": threshold, "smoothing": smoothing})
+        write_json(Path(tmp) / "scoring.json", {"threshold": threshold, "smoothing": smoothing, "top_fraction": top_fraction})
         with mlflow.start_run(run_id=info["run_id"]):
             return mlflow.pyfunc.log_model(
                 name="scorer",
@@ -113,7 +115,8 @@ def register(cfg: RegisterConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     client = mlflow.MlflowClient()
     train_params = {k: v for k, v in client.get_run(info["run_id"]).data.params.items() if k.startswith("train.")}
     model_info = log_scoring_model(
-        info, cfg.data_dir, float(model_metrics["threshold"]), float(model_metrics.get("score_smoothing", 0.0))
+        info, cfg.data_dir, float(model_metrics["threshold"]), float(model_metrics.get("score_smoothing", 0.0)),
+        float(model_metrics.get("score_top_fraction", 1.0)),
     )
     version = mlflow.register_model(
         model_info.model_uri, cfg.model_name, tags=version_tags(info, results, train_params)

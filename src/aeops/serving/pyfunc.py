@@ -30,7 +30,9 @@ class AutoencoderScorer(mlflow.pyfunc.PythonModel):
             scaler = json.load(f)
         with open(context.artifacts["scoring"]) as f:
             scoring = json.load(f)
-        self.scorer = Scorer(bundle, scaler, scoring["threshold"], scoring.get("smoothing", 0.0))
+        self.scorer = Scorer(
+            bundle, scaler, scoring["threshold"], scoring.get("smoothing", 0.0), scoring.get("top_fraction", 1.0)
+        )
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         try:

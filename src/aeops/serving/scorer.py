@@ -25,14 +25,18 @@ class InputError(ValueError):
 class Scorer:
     """Everything needed to score raw rows, restored from a plain (weights-only) bundle."""
 
-    def __init__(self, bundle: dict[str, Any], scaler: dict[str, Any], threshold: float, smoothing: float = 0.0):
+    def __init__(
+        self, bundle: dict[str, Any], scaler: dict[str, Any], threshold: float,
+        smoothing: float = 0.0, top_fraction: float = 1.0,
+    ):
         self.model = build_autoencoder(
             bundle["model_cfg"], bundle["n_features"],
             tuple(bundle["image_shape"]) if bundle["image_shape"] else None, bundle["unit_interval"],
         )
         self.model.load_state_dict(bundle["state_dict"])
         self.model.eval()
-        self.scaler, self.threshold, self.smoothing = scaler, float(threshold), float(smoothing)
+        self.scaler, self.threshold = scaler, float(threshold)
+        self.smoothing, self.top_fraction = float(smoothing), float(top_fraction)
         self.image_shape = tuple(bundle["image_shape"]) if bundle["image_shape"] else None
         self.features: list[str] = list(scaler["feature_names"])
         self.latent_dim = int(bundle["model_cfg"]["latent_dim"])
@@ -74,7 +78,10 @@ class Scorer:
         if output == "reconstruction":
             return pd.DataFrame(invert_scaler(self.scaler, recon.numpy()), columns=self.features, index=df.index)
         err = (recon - x).pow(2).mean(1).numpy().astype(np.float64)
-        score = anomaly_scores(x.numpy(), recon.numpy(), self.smoothing, self.image_shape) if self.smoothing else err
+        plain = self.smoothing == 0 and self.top_fraction == 1
+        score = err if plain else anomaly_scores(
+            x.numpy(), recon.numpy(), self.smoothing, self.image_shape, self.top_fraction
+        )
         out = pd.DataFrame(
             {"anomaly_score": score, "is_anomaly": score > self.threshold, "reconstruction_error": err},
             index=df.index,
