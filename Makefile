@@ -37,7 +37,7 @@ repro: setup ## run the DVC pipeline (prepare → train → evaluate) on params.
 test: setup ## run the test suite
 	$(PY) -m pytest
 
-bench: setup ## run the benchmarks (benchmarks/results/*.json; ~12 min on 2 cores)
+bench: setup ## run the benchmarks (benchmarks/results/*.json; ~37 min on 2 cores)
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 promote: setup ## move alias production to the challenger if not worse (ARGS="--force", "--rollback", "--version N")
