@@ -140,3 +140,23 @@ def test_killed_training_resumes_from_the_last_checkpoint(prepared, workdir):
     # A finished run is not resumed: the next run trains from scratch.
     out = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     assert json.loads((workdir / "models/run.json").read_text())["metrics"]["resumed_from_epoch"] == 0
+
+
+def test_score_smoothing_on_a_table_is_refused_in_one_line(workdir, mlflow_cfg):
+    from aeops.config import PrepareConfig
+    from aeops.data.prepare import prepare
+    from aeops.errors import ConfigError
+
+    rng = np.random.default_rng(0)
+    rows = [",".join(f"{v:.4f}" for v in r) + f",{int(i >= 180)}" for i, r in enumerate(rng.normal(size=(200, 5)))]
+    (workdir / "t.csv").write_text("a,b,c,d,e,is_anomaly\n" + "\n".join(rows) + "\n")
+    prepare(PrepareConfig(source="table", path="t.csv", anomaly_column="is_anomaly"))
+    cfg = tiny_train()
+    cfg.max_epochs = 1
+    train(cfg, mlflow_cfg)
+    with pytest.raises(ConfigError, match=r"^params.yaml: evaluate.score_smoothing = 0.8 needs image data .*use 0 for tables$"):
+        evaluate(EvaluateConfig(score_smoothing=0.8), mlflow_cfg)
+    assert not (workdir / "metrics" / "evaluate.json").exists() and not (workdir / "plots").exists()
+    # pooling the largest residuals is fine on tables
+    results = evaluate(EvaluateConfig(score_top_fraction=0.4, isolation_forest_trees=10), mlflow_cfg)
+    assert results["model"]["score_top_fraction"] == 0.4 and results["model"]["auroc"] is not None

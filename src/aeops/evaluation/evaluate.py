@@ -65,6 +65,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     val_codes, val_recon = encode_decode(model, val_x)
     test_codes, test_recon = encode_decode(model, test.x)
     quantized = quantize_codes(test_codes, train_codes.min(0), train_codes.max(0), QUANT_BITS)
+
     def score(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
         return anomaly_scores(x, recon, cfg.score_smoothing, image_shape, cfg.score_top_fraction)
 
