@@ -37,8 +37,9 @@ repro: setup ## run the DVC pipeline (prepare → train → evaluate) on params.
 test: setup ## run the test suite
 	$(PY) -m pytest
 
-bench: setup ## run the benchmarks (benchmarks/results/*.json; ~37 min on 2 cores)
-	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+bench: setup ## run the benchmarks (benchmarks/results/*.json + SUMMARY.md; ~37 min on 2 cores)
+	for b in $(filter-out benchmarks/summarize.py,$(wildcard benchmarks/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) benchmarks/summarize.py
 
 promote: setup ## move alias production to the challenger if not worse (ARGS="--force", "--rollback", "--version N")
 	aeops promote $(ARGS)

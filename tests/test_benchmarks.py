@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
 
 import numpy as np
 import pytest
 from conftest import REPO
 
 
-@pytest.fixture(scope="module")
-def quality():
-    spec = importlib.util.spec_from_file_location("quality", REPO / "benchmarks" / "quality.py")
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def quality():
+    return _load("quality")
 
 
 def _strokes(n: int) -> np.ndarray:
@@ -44,3 +50,17 @@ def test_equal_rate_interpolates_in_log_rate_and_refuses_to_extrapolate(quality)
     inside, outside = quality.equal_rate(points, jpeg)
     assert inside["jpeg_psnr"] == pytest.approx(25.0)  # 1.0 is halfway between 0.5 and 2.0 in log rate
     assert outside["jpeg_psnr"] is None
+
+
+def test_summary_renders_every_committed_result_and_names_missing_ones(tmp_path):
+    summarize = _load("summarize")
+    results = REPO / "benchmarks" / "results"
+    for f in results.glob("*.json"):
+        shutil.copy(f, tmp_path)
+    (tmp_path / "serving.json").unlink()
+    text = summarize.summarize(tmp_path)
+    speed = json.loads((results / "training_speed.json").read_text())
+    assert str(speed["models"]["mlp"]["lightning_over_raw"]) in text
+    best = json.loads((results / "quality.json").read_text())["one_class"]
+    assert f"**{best['variants'][best['best_variant']]['mean']:.4f}**" in text
+    assert "## serving\n\nnot run" in text
