@@ -19,10 +19,9 @@ from aeops.evaluation.metrics import (
     compression_metrics,
     embedding_metrics,
     quantize_codes,
-    reconstruction_errors,
     reconstruction_metrics,
 )
-from aeops.evaluation.scoring import anomaly_scores
+from aeops.evaluation.scoring import anomaly_scores, score_rule
 
 MODEL_KEYS = {
     "recon_mse", "psnr", "quantized_psnr", "auroc", "auprc", "precision", "recall", "f1",
@@ -65,7 +64,7 @@ def test_reconstruction_errors_per_row_on_images():
     recon = x.copy()
     recon[1] = 1.0
     recon[2, 0, 0, 0] = 2.0
-    np.testing.assert_allclose(reconstruction_errors(x, recon), [0.0, 1.0, 1.0])
+    np.testing.assert_allclose(anomaly_scores(x, recon), [0.0, 1.0, 1.0])
 
 
 def test_choose_threshold_is_percentile():
@@ -188,7 +187,7 @@ def test_model_metrics_keys_match_pca(digits_split):
     pca_m, _ = run_baselines(tr_x, tr_y, va_x, te_x, te_y, anom, 4, 1.0, cfg)
     codes_tr, codes_te = tr_x[:, :4], te_x[:, :4]
     recon = np.clip(te_x + 0.05, 0, 1)
-    val_s, test_s = reconstruction_errors(va_x, va_x * 0.9), reconstruction_errors(te_x, recon)
+    val_s, test_s = anomaly_scores(va_x, va_x * 0.9), anomaly_scores(te_x, recon)
     m = model_metrics(codes_tr, tr_y, val_s, te_x, recon, recon, codes_te, test_s, te_y, anom,
                       4, 1.0, cfg)  # fmt: skip
     assert set(m) == set(pca_m["pca"]) == MODEL_KEYS
@@ -252,7 +251,7 @@ def test_image_table_latent_and_loss_plots(tmp_path):
 def test_anomaly_scores_without_smoothing_is_per_row_mse():
     rng = np.random.default_rng(0)
     x, recon = rng.random((5, 1, 6, 6)), rng.random((5, 36))
-    np.testing.assert_allclose(anomaly_scores(x, recon), reconstruction_errors(x, recon))
+    np.testing.assert_allclose(anomaly_scores(x, recon), ((x.reshape(5, -1) - recon) ** 2).mean(1))
 
 
 def test_smoothing_discounts_misalignment_but_not_a_missing_part():
@@ -294,12 +293,11 @@ def test_smoothing_keeps_channels_apart_and_needs_images():
         anomaly_scores(x.reshape(1, -1), np.zeros((1, 50)), 1.0)
 
 
-def test_pca_baseline_uses_the_same_scoring_rule(digits_split):
+def test_pca_baseline_is_scored_by_the_given_rule(digits_split):
     tr_x, tr_y, va_x, te_x, te_y, anom = digits_split
-    plain_cfg = EvaluateConfig(isolation_forest_trees=10, trustworthiness_max_rows=100)
-    smooth_cfg = plain_cfg.model_copy(update={"score_smoothing": 0.8})
-    plain_m, plain = run_baselines(tr_x, tr_y, va_x, te_x, te_y, anom, 8, 1.0, plain_cfg, (1, 8, 8))
-    smooth_m, smooth = run_baselines(tr_x, tr_y, va_x, te_x, te_y, anom, 8, 1.0, smooth_cfg, (1, 8, 8))
+    cfg = EvaluateConfig(isolation_forest_trees=10, trustworthiness_max_rows=100)
+    plain_m, plain = run_baselines(tr_x, tr_y, va_x, te_x, te_y, anom, 8, 1.0, cfg)
+    smooth_m, smooth = run_baselines(tr_x, tr_y, va_x, te_x, te_y, anom, 8, 1.0, cfg, score_rule(0.8, (1, 8, 8), 1.0))
     assert (smooth["pca"] < plain["pca"]).all()  # smoothed residuals, lower scores and threshold
     assert smooth_m["pca"]["threshold"] < plain_m["pca"]["threshold"]
     assert smooth_m["pca"]["recon_mse"] == plain_m["pca"]["recon_mse"]  # reconstructions themselves unchanged

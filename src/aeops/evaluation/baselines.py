@@ -20,7 +20,7 @@ from aeops.evaluation.metrics import (
     quantize_codes,
     reconstruction_metrics,
 )
-from aeops.evaluation.scoring import anomaly_scores
+from aeops.evaluation.scoring import ScoreFn, anomaly_scores
 
 QUANT_BITS = 8
 
@@ -86,21 +86,17 @@ def _pca(
     latent_dim: int,
     data_range: float,
     cfg: EvaluateConfig,
-    image_shape: tuple[int, ...] | None = None,
+    score: ScoreFn = anomaly_scores,
 ) -> tuple[dict, np.ndarray]:
-    """PCA with min(latent_dim, n_features, n_train) components as a linear autoencoder.
-
-    Scored like the autoencoder: the same `cfg.score_smoothing` and `cfg.score_top_fraction`.
-    """
+    """PCA with min(latent_dim, n_features, n_train) components as a linear autoencoder, scored by `score`."""
     k = min(latent_dim, train_x.shape[1], train_x.shape[0])
     pca = PCA(n_components=k, random_state=cfg.seed).fit(train_x)
     train_codes, test_codes = pca.transform(train_x), pca.transform(test_x)
     test_recon = pca.inverse_transform(test_codes)
     lo, hi = train_codes.min(axis=0), train_codes.max(axis=0)
     test_recon_q = pca.inverse_transform(quantize_codes(test_codes, lo, hi, QUANT_BITS))
-    val_recon = pca.inverse_transform(pca.transform(val_x))
-    val_scores = anomaly_scores(val_x, val_recon, cfg.score_smoothing, image_shape, cfg.score_top_fraction)
-    test_scores = anomaly_scores(test_x, test_recon, cfg.score_smoothing, image_shape, cfg.score_top_fraction)
+    val_scores = score(val_x, pca.inverse_transform(pca.transform(val_x)))
+    test_scores = score(test_x, test_recon)
     metrics = model_metrics(
         train_codes,
         train_labels,
@@ -152,7 +148,7 @@ def run_baselines(
     latent_dim: int,
     data_range: float,
     cfg: EvaluateConfig,
-    image_shape: tuple[int, ...] | None = None,
+    score: ScoreFn = anomaly_scores,
 ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Run PCA, Isolation Forest and kNN-distance baselines.
 
@@ -167,7 +163,7 @@ def run_baselines(
     scores: dict[str, np.ndarray] = {}
     metrics["pca"], scores["pca"] = _pca(
         train_x, train_labels, val_x, test_x, test_labels, test_is_anomaly, latent_dim,
-        data_range, cfg, image_shape,
+        data_range, cfg, score,
     )
     scorers = {"isolation_forest": isolation_forest_scores, "knn_distance": knn_distance_scores}
     for name, fn in scorers.items():

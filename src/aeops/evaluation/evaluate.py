@@ -14,7 +14,7 @@ from aeops.errors import ConfigError, DataError
 from aeops.evaluation import plots
 from aeops.evaluation.baselines import QUANT_BITS, model_metrics, run_baselines
 from aeops.evaluation.metrics import quantize_codes
-from aeops.evaluation.scoring import anomaly_scores
+from aeops.evaluation.scoring import score_rule
 from aeops.io import atomic_path, read_json, write_json
 from aeops.models.lightning import load_autoencoder
 
@@ -54,8 +54,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     lo, hi = meta["value_range"]
     data_range = float(hi - lo) or 1.0
     latent_dim = int(hparams["model_cfg"]["latent_dim"])
-    image_shape = meta["image_shape"]
-    if cfg.score_smoothing > 0 and not image_shape:
+    if cfg.score_smoothing > 0 and not meta["image_shape"]:
         raise ConfigError(
             f"params.yaml: evaluate.score_smoothing = {cfg.score_smoothing} needs image data "
             "(prepare.source digits, mnist or fashion_mnist); use 0 for tables"
@@ -65,10 +64,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     val_codes, val_recon = encode_decode(model, val_x)
     test_codes, test_recon = encode_decode(model, test.x)
     quantized = quantize_codes(test_codes, train_codes.min(0), train_codes.max(0), QUANT_BITS)
-
-    def score(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
-        return anomaly_scores(x, recon, cfg.score_smoothing, image_shape, cfg.score_top_fraction)
-
+    score = score_rule(cfg.score_smoothing, meta["image_shape"], cfg.score_top_fraction)
     test_scores = score(test.x, test_recon)
     results = {
         "model": model_metrics(
@@ -79,7 +75,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     }
     baselines, baseline_scores = run_baselines(
         train.x, train.labels, val_x, test.x, test.labels, test.is_anomaly, latent_dim, data_range, cfg,
-        image_shape,
+        score,
     )
     results.update(baselines)
     for method in ("model", "pca"):  # the rule travels with the threshold (register reads both)

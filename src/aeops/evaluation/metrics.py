@@ -36,11 +36,6 @@ def reconstruction_metrics(x: np.ndarray, recon: np.ndarray, data_range: float) 
     return {"recon_mse": mse, "psnr": psnr}
 
 
-def reconstruction_errors(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
-    """Per-row MSE (the autoencoder's anomaly score), shape (n,)."""
-    return np.mean((_flat(x) - _flat(recon)) ** 2, axis=1)
-
-
 def choose_threshold(val_scores_normal: np.ndarray, percentile: float) -> float:
     """Threshold = `percentile` of scores of NORMAL validation rows (never test labels)."""
     scores = np.asarray(val_scores_normal, dtype=np.float64).ravel()

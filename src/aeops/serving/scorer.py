@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from aeops.data.prepared import apply_scaler, invert_scaler
-from aeops.evaluation.scoring import anomaly_scores
+from aeops.evaluation.scoring import anomaly_scores, score_rule
 from aeops.models.factory import build_autoencoder
 
 OUTPUTS = ("scores", "reconstruction")
@@ -36,8 +36,7 @@ class Scorer:
         self.model.load_state_dict(bundle["state_dict"])
         self.model.eval()
         self.scaler, self.threshold = scaler, float(threshold)
-        self.smoothing, self.top_fraction = float(smoothing), float(top_fraction)
-        self.image_shape = tuple(bundle["image_shape"]) if bundle["image_shape"] else None
+        self.anomaly_score = score_rule(float(smoothing), bundle["image_shape"], float(top_fraction))
         self.features: list[str] = list(scaler["feature_names"])
         self.latent_dim = int(bundle["model_cfg"]["latent_dim"])
 
@@ -77,11 +76,8 @@ class Scorer:
         recon = self.model.decode(z)
         if output == "reconstruction":
             return pd.DataFrame(invert_scaler(self.scaler, recon.numpy()), columns=self.features, index=df.index)
-        err = (recon - x).pow(2).mean(1).numpy().astype(np.float64)
-        plain = self.smoothing == 0 and self.top_fraction == 1
-        score = err if plain else anomaly_scores(
-            x.numpy(), recon.numpy(), self.smoothing, self.image_shape, self.top_fraction
-        )
+        x, recon = x.numpy(), recon.numpy()
+        score, err = self.anomaly_score(x, recon), anomaly_scores(x, recon)  # float64, as in evaluate
         out = pd.DataFrame(
             {"anomaly_score": score, "is_anomaly": score > self.threshold, "reconstruction_error": err},
             index=df.index,
