@@ -57,8 +57,7 @@ def evaluate_config(model_dir: str = "models", smoothing: float = 0.0, top_fract
                           metrics_file=f"{tag}/evaluate.json", plots_dir=f"{tag}/plots")
 
 
-def run_case(name: str, prepare_kw: dict, model: dict, epochs: int, batch: int = 128,
-             smoothing: float = 0.0) -> dict[str, Any]:
+def run_case(name: str, prepare_kw: dict, model: dict, epochs: int, batch: int = 128) -> dict[str, Any]:
     """prepare → train → evaluate in ./<name>; returns metrics/evaluate.json's content."""
     from aeops.config import MlflowConfig, PrepareConfig
     from aeops.data.prepare import prepare
@@ -71,7 +70,7 @@ def run_case(name: str, prepare_kw: dict, model: dict, epochs: int, batch: int =
     try:
         prepare(PrepareConfig(**prepare_kw))
         train(train_config(epochs, batch, model), MlflowConfig(experiment="quality"))
-        return evaluate(evaluate_config(smoothing=smoothing), MlflowConfig(experiment="quality"))
+        return evaluate(evaluate_config(), MlflowConfig(experiment="quality"))
     finally:
         os.chdir("..")
 
@@ -129,7 +128,7 @@ def one_class(args: argparse.Namespace) -> dict[str, Any]:
     best = max(variants, key=lambda v: variants[v]["mean"])
     return {"variants": variants, "baselines": baselines, "scoring_rule_ablation": ablation, "best_variant": best,
             "deep_svdd_published_mean": DEEP_SVDD_MEAN, "model": ONE_CLASS_MODEL, "epochs": args.epochs,
-            "lr": args.lr, "score_smoothing": args.smoothing, "score_top_fraction": args.top_fraction, "train_rows_per_digit": args.rows or "all (~5,400)"}
+            "lr": args.lr, "score_smoothing": args.smoothing, "score_top_fraction": args.top_fraction, "train_rows_per_digit": args.rows or "all (~5,000 after validation)"}
 
 
 def leave_one_out(args: argparse.Namespace) -> dict[str, Any]:
