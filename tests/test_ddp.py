@@ -1,4 +1,4 @@
-"""The multi-GPU path for real: `strategy: ddp` with 2 CPU processes (gloo), end to end."""
+"""The multi-GPU path for real: README's `torchrun` command, `strategy: ddp` with 2 CPU processes (gloo)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import mlflow
 import pytest
+import readme
 import yaml
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
+TORCHRUN = "torchrun --standalone --nproc-per-node 2 pipelines/train.py"
 
 
 def test_ddp_two_processes_train_one_mlflow_run(prepared, workdir):
@@ -25,8 +29,11 @@ def test_ddp_two_processes_train_one_mlflow_run(prepared, workdir):
     }
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    command = next(c for c in readme.runnable() if c.startswith("torchrun"))
+    assert command == TORCHRUN  # the README command, with the entry point's path made absolute
     proc = subprocess.run(
-        [sys.executable, str(REPO / "pipelines" / "train.py")],
+        command.replace("pipelines/train.py", str(REPO / "pipelines" / "train.py")).split(),
         cwd=workdir, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,18 +1,23 @@
 """`aeops` console script: pipeline stages, promotion, serving, batch scoring and ONNX export.
 
-Every command validates its params sections first; a bad param or data file stops it with one
-line on stderr (exit code 2) and nothing written. A refused promotion exits with code 1.
+Every command validates its params sections first; a user mistake (bad param, data file, missing
+model) stops it with one line on stderr (exit code 2) and nothing written; a refused promotion
+exits with code 1. Anything else is a bug and keeps its traceback; `AEOPS_DEBUG=1` shows the
+traceback of the one-line errors too. The project root is the folder of the params file.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from aeops.config import load_params, parse_section
-from aeops.errors import AeopsError, PromotionRefused
+from aeops.errors import AeopsError, DataError, PromotionRefused
+from aeops.paths import refuse_dvc_out
 
 
 def _section(params: dict, name: str):
@@ -56,9 +61,10 @@ def _train(params: dict, args: argparse.Namespace) -> None:
     from aeops.training.train import apply_tuned, train
 
     cfg = _section(params, "train")
-    metrics = train(cfg, _section(params, "mlflow"))
+    tune_enabled = _section(params, "tune").enabled  # dvc.yaml lists tune.enabled among train's params
+    metrics = train(cfg, _section(params, "mlflow"), tune_enabled)
     if metrics:
-        model = apply_tuned(cfg)[0].model
+        model = apply_tuned(cfg, tune_enabled).cfg.model
         print(
             f"train: {model.variant}/{model.architecture} z{model.latent_dim} test/loss {metrics['test/loss']:.5f} "
             f"after {metrics['epochs']} epochs ({metrics['fit_seconds']} s)"
@@ -66,16 +72,19 @@ def _train(params: dict, args: argparse.Namespace) -> None:
 
 
 def _evaluate(params: dict, args: argparse.Namespace) -> None:
-    from aeops.evaluation.evaluate import evaluate
+    from aeops.evaluation.evaluate import evaluate, methods
 
     cfg = _section(params, "evaluate")
-    results = evaluate(cfg, _section(params, "mlflow"))
+    record = evaluate(cfg, _section(params, "mlflow"))
+    results = methods(record)
     print(f"evaluate: metrics → {cfg.metrics_file}, plots → {cfg.plots_dir}")
     keys = ("recon_mse", "psnr", "auroc", "auprc", "f1", "knn_accuracy")
     print(f"  {'method':<17}" + "".join(f"{k:>14}" for k in keys))
     for method, values in results.items():
         cells = "".join(f"{values[k]:>14.4f}" if values.get(k) is not None else f"{'-':>14}" for k in keys)
         print(f"  {method:<17}{cells}")
+    for line in record["warnings"]:
+        print(f"warning: evaluate: {line}", file=sys.stderr)
 
 
 def _register(params: dict, args: argparse.Namespace) -> None:
@@ -101,6 +110,7 @@ def _serve(params: dict, args: argparse.Namespace) -> None:
     port = str(args.port or os.environ.get("AEOPS_SERVE_PORT") or cfg.serve_port)
     uri = args.model or f"models:/{cfg.model_name}@production"
     env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri(_section(params, "mlflow")))
+    _require_model(uri, env["MLFLOW_TRACKING_URI"])
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
            "-h", args.host, "-p", port]
     print(f"serve: {uri} on http://{args.host}:{port}/invocations", flush=True)
@@ -114,16 +124,31 @@ def _score(params: dict, args: argparse.Namespace) -> None:
     from aeops.tracking import tracking_uri
 
     cfg = _section(params, "register")
-    mlflow.set_tracking_uri(tracking_uri(_section(params, "mlflow")))
+    uri = tracking_uri(_section(params, "mlflow"))
+    mlflow.set_tracking_uri(uri)
     model = args.model or f"models:/{cfg.model_name}@production"
-    n = score_file(model, args.input, args.output, args.chunk_rows, args.output_mode)
-    print(f"score: {n} rows → {args.output}")
+    refuse_dvc_out(args.output)
+    _require_model(model, uri)
+    summary = score_file(model, args.input, args.output, args.chunk_rows, args.output_mode)
+    for line in summary.warnings:
+        print(f"warning: score: {line}", file=sys.stderr)
+    flagged = f", {summary.flagged_share:.1%} flagged" if summary.flagged_share is not None else ""
+    print(f"score: {summary.rows} rows{flagged} → {args.output}")
+
+
+def _sample(params: dict, args: argparse.Namespace) -> None:
+    from aeops.registry.register import write_sample
+
+    refuse_dvc_out(args.output)
+    n = write_sample(_section(params, "register").data_dir, args.output, args.split, args.rows)
+    print(f"sample: {n} rows of the {args.split} split in raw units → {args.output}")
 
 
 def _export(params: dict, args: argparse.Namespace) -> None:
     from aeops.serving.onnx_export import export_onnx
 
     ckpt = args.checkpoint or os.path.join(_section(params, "train").output_dir, "checkpoints", "best.ckpt")
+    refuse_dvc_out(args.output_dir)
     paths = export_onnx(ckpt, args.output_dir)
     print("export: " + ", ".join(str(p) for p in paths.values()))
 
@@ -139,7 +164,28 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "serve": (_serve, "serve models:/<name>@production over REST on 127.0.0.1"),
     "score": (_score, "score a CSV/Parquet file in chunks → Parquet"),
     "export": (_export, "export encoder/decoder to ONNX"),
+    "sample": (_sample, "write rows of a prepared split in raw units (CSV/Parquet/JSON request body)"),
 }
+
+
+def _require_model(model_uri: str, uri: str) -> None:
+    """A missing alias or version gets one line naming the fix, not MLflow's traceback."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if not model_uri.startswith("models:/"):
+        return
+    client = mlflow.MlflowClient(uri)
+    ref = model_uri.removeprefix("models:/")
+    name, alias = ref.split("@", 1) if "@" in ref else (ref.rsplit("/", 1)[0], None)
+    try:
+        if alias is None:
+            client.get_model_version(name, ref.rsplit("/", 1)[1])
+        else:
+            client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        hint = "run `make promote` first" if alias == "production" else "run `make repro` (stage register) first"
+        raise DataError(f"{model_uri} not found in the registry at {uri}: {hint}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -165,34 +211,72 @@ def _parser() -> argparse.ArgumentParser:
         if name == "export":
             p.add_argument("--format", choices=("onnx",), default="onnx")
             p.add_argument("--checkpoint", help="default: <train.output_dir>/checkpoints/best.ckpt")
-            p.add_argument("--output-dir", default="models/onnx")
+            p.add_argument("--output-dir", default="exports/onnx", help="default: exports/onnx (outside DVC outs)")
+        if name == "sample":
+            p.add_argument("output", help="file to write: .csv, .parquet, or .json (a REST request body)")
+            p.add_argument("--split", choices=("train", "val", "test"), default="test")
+            p.add_argument("--rows", type=int, default=500, help="first N rows (default 500)")
     return parser
 
 
 def run_stage(command: str, params_file: str = "params.yaml", args: argparse.Namespace | None = None) -> int:
-    """Run one command; aeops errors become one line on stderr (exit 2, or 1 for a refused promotion)."""
+    """Run one command; aeops errors become one line on stderr (exit 2, or 1 for a refused promotion).
+
+    MLflow errors count as user errors (an unknown model, alias or server); every other exception
+    is a bug and keeps its traceback. `AEOPS_DEBUG=1` re-raises the one-line errors too.
+    """
+    from mlflow.exceptions import MlflowException
+
+    debug = os.environ.get("AEOPS_DEBUG", "") not in ("", "0")
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None  # killed: MLflow run ends KILLED
     try:
         COMMANDS[command][0](load_params(params_file), args or argparse.Namespace())
     except PromotionRefused as err:
+        if debug:
+            raise
         print(f"refused: {err}", file=sys.stderr)
         return 1
-    except AeopsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # MLflow (unknown model/alias), files (missing checkpoint), parsers
-        from mlflow.exceptions import MlflowException
-
-        if not isinstance(err, (MlflowException, OSError, ValueError)):
+    except (AeopsError, MlflowException) as err:
+        if debug:
             raise
         message = (getattr(err, "message", None) or str(err)).strip().splitlines()
-        print(f"error: {command}: {message[0] if message else type(err).__name__}", file=sys.stderr)
+        text = message[0] if message else type(err).__name__
+        prefix = "" if isinstance(err, AeopsError) else f"{command}: "
+        print(f"error: {prefix}{text}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, old)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _enter_project(args: argparse.Namespace) -> str:
+    """cd into the params file's folder (the project root); file arguments stay where the user meant."""
+    params = os.path.abspath(args.params)
+    if not os.path.isfile(params):
+        where = "this folder" if args.params == "params.yaml" else os.path.dirname(params)
+        raise AeopsError(f"{args.params}: params file not found in {where}: run from the project root or pass --params")
+    for name in ("input", "output", "checkpoint", "output_dir"):
+        value = getattr(args, name, None)
+        if value:
+            setattr(args, name, os.path.abspath(value))
+    os.chdir(os.path.dirname(params))
+    return os.path.basename(params)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return run_stage(args.command, args.params, args)
+    try:
+        params_file = _enter_project(args)
+    except AeopsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return run_stage(args.command, params_file, args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +40,10 @@ class PrepareConfig(Strict):
     @model_validator(mode="after")
     def _protocol(self) -> PrepareConfig:
         if self.normal_classes is not None and self.anomaly_column is not None:
-            raise ValueError("set either normal_classes or anomaly_column, not both")
+            raise ValueError(
+                f"anomaly_column = {self.anomaly_column!r} and normal_classes = {self.normal_classes} both set an "
+                "anomaly protocol; set normal_classes to null (-S prepare.normal_classes=null) to use anomaly_column"
+            )
         if self.normal_classes is not None and len(self.normal_classes) == 0:
             raise ValueError("normal_classes must list at least one class (or be null)")
         return self
@@ -292,10 +297,12 @@ def _format_error(section: str, err: ValidationError) -> str:
     parts = [p for p in first["loc"] if not _is_union_tag(p)]
     first["loc"] = tuple(parts)
     loc = ".".join(str(p) for p in (section, *parts))
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         allowed = _allowed_keys(SECTIONS[section], first["loc"][:-1])
         return f"params.yaml: unknown key '{loc}' (allowed here: {allowed})"
+    if not parts:  # a check across keys: the input is the whole section, too long to print
+        return f"params.yaml: {loc}: {msg}"
     value = first.get("input")
     return f"params.yaml: {loc} = {value!r} is invalid: {msg}"
 
@@ -317,15 +324,45 @@ def _allowed_keys(model: type[BaseModel], path: tuple) -> str:
 
 
 def parse_section(section: str, raw: dict[str, Any] | None) -> Any:
-    """Validate one section's raw dict; raise ConfigError with a one-line message."""
+    """Validate one section's raw dict (then apply `AEOPS_CAP`); raise ConfigError with a one-line message."""
     model = SECTIONS[section]
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"params.yaml: section '{section}' must be a mapping, got {raw!r}")
     try:
-        return model.model_validate(raw)
+        return apply_caps(section, model.model_validate(raw))
     except ValidationError as err:
         raise ConfigError(_format_error(section, err)) from None
+
+
+# AEOPS_CAP="epochs=2,trials=2,rows=1000" caps sizes for smoke runs (the journey tests): the same code
+# path with smaller numbers, never a different one. Unset in real runs.
+CAPS = {"epochs": (("train", "max_epochs"), ("tune", "max_epochs")), "trials": (("tune", "n_trials"),),
+        "rows": (("prepare", "max_train_rows"),)}
+
+
+def caps() -> dict[str, int]:
+    text = os.environ.get("AEOPS_CAP", "").strip()
+    found: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        if name not in CAPS or not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"AEOPS_CAP: '{item}' is invalid; use e.g. epochs=2,trials=2,rows=1000 "
+                              f"(names: {', '.join(CAPS)}; positive integers)")
+        found[name] = int(value)
+    return found
+
+
+def apply_caps(section: str, cfg: Any) -> Any:
+    update = {}
+    for name, limit in caps().items():
+        for sec, key in CAPS[name]:
+            current = getattr(cfg, key) if sec == section else None
+            if sec == section and (current is None or current > limit):
+                update[key] = limit
+    if update:
+        print(f"AEOPS_CAP: {section} " + ", ".join(f"{k}={v}" for k, v in update.items()), file=sys.stderr)
+    return cfg.model_copy(update=update) if update else cfg
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:

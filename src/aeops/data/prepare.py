@@ -158,7 +158,7 @@ def resolve_scaling(kind: str, raw: RawData) -> str:
 
 
 def fit_scaler(kind: str, x: np.ndarray, feature_names: list[str]) -> dict[str, Any]:
-    """Fit on train features; return {"kind", "feature_names", "offset", "scale"} (zero scales → 1)."""
+    """Fit on train features: {"kind", "feature_names", "offset", "scale", "train_min", "train_max"} (zero scales → 1)."""
     from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
     d = x.shape[1]
@@ -181,6 +181,9 @@ def fit_scaler(kind: str, x: np.ndarray, feature_names: list[str]) -> dict[str, 
         "feature_names": list(feature_names),
         "offset": [float(v) for v in offset],
         "scale": [float(v) for v in scale],
+        # raw training range per feature: serving warns when a batch mostly lies outside it
+        "train_min": [float(v) for v in x.min(axis=0)],
+        "train_max": [float(v) for v in x.max(axis=0)],
     }
 
 

@@ -15,8 +15,34 @@ from aeops.evaluation import plots
 from aeops.evaluation.baselines import QUANT_BITS, model_metrics, run_baselines
 from aeops.evaluation.metrics import quantize_codes
 from aeops.evaluation.scoring import score_rule
-from aeops.io import atomic_path, read_json, write_json
+from aeops.io import atomic_path, hash_dir, read_json, write_json
 from aeops.models.lightning import load_autoencoder
+
+MIN_TEST_ANOMALIES = 10  # fewer: AUROC/AUPRC swing with a single row (a warning, not an error)
+INFO_KEYS = ("warnings", "evaluated")  # keys of metrics/evaluate.json that are not methods
+
+
+def methods(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The per-method entries of an evaluation (model and baselines), without warnings/provenance."""
+    return {k: v for k, v in results.items() if k not in INFO_KEYS}
+
+
+def evaluation_warnings(latent_dim: int, n_features: int, test_is_anomaly: np.ndarray | None) -> list[str]:
+    """Reasons not to trust the numbers: too few test anomalies, or a code as wide as the input."""
+    found = []
+    if test_is_anomaly is not None:
+        n = int(np.sum(test_is_anomaly))
+        if n < MIN_TEST_ANOMALIES:
+            found.append(
+                f"the test split holds {n} anomalies (< {MIN_TEST_ANOMALIES}): AUROC/AUPRC are unreliable; "
+                "use more data or a larger prepare.test_fraction"
+            )
+    if latent_dim >= n_features:
+        found.append(
+            f"latent size {latent_dim} is not below the {n_features} features: the model (and PCA with as many "
+            "components) can copy its input, so reconstruction scores say little; use a smaller latent_dim"
+        )
+    return found
 
 
 @torch.no_grad()
@@ -42,11 +68,20 @@ def _normal_rows(split: Split) -> np.ndarray:
 
 
 def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[str, Any]]:
-    """Score the model and the baselines; write metrics and plots; log both to the training run."""
+    """Score the model and the baselines; write metrics (with warnings and provenance) and plots; log both.
+
+    Returns the metrics file's content: one entry per method plus `warnings` and `evaluated`.
+    """
     run_path = Path(cfg.model_dir) / "run.json"
     if not run_path.exists():
         raise DataError(f"{run_path}: not found; run `dvc repro train` first")
     info = read_json(run_path)
+    data_hash = hash_dir(cfg.data_dir)
+    if info.get("data_hash") != data_hash:
+        raise DataError(
+            f"{run_path}: the model was trained on other data than {cfg.data_dir} (hash "
+            f"{str(info.get('data_hash'))[:12]} vs {data_hash[:12]}); run `dvc repro train` first"
+        )
     model, hparams = load_autoencoder(info["best_checkpoint"])
     meta = load_meta(cfg.data_dir)
     train, val, test = (load_split(cfg.data_dir, s) for s in ("train", "val", "test"))
@@ -81,6 +116,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     for method in ("model", "pca"):  # the rule travels with the threshold (register reads both)
         results[method] |= {"score_smoothing": cfg.score_smoothing, "score_top_fraction": cfg.score_top_fraction}
     scores = {"model": test_scores, **baseline_scores}
+    warnings = evaluation_warnings(latent_dim, int(meta["n_features"]), test.is_anomaly)
 
     with atomic_path(cfg.plots_dir) as tmp:
         tmp.mkdir(parents=True)
@@ -89,12 +125,14 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
         plots.plot_score_histograms(
             tmp, scores, test.is_anomaly, {m: r.get("threshold") for m, r in results.items()}
         )
-    write_json(cfg.metrics_file, results)
-    _log(info, cfg, mlflow_cfg, results)
-    return results
+    evaluated = {"run_id": info["run_id"], "data_hash": data_hash, "threshold_percentile": cfg.threshold_percentile}
+    record = {**results, "warnings": warnings, "evaluated": evaluated}
+    write_json(cfg.metrics_file, record)
+    _log(info, cfg, mlflow_cfg, results, warnings)
+    return record
 
 
-def _log(info: dict, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results: dict) -> None:
+def _log(info: dict, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results: dict, warnings: list[str]) -> None:
     """Metrics (`test/<key>` for the model, `baseline/<method>/<key>`), params and plots → training run."""
     import mlflow
 
@@ -107,6 +145,7 @@ def _log(info: dict, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results: dic
         flat.update({f"{prefix}/{k}": float(v) for k, v in values.items() if v is not None})
     with mlflow.start_run(run_id=info["run_id"]):
         mlflow.set_tags(flatten(cfg.model_dump(), "evaluate."))  # tags: a rerun may change them
+        mlflow.set_tag("evaluate.warnings", " | ".join(warnings) or "none")
         mlflow.log_metrics(flat)
         mlflow.log_artifact(cfg.metrics_file, "evaluate")
         mlflow.log_artifacts(cfg.plots_dir, "evaluate/plots")

@@ -32,8 +32,12 @@ def reconstruction_metrics(x: np.ndarray, recon: np.ndarray, data_range: float) 
     PSNR is None when mse == 0 (infinite) or data_range <= 0.
     """
     mse = float(np.mean((np.asarray(x, np.float64) - np.asarray(recon, np.float64)) ** 2))
-    psnr = 10.0 * math.log10(data_range**2 / mse) if mse > 0 and data_range > 0 else None
-    return {"recon_mse": mse, "psnr": psnr}
+    return {"recon_mse": mse, "psnr": psnr(mse, data_range)}
+
+
+def psnr(mse: float, data_range: float) -> float | None:
+    """10·log10(data_range² / mse); None when mse == 0 (infinite) or data_range <= 0."""
+    return 10.0 * math.log10(data_range**2 / mse) if mse > 0 and data_range > 0 else None
 
 
 def choose_threshold(val_scores_normal: np.ndarray, percentile: float) -> float:

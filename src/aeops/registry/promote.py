@@ -1,5 +1,8 @@
 """Promotion by alias: `production` moves to a version only if it is not worse on the same test split.
 
+Only like is compared with like: the candidate, the production version and the current test split
+must have the same input columns, or promotion stops (exit 1), `--force` included.
+
 The alias order keeps the registry safe: `previous` is set before `production` is moved, and an
 alias is only ever overwritten, never deleted, so a killed promotion never leaves the model
 without `production` when it had one.
@@ -10,9 +13,6 @@ from __future__ import annotations
 import math
 import time
 from typing import Any
-
-import numpy as np
-from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from aeops.config import MlflowConfig, RegisterConfig
 from aeops.errors import AeopsError, PromotionRefused
@@ -30,32 +30,56 @@ def _alias_version(client: Any, name: str, alias: str) -> str | None:
 
 
 def score_version(name: str, version: str, data_dir: str, metric: str) -> float:
-    """Score a registered version on the current test split with its own pyfunc."""
+    """Score a registered version on the current test split with its own pyfunc (metrics.py's formulas)."""
     import mlflow
 
+    from aeops.data.prepared import load_meta
+    from aeops.evaluation import metrics
+
     df, split = raw_split(data_dir)
-    out = mlflow.pyfunc.load_model(f"models:/{name}/{version}").predict(df)
-    err = out["reconstruction_error"].to_numpy()
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    out = model.predict(df)
     if metric in ("recon_mse", "psnr"):
-        mse = float(err.mean())
+        mse = float(out["reconstruction_error"].mean())  # equal row widths: the mean of row MSEs is the MSE
         if metric == "recon_mse":
             return mse
-        return math.inf if mse == 0 else 10 * math.log10(_data_range(data_dir) ** 2 / mse)
-    y = split.is_anomaly
-    if y is None or len(np.unique(y)) < 2:
+        lo, hi = load_meta(data_dir)["value_range"]
+        value = metrics.psnr(mse, float(hi - lo) or 1.0)
+        return math.inf if value is None else value
+    if not metrics.has_two_classes(split.is_anomaly):
         raise AeopsError(f"promote: metric '{metric}' needs anomaly labels in the test split; use recon_mse")
-    if metric == "auroc":
-        return float(roc_auc_score(y, out["anomaly_score"]))
-    if metric == "auprc":
-        return float(average_precision_score(y, out["anomaly_score"]))
-    return float(f1_score(y, out["is_anomaly"], zero_division=0))
+    threshold = model.unwrap_python_model().scorer.threshold
+    return float(metrics.anomaly_metrics(out["anomaly_score"].to_numpy(), split.is_anomaly, threshold)[metric])
 
 
-def _data_range(data_dir: str) -> float:
-    from aeops.data.prepared import load_meta
+def input_columns(name: str, version: str) -> list[str]:
+    """The input columns a registered version's signature names."""
+    from mlflow.models import get_model_info
 
-    lo, hi = load_meta(data_dir)["value_range"]
-    return float(hi - lo) or 1.0
+    signature = get_model_info(f"models:/{name}/{version}").signature
+    return list(signature.inputs.input_names()) if signature is not None else []
+
+
+def _same_inputs(name: str, target: str, current: str | None, data_dir: str) -> None:
+    """Refuse (even with --force) to compare or swap models that take different columns, or to judge on other data."""
+    columns = list(raw_split(data_dir)[0].columns)
+    wanted = input_columns(name, target)
+    if wanted != columns:
+        raise PromotionRefused(
+            f"promote: version {target} takes {len(wanted)} columns, but {data_dir} holds {len(columns)} "
+            f"({_head(columns)}): it was trained on other data; run `dvc repro` with its data first"
+        )
+    if current is not None and input_columns(name, current) != wanted:
+        have = input_columns(name, current)
+        raise PromotionRefused(
+            f"promote: version {target} takes {len(wanted)} columns ({_head(wanted)}), production version {current} "
+            f"takes {len(have)} ({_head(have)}): not the same input schema, so they cannot replace each other "
+            "(--force does not change that); register it under another register.model_name"
+        )
+
+
+def _head(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
 
 
 def _move(client: Any, name: str, target: str, current: str | None, reason: str) -> None:
@@ -91,6 +115,7 @@ def promote(
         return {"name": name, "production": target, "previous": None, "reason": "already production"}
     metric = cfg.promotion_metric
     result: dict[str, Any] = {"name": name, "metric": metric}
+    _same_inputs(name, target, current, cfg.data_dir)
     if current is not None:
         new, old = (score_version(name, v, cfg.data_dir, metric) for v in (target, current))
         result |= {"candidate_score": new, "production_score": old}

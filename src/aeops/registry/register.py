@@ -16,7 +16,8 @@ import aeops
 from aeops.config import MlflowConfig, RegisterConfig
 from aeops.data.prepared import invert_scaler, load_meta, load_scaler, load_split
 from aeops.errors import AeopsError, DataError
-from aeops.io import read_json, write_json
+from aeops.evaluation.evaluate import methods
+from aeops.io import atomic_path, hash_dir, read_json, write_json
 from aeops.models.lightning import load_autoencoder
 from aeops.serving.scorer import Scorer
 from aeops.tracking import setup_experiment
@@ -45,8 +46,30 @@ def pip_requirements() -> list[str]:
     ]
 
 
+def write_sample(data_dir: str, output: str, split: str = "test", rows: int = 500) -> int:
+    """Write the first `rows` rows of a prepared split in raw units (the model's input), atomically.
+
+    `.csv`/`.parquet`: a table for `aeops score`; `.json`: a REST request body (`dataframe_split`).
+    """
+    if rows < 1:
+        raise DataError(f"--rows must be at least 1, got {rows}")
+    df = raw_split(data_dir, split)[0].head(rows)
+    suffix = Path(output).suffix.lower()
+    with atomic_path(output) as tmp:
+        if suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        elif suffix in (".parquet", ".pq"):
+            df.to_parquet(tmp, index=False)
+        elif suffix == ".json":
+            tmp.write_text(json.dumps({"dataframe_split": df.to_dict(orient="split", index=False)}))
+        else:
+            raise DataError(f"{output}: name the file *.csv, *.parquet or *.json (a REST request body)")
+    return len(df)
+
+
 def log_scoring_model(
-    info: dict, data_dir: str, threshold: float, smoothing: float = 0.0, top_fraction: float = 1.0
+    info: dict, data_dir: str, threshold: float, smoothing: float = 0.0, top_fraction: float = 1.0,
+    threshold_percentile: float | None = None,
 ) -> Any:
     """Log the pyfunc (scaler + network + scoring rule) into the training run; return its ModelInfo."""
     import mlflow
@@ -62,12 +85,13 @@ def log_scoring_model(
     }
     scaler = load_scaler(data_dir)
     example = raw_split(data_dir)[0].head(5)
-    scorer = Scorer(bundle, scaler, threshold, smoothing, top_fraction)
+    scorer = Scorer(bundle, scaler, threshold, smoothing, top_fraction)  # only to infer the signature
     signature = infer_signature(example, scorer.score(example), params={"output": "scores"})
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(bundle, Path(tmp) / "network.pt")
         write_json(Path(tmp) / "scaler.json", scaler)
-        write_json(Path(tmp) / "scoring.json", {"threshold": threshold, "smoothing": smoothing, "top_fraction": top_fraction})
+        write_json(Path(tmp) / "scoring.json", {"threshold": threshold, "smoothing": smoothing,
+                                                "top_fraction": top_fraction, "threshold_percentile": threshold_percentile})
         with mlflow.start_run(run_id=info["run_id"]):
             return mlflow.pyfunc.log_model(
                 name="scorer",
@@ -84,7 +108,7 @@ def log_scoring_model(
 def version_tags(info: dict, results: dict, train_params: dict) -> dict[str, str]:
     tags = {"git_commit": info["git_commit"], "data_hash": info["data_hash"], "run_id": info["run_id"],
             "params": _json_within(train_params, _TAG_LIMIT)}
-    for method, values in results.items():
+    for method, values in methods(results).items():
         prefix = "test" if method == "model" else f"baseline.{method}"
         tags |= {f"{prefix}.{k}": str(v) for k, v in values.items() if v is not None}
     return tags
@@ -107,6 +131,7 @@ def register(cfg: RegisterConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
         if not path.exists():
             raise DataError(f"{path}: not found; run `dvc repro {stage}` first")
     info, results = read_json(run_path), read_json(metrics_path)
+    _same_model_and_data(info, results, cfg, metrics_path)
     model_metrics = results["model"]
     bad = [k for k in ("recon_mse", "threshold") if not _finite(model_metrics.get(k))]
     if bad:
@@ -116,7 +141,7 @@ def register(cfg: RegisterConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     train_params = {k: v for k, v in client.get_run(info["run_id"]).data.params.items() if k.startswith("train.")}
     model_info = log_scoring_model(
         info, cfg.data_dir, float(model_metrics["threshold"]), float(model_metrics.get("score_smoothing", 0.0)),
-        float(model_metrics.get("score_top_fraction", 1.0)),
+        float(model_metrics.get("score_top_fraction", 1.0)), results["evaluated"].get("threshold_percentile"),
     )
     version = mlflow.register_model(
         model_info.model_uri, cfg.model_name, tags=version_tags(info, results, train_params)
@@ -129,6 +154,18 @@ def register(cfg: RegisterConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     }
     write_json(cfg.output_file, record)
     return record
+
+
+def _same_model_and_data(info: dict, results: dict, cfg: RegisterConfig, metrics_path: Path) -> None:
+    """The evaluation, the trained model and the prepared data must belong together."""
+    evaluated = results.get("evaluated") or {}
+    current = hash_dir(cfg.data_dir)
+    if evaluated.get("run_id") != info["run_id"]:
+        raise DataError(f"{metrics_path}: evaluates another training run than {cfg.model_dir}/run.json; "
+                        "run `dvc repro evaluate` first")
+    if not evaluated.get("data_hash") == info["data_hash"] == current:
+        raise DataError(f"{metrics_path} and {cfg.model_dir}/run.json were made on other data than "
+                        f"{cfg.data_dir}; run `dvc repro` first")
 
 
 def _finite(value: Any) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -31,11 +32,20 @@ def _guard(src: Path, chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         raise DataError(f"{src}: cannot be read ({str(err).strip().splitlines()[0][:200]})") from None
 
 
+@dataclass
+class ScoreSummary:
+    """What a batch scoring wrote: rows, the share flagged as anomalies, warnings about the input."""
+
+    rows: int
+    flagged_share: float | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
 def score_file(
     model_uri: str, input_path: str, output_path: str, chunk_rows: int = 50_000, output: str = "scores",
     progress: bool = True,
-) -> int:
-    """Write the model's per-row output for every input row to a Parquet file; return the row count."""
+) -> ScoreSummary:
+    """Write the model's per-row output for every input row to a Parquet file; summarise the batch."""
     import mlflow
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -48,8 +58,9 @@ def score_file(
     if dst.suffix.lower() not in (".parquet", ".pq"):
         raise DataError(f"{dst}: the output is written as Parquet; name it *.parquet")
     model = mlflow.pyfunc.load_model(model_uri)
+    scorer = getattr(model.unwrap_python_model(), "scorer", None)
     chunks, total = _chunks(src, chunk_rows)
-    done, writer = 0, None
+    done, writer, flagged, outside = 0, None, 0, 0
     with atomic_path(dst) as tmp, Progress(disable=not progress) as bar:
         task = bar.add_task(f"score {src.name}", total=total)
         try:
@@ -60,6 +71,9 @@ def score_file(
                     out = model.predict(chunk, params={"output": output})
                 except MlflowException as err:
                     raise DataError(f"{src}: rows {done}–{done + len(chunk) - 1}: {err.message}") from None
+                if scorer is not None and output == "scores":
+                    flagged += int(out["is_anomaly"].sum())
+                    outside += int((scorer.out_of_range(scorer.matrix(chunk[scorer.features])) > 0).sum())
                 table = pa.Table.from_pandas(out, preserve_index=False)
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
@@ -70,4 +84,6 @@ def score_file(
                 writer.close()
         if writer is None:
             raise AeopsError(f"{src}: no rows to score")
-    return done
+    if scorer is None or output != "scores":
+        return ScoreSummary(done)
+    return ScoreSummary(done, flagged / done, scorer.batch_warnings(done, outside, flagged))

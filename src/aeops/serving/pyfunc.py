@@ -10,6 +10,7 @@ a 400 with the message.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import mlflow
@@ -30,15 +31,25 @@ class AutoencoderScorer(mlflow.pyfunc.PythonModel):
             scaler = json.load(f)
         with open(context.artifacts["scoring"]) as f:
             scoring = json.load(f)
+        percentile = scoring.get("threshold_percentile")
         self.scorer = Scorer(
-            bundle, scaler, scoring["threshold"], scoring.get("smoothing", 0.0), scoring.get("top_fraction", 1.0)
+            bundle, scaler, scoring["threshold"], scoring.get("smoothing", 0.0), scoring.get("top_fraction", 1.0),
+            None if percentile is None else 1 - percentile / 100,
         )
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        output = (params or {}).get("output", "scores")
         try:
-            return self.scorer.score(model_input, (params or {}).get("output", "scores"))
+            out = self.scorer.score(model_input, output)
         except InputError as err:
             raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
+        if output == "scores" and len(out) >= 20:  # the server's log says when a batch looks mis-scaled
+            x = self.scorer.matrix(model_input)
+            lines = self.scorer.batch_warnings(len(x), int((self.scorer.out_of_range(x) > 0).sum()),
+                                               int(out["is_anomaly"].sum()))
+            for line in lines:
+                logging.getLogger("aeops.serving").warning(line)
+        return out
 
 
 # Logged as "models from code" (this file's path is the python_model): no pickled objects.

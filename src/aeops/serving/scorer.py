@@ -16,6 +16,10 @@ from aeops.evaluation.scoring import anomaly_scores, score_rule
 from aeops.models.factory import build_autoencoder
 
 OUTPUTS = ("scores", "reconstruction")
+# Raw values more than this many training scales from the training offset are refused: no real
+# feature lies there (1e30 would score 1e57), while heavy-tailed anomalies (|z| ~ 1e3) still score.
+MAX_SCALED = 1e6
+RANGE_MARGIN = 0.1  # a value counts as out of range beyond min/max ± 10 % of the training span
 
 
 class InputError(ValueError):
@@ -27,7 +31,7 @@ class Scorer:
 
     def __init__(
         self, bundle: dict[str, Any], scaler: dict[str, Any], threshold: float,
-        smoothing: float = 0.0, top_fraction: float = 1.0,
+        smoothing: float = 0.0, top_fraction: float = 1.0, expected_flagged: float | None = None,
     ):
         self.model = build_autoencoder(
             bundle["model_cfg"], bundle["n_features"],
@@ -39,6 +43,12 @@ class Scorer:
         self.anomaly_score = score_rule(float(smoothing), bundle["image_shape"], float(top_fraction))
         self.features: list[str] = list(scaler["feature_names"])
         self.latent_dim = int(bundle["model_cfg"]["latent_dim"])
+        self.expected_flagged = expected_flagged  # share of normal rows above the threshold (1 - percentile)
+        self.range = None
+        if "train_min" in scaler:
+            lo, hi = np.asarray(scaler["train_min"]), np.asarray(scaler["train_max"])
+            span = np.maximum(hi - lo, np.abs(np.asarray(scaler["scale"])) * 1e-6)
+            self.range = (lo - RANGE_MARGIN * span, hi + RANGE_MARGIN * span)
 
     def matrix(self, df: pd.DataFrame) -> np.ndarray:
         """Validated float32 feature matrix in the training column order."""
@@ -61,7 +71,38 @@ class Scorer:
         if not finite.all():
             cols = [self.features[j] for j in np.flatnonzero(~finite.all(0))]
             raise InputError(f"NaN or infinite values in column(s) {_cols(cols)}")
+        far = np.abs(apply_scaler(self.scaler, x)) > MAX_SCALED
+        if far.any():
+            j = int(np.flatnonzero(far.any(0))[0])
+            cols = [self.features[k] for k in np.flatnonzero(far.any(0))]
+            raise InputError(
+                f"values beyond {MAX_SCALED:.0e} training scales in column(s) {_cols(cols)} "
+                f"(e.g. {self.features[j]} = {x[far[:, j], j][0]:.3g}); send raw values in the training data's units"
+            )
         return x
+
+    def out_of_range(self, x: np.ndarray) -> np.ndarray:
+        """Per row: how many raw features lie outside the training range (± the margin); zeros if unknown."""
+        if self.range is None:
+            return np.zeros(len(x), dtype=np.int64)
+        lo, hi = self.range
+        return ((x < lo) | (x > hi)).sum(axis=1)
+
+    def batch_warnings(self, rows: int, out_of_range_rows: int, flagged: int) -> list[str]:
+        """Warnings for a whole batch: mostly out-of-range or mostly flagged rows point at wrong units."""
+        found = []
+        if rows and out_of_range_rows / rows > 0.5:
+            found.append(
+                f"{out_of_range_rows / rows:.0%} of rows have features outside the training range: the input "
+                "looks pre-scaled or in other units; send raw values as in the training data"
+            )
+        expected = self.expected_flagged if self.expected_flagged is not None else 0.05
+        if rows and flagged / rows > max(0.5, 3 * expected):
+            found.append(
+                f"{flagged / rows:.0%} of rows score above the threshold (expected about {expected:.0%} on normal "
+                "data): is the input in raw units (not pre-scaled, e.g. not data/prepared/*.parquet)?"
+            )
+        return found
 
     @torch.no_grad()
     def score(self, df: pd.DataFrame, output: str = "scores") -> pd.DataFrame:

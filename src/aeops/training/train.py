@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,28 +67,62 @@ def build_trainer(
     )
 
 
-def apply_tuned(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
-    """Overlay `best_params.json` of the `tune` stage (when tuning was enabled) on the train params."""
+@dataclass
+class ModelChoice:
+    """The training config actually used, and why: the tuned one or the fixed `train.model`."""
+
+    cfg: TrainConfig
+    tuned: dict[str, Any] | None
+    reason: str
+
+    @property
+    def source(self) -> str:
+        return f"tune:{self.tuned['study']}#{self.tuned['trial']}" if self.tuned else "train.model"
+
+
+def apply_tuned(cfg: TrainConfig, tune_enabled: bool = True) -> ModelChoice:
+    """Overlay `best_params.json` on the train params only while tuning is on and it fits the current data.
+
+    Otherwise the fixed `train.model` (and lr, weight_decay, batch_size) is used and the reason says why:
+    stale tuned params (from other data, or a disabled run restored from the cache) never win silently.
+    """
     if not cfg.tuned_params:
-        return cfg, None
+        return ModelChoice(cfg, None, "train.tuned_params is null")
+    if not tune_enabled:
+        return ModelChoice(cfg, None, "tune.enabled is false")
     path = Path(cfg.tuned_params)
     if not path.exists():
         raise ConfigError(f"params.yaml: train.tuned_params = '{path}' does not exist; run `dvc repro tune`")
     try:
         tuned = read_json(path)
-        if tuned.get("enabled"):
-            TrainConfig.model_validate({**cfg.model_dump(), **tuned["train"]})
+        merged = TrainConfig.model_validate({**cfg.model_dump(), **tuned["train"]}) if tuned.get("enabled") else cfg
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ConfigError(f"{path}: not a valid tune result ({type(err).__name__}); rerun `dvc repro tune`") from None
     if not tuned.get("enabled"):
-        return cfg, None
-    merged = TrainConfig.model_validate({**cfg.model_dump(), **tuned["train"]})
-    return merged, tuned
+        return ModelChoice(cfg, None, f"{path} is from a run with tune disabled; run `dvc repro tune`")
+    data_hash, n_features = hash_dir(cfg.data_dir), load_meta(cfg.data_dir)["n_features"]
+    if tuned.get("data_hash") != data_hash or tuned.get("n_features") != n_features:
+        return ModelChoice(
+            cfg, None,
+            f"{path} was searched on other data ({tuned.get('n_features')} features, hash "
+            f"{str(tuned.get('data_hash'))[:12]}; now {n_features}, {data_hash[:12]}); run `dvc repro tune`",
+        )
+    return ModelChoice(merged, tuned, f"best trial of study '{tuned['study']}' on this data")
 
 
-def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
+def check_accelerator(accelerator: str, key: str) -> None:
+    """A GPU asked for on a machine without one: one line naming the fix (not Lightning's traceback)."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"params.yaml: {key} = '{accelerator}' but no GPU found: use {key}=cpu or auto")
+
+
+def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = True) -> dict[str, Any]:
     """Fit, test on the best checkpoint, log the run; rank 0 writes `run.json` and returns the metrics."""
-    cfg, tuned = apply_tuned(cfg)
+    check_accelerator(cfg.accelerator, "train.accelerator")
+    choice = apply_tuned(cfg, tune_enabled)
+    cfg, tuned = choice.cfg, choice.tuned
+    if rank_zero_only.rank == 0:
+        print(f"train: model config from {choice.source} ({choice.reason})", file=sys.stderr, flush=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     meta = load_meta(cfg.data_dir)
     out_dir = Path(cfg.output_dir)
@@ -102,7 +138,10 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
         tracking_uri=tracking_uri(mlflow_cfg),
         run_id=run_id,
         run_name=f"{cfg.model.variant}-{cfg.model.architecture}-z{cfg.model.latent_dim}",
-        tags={"aeops.stage": "train", **({"tuned_from": f"{tuned['study']}#{tuned['trial']}"} if tuned else {})},
+        tags={
+            "aeops.stage": "train", "model_config_source": choice.source, "model_config_reason": choice.reason,
+            **({"tuned_from": f"{tuned['study']}#{tuned['trial']}"} if tuned else {}),
+        },
     )
     lit = LitAutoencoder(
         model_cfg=cfg.model.model_dump(),
@@ -120,7 +159,11 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     try:
         trainer.fit(lit, datamodule=data, ckpt_path=resume_from)
     except FloatingPointError as err:  # raised at the end of an epoch whose loss was NaN/inf
-        raise TrainingDiverged(f"train: {err}") from None
+        raise TrainingDiverged(f"train: {err}") from None  # Lightning has already marked the run FAILED
+    except (KeyboardInterrupt, SystemExit):  # Ctrl+C or SIGTERM: Lightning says FAILED, it was KILLED
+        if trainer.is_global_zero:
+            logger.experiment.set_terminated(logger.run_id, "KILLED")
+        raise
     fit_seconds = time.perf_counter() - start
     test = trainer.test(lit, datamodule=data, ckpt_path="best", verbose=False)[0]
     if not trainer.is_global_zero:

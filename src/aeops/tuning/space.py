@@ -20,16 +20,32 @@ def suggest(trial: optuna.Trial, name: str, knob: Any) -> Any:
     return knob
 
 
-def sample_train_overrides(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+def cap_latent(knob: Any, n_features: int | None) -> Any:
+    """The latent knob limited to codes narrower than the input (a code as wide as the input can copy it)."""
+    if n_features is None:
+        return knob
+    top = max(1, n_features - 1)
+    if isinstance(knob, Choices):
+        kept = [c for c in knob.choices if c <= top]
+        return Choices(choices=kept or [top])
+    if isinstance(knob, IntRange):
+        if knob.high <= top:
+            return knob
+        return top if knob.low >= top else IntRange(low=knob.low, high=top, log=knob.log)
+    return min(int(knob), top)
+
+
+def sample_train_overrides(trial: optuna.Trial, space: SearchSpace, n_features: int | None = None) -> dict[str, Any]:
     """Sample one training config: `{"lr", "weight_decay", "batch_size", "model": {...}}`.
 
-    Penalty knobs are sampled only for the variant that uses them (conditional search space).
+    Penalty knobs are sampled only for the variant that uses them (conditional search space); the
+    latent size stays below `n_features`.
     """
     s = space
     variant = suggest(trial, "variant", s.variant)
     architecture = suggest(trial, "architecture", s.architecture)
     depth = suggest(trial, "depth", s.depth)
-    latent = suggest(trial, "latent_dim", s.latent_dim)
+    latent = suggest(trial, "latent_dim", cap_latent(s.latent_dim, n_features))
     activation = suggest(trial, "activation", s.activation)
     bn = False if variant == "contractive" else suggest(trial, "batch_norm", s.batch_norm)
     model: dict[str, Any] = {"variant": variant, "architecture": architecture, "latent_dim": latent}

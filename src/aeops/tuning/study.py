@@ -178,12 +178,19 @@ def _done(study: optuna.Study) -> int:
 def tune(cfg: TuneConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     """Run (or resume) the study; write `best_params.json` and plots; log a parent MLflow run."""
     out = Path(cfg.output_dir)
-    if not cfg.enabled:
+    if not cfg.enabled:  # every DVC out exists, so `dvc repro` with tune off works
         result = {"enabled": False}
+        for folder, note in (("plots", "tune.enabled is false: no study was run.\n"),
+                             ("storage", "tune.enabled is false: no study is stored.\n")):
+            (out / folder).mkdir(parents=True, exist_ok=True)
+            (out / folder / "README.txt").write_text(note)
         write_json(out / "best_params.json", result)
         return result
     import mlflow
 
+    from aeops.training.train import check_accelerator
+
+    check_accelerator(cfg.accelerator, "tune.accelerator")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(cfg)
     if storage_url(cfg) is None:  # embedded journal: nobody else can be running its trials
@@ -198,8 +205,12 @@ def tune(cfg: TuneConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
         ).info.run_id
         study.set_user_attr("mlflow_parent_run_id", parent)
         client.log_batch(parent, params=[mlflow.entities.Param(k, v) for k, v in flatten(_loggable(cfg), "tune.").items()])
-    run_workers(cfg, mlflow_cfg, parent, study)
-    return _summarise(study, cfg, client, parent)
+    try:
+        run_workers(cfg, mlflow_cfg, parent, study)
+        return _summarise(study, cfg, client, parent)
+    except BaseException as err:  # the parent run must not stay RUNNING forever
+        client.set_terminated(parent, "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED")
+        raise
 
 
 def join(cfg: TuneConfig, mlflow_cfg: MlflowConfig) -> int:
@@ -236,11 +247,18 @@ def _summarise(study: optuna.Study, cfg: TuneConfig, client: Any, parent: str) -
         reasons = {t.user_attrs.get("fail_reason") for t in trials if t.state == TrialState.FAIL}
         raise AeopsError(f"tune: no trial completed ({states}); failures: {sorted(r for r in reasons if r)[:3]}")
     best = study.best_trial
+    from aeops.data.prepared import load_meta
+    from aeops.io import hash_dir
     from aeops.tuning.space import sample_train_overrides
 
-    overrides = sample_train_overrides(optuna.trial.FixedTrial(best.params), cfg.space)
+    n_features = load_meta(cfg.data_dir)["n_features"]
+    overrides = sample_train_overrides(optuna.trial.FixedTrial(best.params), cfg.space, n_features)
     result = {
         "enabled": True,
+        # provenance: train uses these params only for the data (and feature count) they were searched on
+        "data_hash": hash_dir(cfg.data_dir),
+        "n_features": n_features,
+        "fingerprint": fingerprint(cfg),
         "study": cfg.study_name,
         "objective": cfg.objective,
         "value": best.value,

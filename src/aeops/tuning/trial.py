@@ -54,12 +54,12 @@ def run_trial(
     monitor = OBJECTIVE_METRIC[cfg.objective]
     info: dict[str, Any] = {}
     try:
-        overrides = sample_train_overrides(trial, cfg.space)
+        meta = load_meta(cfg.data_dir)
+        overrides = sample_train_overrides(trial, cfg.space, meta["n_features"])
         train_cfg = trial_train_config(cfg, overrides)
         for key, value in trial.params.items():
             client.log_param(run_id, key, value)
         L.seed_everything(cfg.seed + trial.number, workers=True, verbose=False)
-        meta = load_meta(cfg.data_dir)
         lit = LitAutoencoder(
             train_cfg.model.model_dump(), meta["n_features"], meta["image_shape"], meta["unit_interval"],
             train_cfg.lr, train_cfg.weight_decay,
@@ -68,7 +68,11 @@ def run_trial(
         pruning = PyTorchLightningPruningCallback(trial, monitor=monitor)
         trainer = build_trainer(train_cfg, logger, None, [pruning])
         data = PreparedDataModule(cfg.data_dir, train_cfg.batch_size, 0)
-        trainer.fit(lit, datamodule=data)
+        try:
+            trainer.fit(lit, datamodule=data)
+        except (KeyboardInterrupt, SystemExit):  # the whole tune is being stopped: this run was killed
+            client.set_terminated(run_id, "KILLED")
+            raise
         values = trial.storage.get_trial(trial._trial_id).intermediate_values
         if not values:
             raise RuntimeError(f"no {monitor} was reported")
