@@ -9,7 +9,7 @@ from pathlib import Path
 from conftest import REPO
 
 NEEDS = "# needs:"  # a block that starts so names infrastructure no machine of ours has
-COMMAND_WORDS = ("make", "dvc", "aeops", "python", "curl", "mlflow", "torchrun", "srun", "export", "source")
+COMMAND_WORDS = ("make", "dvc", "aeops", "python", "curl", "mlflow", "torchrun", "srun", "export", "source", "git")
 
 
 @dataclass

@@ -18,7 +18,7 @@ CASES = [
     ("train", {"model": {"mlp": {"dropout": 1.5}}}, "train.model.mlp.dropout = 1.5", "less than 1"),
     ("prepare", {"source": "cifar"}, "prepare.source = 'cifar'", "digits"),
     ("prepare", {"val_fraction": 0.7}, "prepare.val_fraction = 0.7", "less than 0.5"),
-    ("prepare", {"normal_classes": [1], "anomaly_column": "y"}, "prepare", "not both"),
+    ("prepare", {"normal_classes": [1], "anomaly_column": "y"}, "prepare", "prepare.normal_classes=null"),
     ("evaluate", {"threshold_percentile": 100}, "evaluate.threshold_percentile = 100", "less than 100"),
     ("mlflow", {"experiment": "x", "uri": "y"}, "unknown key 'mlflow.uri'", "tracking_uri"),
 ]

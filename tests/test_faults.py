@@ -63,8 +63,8 @@ def test_cli_turns_library_errors_into_one_line(workdir, capsys):
     (workdir / "in.csv").write_text("a,b\n1,2\n")
     assert main(["export", "--checkpoint", "nope.ckpt"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: export:") and "nope.ckpt" in err and "\n" not in err
+    assert err.startswith("error: ") and "nope.ckpt: checkpoint not found" in err and "\n" not in err
     assert main(["score", "in.csv", "out.parquet"]) == 2  # no registered model yet
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after MLflow's own INFO lines
-    assert err.startswith("error: score:") and "aeops-autoencoder" in err and "\n" not in err
+    assert err.startswith("error: ") and "aeops-autoencoder@production not found" in err and "make promote" in err
     assert not (workdir / "out.parquet").exists()

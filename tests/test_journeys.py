@@ -64,10 +64,11 @@ JOURNEY = [  # (command as in README, runs in the background until the journey e
 ]
 MNIST = next(c for c in readme.runnable() if "prepare.source=mnist" in c)
 TABLE = next(c for c in readme.runnable() if "prepare.source=table" in c)
+RESET = "git checkout params.yaml"
 
 
 def test_every_readme_command_is_run_by_a_test():
-    run_here = {c for c, _ in JOURNEY} | {MNIST, TABLE}
+    run_here = {c for c, _ in JOURNEY} | {MNIST, TABLE, RESET}
     documented = readme.runnable()
     missing = [c for c in documented if c not in run_here and c not in ELSEWHERE and c not in NOT_RUN]
     assert not missing, f"README commands no test runs: {missing}"
@@ -231,7 +232,7 @@ def test_default_journey_from_repro_to_serving_and_experiments(project: Project)
     assert "workspace" in p.run("dvc exp show --only-changed").stdout
 
     # Stale tuned params (as `dvc exp run --downstream` can restore them) never win: tune on, new data, old search.
-    p.run("git checkout -- params.yaml && dvc repro")
+    p.run(f"{RESET} && dvc repro")
     p.run("sed -i 's/^  seed: 42                  # split/  seed: 7                   # split/' params.yaml")
     p.run("dvc repro --single-item prepare && dvc repro --single-item train")
     run = p.last_run()
@@ -242,6 +243,7 @@ def test_default_journey_from_repro_to_serving_and_experiments(project: Project)
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"MNIST and tabular sets expected in {SHARED}")
 def test_table_and_mnist_examples_and_no_promotion_across_schemas(project: Project):
     p = project
+    p.run(RESET)
     p.run(TABLE)
     best = json.loads((p.root / "tune" / "best_params.json").read_text())
     assert best["n_features"] == 9 and best["train"]["model"]["latent_dim"] < 9  # capped below the features
@@ -250,6 +252,7 @@ def test_table_and_mnist_examples_and_no_promotion_across_schemas(project: Proje
     p.run("make promote")
     assert p.alias("production") == "1"
 
+    p.run(RESET)
     p.run(MNIST)
     metrics = json.loads((p.root / "metrics" / "evaluate.json").read_text())
     assert 0 <= metrics["model"]["auroc"] <= 1

@@ -223,8 +223,9 @@ def test_batch_scoring_in_chunks_matches_predict(registry, tmp_path):
     uri = f"models:/{CFG.model_name}/1"
     expected = mlflow.pyfunc.load_model(uri).predict(big)
     for src in ("in.csv", "in.parquet"):
-        n = score_file(uri, str(tmp_path / src), str(tmp_path / f"{src}.out.parquet"), chunk_rows=1000, progress=False)
-        assert n == len(big)
+        summary = score_file(uri, str(tmp_path / src), str(tmp_path / f"{src}.out.parquet"), chunk_rows=1000, progress=False)
+        assert summary.rows == len(big) and summary.warnings == []
+        assert summary.flagged_share == pytest.approx(expected["is_anomaly"].mean())
         got = pd.read_parquet(tmp_path / f"{src}.out.parquet")
         np.testing.assert_allclose(got["anomaly_score"], expected["anomaly_score"], rtol=1e-5)
     broken = big.head(1500).astype(object)

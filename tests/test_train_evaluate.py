@@ -78,16 +78,19 @@ def test_evaluate_compares_model_and_baselines_and_logs_to_the_training_run(prep
     cfg = tiny_train()
     cfg.max_epochs, cfg.patience = 20, 20  # enough to learn digits (AUROC ~0.74 measured for z=4)
     train(cfg, mlflow_cfg)
-    results = evaluate(EvaluateConfig(), mlflow_cfg)
+    record = evaluate(EvaluateConfig(), mlflow_cfg)
+    results = methods(record)
     assert set(results) == {"model", "pca", "isolation_forest", "knn_distance"}
     assert set(results["model"]) == set(results["pca"])
+    assert record["warnings"] == []  # 36 anomalies in the test split, latent 4 < 64 features
+    assert record["evaluated"]["run_id"] == _run(mlflow_cfg)[2].info.run_id
     for method in results.values():
         assert 0.5 < method["auroc"] <= 1.0
         assert method["threshold"] is not None
     m = results["model"]
     assert m["compression_ratio"] == 64 / 4 and m["bits_per_value"] == 8 * 4 / 64
     assert m["quantized_psnr"] <= m["psnr"] + 1e-6
-    assert json.loads(open("metrics/evaluate.json").read()) == results
+    assert json.loads(open("metrics/evaluate.json").read()) == record
     plots = {p.name for p in (prepared.parent.parent / "plots/evaluate").iterdir()}
     assert {"roc_model.csv", "pr_pca.csv", "roc.png", "pr.png", "score_histograms.png"} <= plots
     _, client, run = _run(mlflow_cfg)

@@ -110,6 +110,8 @@ def _serve(params: dict, args: argparse.Namespace) -> None:
     port = str(args.port or os.environ.get("AEOPS_SERVE_PORT") or cfg.serve_port)
     uri = args.model or f"models:/{cfg.model_name}@production"
     env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri(_section(params, "mlflow")))
+    # MLflow starts `uvicorn` by name: find it beside this Python even when the venv is not activated
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     _require_model(uri, env["MLFLOW_TRACKING_URI"])
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
            "-h", args.host, "-p", port]

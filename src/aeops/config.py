@@ -42,7 +42,8 @@ class PrepareConfig(Strict):
         if self.normal_classes is not None and self.anomaly_column is not None:
             raise ValueError(
                 f"anomaly_column = {self.anomaly_column!r} and normal_classes = {self.normal_classes} both set an "
-                "anomaly protocol; set normal_classes to null (-S prepare.normal_classes=null) to use anomaly_column"
+                "anomaly protocol; set one to null (-S prepare.normal_classes=null to use the column, "
+                "-S prepare.anomaly_column=null to use the classes)"
             )
         if self.normal_classes is not None and len(self.normal_classes) == 0:
             raise ValueError("normal_classes must list at least one class (or be null)")

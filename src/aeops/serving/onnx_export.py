@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from aeops.errors import DataError
 from aeops.io import atomic_path
 from aeops.models.lightning import load_autoencoder
 
@@ -29,6 +30,8 @@ def export_onnx(checkpoint: str, out_dir: str) -> dict[str, Path]:
     """Write `encoder.onnx` (x → z) and `decoder.onnx` (z → reconstruction) with a dynamic batch axis."""
     import warnings
 
+    if not Path(checkpoint).is_file():
+        raise DataError(f"{checkpoint}: checkpoint not found; run `dvc repro train` first or pass --checkpoint")
     model, hparams = load_autoencoder(checkpoint)
     n_features, latent = hparams["n_features"], hparams["model_cfg"]["latent_dim"]
     out = Path(out_dir)

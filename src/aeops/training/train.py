@@ -133,7 +133,9 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = True)
     if rank_zero_only.rank == 0:
         setup_experiment(mlflow_cfg)
         run_id = run_id if run_id and _run_exists(mlflow_cfg, run_id) else None
-    logger = MLFlowLogger(
+    # Only rank 0 talks to MLflow: other ranks (started together by torchrun) must not race to
+    # create the tracking store, so they get no logger at all.
+    logger = rank_zero_only.rank == 0 and MLFlowLogger(
         experiment_name=mlflow_cfg.experiment,
         tracking_uri=tracking_uri(mlflow_cfg),
         run_id=run_id,
