@@ -19,7 +19,8 @@ from aeops.config import TuneConfig
 from aeops.errors import AeopsError
 from aeops.tracking import tracking_uri
 from aeops.training.train import train
-from aeops.tuning.study import INTERRUPTED, load_study, tune
+from aeops.tuning.storage import interrupted, load_study
+from aeops.tuning.study import tune
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,8 @@ def small_study(**kw) -> TuneConfig:
 
 
 def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in study.get_trials() if t.state.is_finished() and not t.user_attrs.get(INTERRUPTED)]
+    skip = interrupted(study)
+    return [t for t in study.get_trials() if t.state.is_finished() and t.number not in skip]
 
 
 def test_study_prunes_and_train_uses_best_params(prepared, mlflow_cfg):
@@ -132,9 +134,9 @@ def test_killed_study_resumes_with_only_the_remaining_trials(prepared, workdir):
     done = finished(study)
     assert len(done) == 6
     assert {t.number: t.datetime_start for t in done if t.number in before} == before  # not re-run
-    interrupted = [t for t in study.get_trials() if t.user_attrs.get(INTERRUPTED)]
-    assert len(interrupted) <= 1  # the trial killed mid-way is retried with the same params
-    for t in interrupted:
+    killed = [t for t in study.get_trials() if t.number in interrupted(study)]
+    assert len(killed) <= 1  # the trial killed mid-way is retried with the same params
+    for t in killed:
         assert any(d.params == t.params for d in done if d.number > t.number)
 
 
@@ -151,29 +153,27 @@ def test_two_workers_share_one_study_exactly(prepared, workdir):
 
 
 def test_extra_worker_joins_a_study_on_shared_storage(prepared, workdir):
+    """The stage starts the study; a worker process joins it and runs exactly the trials still missing."""
     storage = f"sqlite:///{workdir / 'optuna.db'}"
-    # Trials long enough (~2 s each) that the extra worker starts (~6 s) before the study ends.
-    cfg = small_study(n_trials=8, max_epochs=12, patience=12, pruner="none", storage=storage)
-    main = _run_tune(workdir, cfg)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # the stage creates the study and its MLflow parent run first
-        time.sleep(0.5)
-        try:
-            if "mlflow_parent_run_id" in optuna.load_study(study_name="aeops", storage=storage).user_attrs:
-                break
-        except KeyError:
-            continue
+    cfg = small_study(n_trials=2, pruner="none", storage=storage)
+    first = _run_tune(workdir, cfg)
+    out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, out[-2000:]
+    bigger = cfg.model_copy(update={"n_trials": 4})  # the same search: the study goes on
+    (workdir / "params.yaml").write_text(yaml.safe_dump({"tune": bigger.model_dump(), "mlflow": {"experiment": "aeops-test"}}))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     extra = subprocess.run(
         [sys.executable, "-m", "aeops.cli", "tune-worker"], cwd=workdir, env=env,
         capture_output=True, text=True, timeout=600,
     )
-    out, _ = main.communicate(timeout=600)
-    assert main.returncode == 0 and extra.returncode == 0, out[-2000:] + extra.stderr[-2000:]
+    assert extra.returncode == 0 and "tune worker: ran 2 trial(s)" in extra.stdout, extra.stderr[-2000:]
+    again = _run_tune(workdir, bigger)  # nothing left to run: it only summarises
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out[-2000:]
     trials = optuna.load_study(study_name="aeops", storage=storage).get_trials()
-    assert len(trials) == 8 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    assert "tune worker: ran" in extra.stdout
+    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len({t.user_attrs["worker_pid"] for t in trials}) == 2
+    assert json.loads((workdir / "tune" / "best_params.json").read_text())["trials"]["COMPLETE"] == 4
 
 
 def test_worker_without_shared_storage_is_refused(workdir, capsys):
@@ -196,7 +196,7 @@ def test_trial_cut_off_at_the_end_is_rerun_with_its_params(prepared, mlflow_cfg)
     study = load_study(cfg)
     done = finished(study)
     assert len(done) == 3
-    assert [t.number for t in study.get_trials() if t.user_attrs.get(INTERRUPTED)] == [cut.number]
+    assert interrupted(study) == {cut.number} and study.get_trials()[cut.number].state.name == "FAIL"
     assert done[-1].params == study.get_trials()[cut.number].params  # retried, same params
 
 

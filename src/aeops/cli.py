@@ -50,7 +50,7 @@ def _tune(params: dict, args: argparse.Namespace) -> None:
 
 
 def _tune_worker(params: dict, args: argparse.Namespace) -> None:
-    from aeops.tuning.study import join
+    from aeops.tuning.workers import join
 
     cfg = _section(params, "tune")
     n = join(cfg, _section(params, "mlflow"))

@@ -21,6 +21,18 @@ from aeops.tuning.space import sample_train_overrides
 OBJECTIVE_METRIC = {"val_recon_loss": "val/recon_loss"}
 
 
+class EpochValues(L.Callback):
+    """The objective at each validation end, as the pruning callback reports it (no private Optuna API)."""
+
+    def __init__(self, monitor: str):
+        self.monitor, self.values = monitor, []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if not trainer.sanity_checking and value is not None:
+            self.values.append(float(value))
+
+
 def trial_train_config(cfg: TuneConfig, overrides: dict[str, Any]) -> TrainConfig:
     """The training config of a trial: one device, no checkpoints, the tune section's epochs."""
     return TrainConfig.model_validate(
@@ -53,6 +65,7 @@ def run_trial(
     start = time.perf_counter()
     monitor = OBJECTIVE_METRIC[cfg.objective]
     info: dict[str, Any] = {}
+    record = EpochValues(monitor)
     try:
         meta = load_meta(cfg.data_dir)
         overrides = sample_train_overrides(trial, cfg.space, meta["n_features"])
@@ -66,17 +79,16 @@ def run_trial(
         )
         logger = MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
         pruning = PyTorchLightningPruningCallback(trial, monitor=monitor)
-        trainer = build_trainer(train_cfg, logger, None, [pruning])
+        trainer = build_trainer(train_cfg, logger, None, [record, pruning])  # record first: pruning raises
         data = PreparedDataModule(cfg.data_dir, train_cfg.batch_size, 0)
         try:
             trainer.fit(lit, datamodule=data)
         except (KeyboardInterrupt, SystemExit):  # the whole tune is being stopped: this run was killed
             client.set_terminated(run_id, "KILLED")
             raise
-        values = trial.storage.get_trial(trial._trial_id).intermediate_values
-        if not values:
+        if not record.values:
             raise RuntimeError(f"no {monitor} was reported")
-        value = min(values.values())
+        value = min(record.values)
         state = optuna.trial.TrialState.COMPLETE
         info["overrides"] = overrides
     except optuna.TrialPruned:
@@ -87,7 +99,7 @@ def run_trial(
         trial.set_user_attr("fail_reason", info["fail_reason"])
         client.set_tag(run_id, "fail_reason", info["fail_reason"])
     duration = time.perf_counter() - start
-    epochs = len(trial.storage.get_trial(trial._trial_id).intermediate_values)
+    epochs = len(record.values)
     trial.set_user_attr("duration_s", round(duration, 3))
     trial.set_user_attr("worker_pid", os.getpid())
     trial.set_user_attr("epochs", epochs)
