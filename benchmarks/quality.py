@@ -27,12 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from aeops.variants import names as variant_names
+
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
 OUT = ROOT / "benchmarks" / "results"
 DEEP_SVDD_MEAN = 0.948
 HINTON_2006 = {"latent": 30, "ae_sq_error_per_image": 3.00, "pca_sq_error_per_image": 13.87}
-VARIANTS = ("vanilla", "denoising", "sparse", "contractive", "variational")
+VARIANTS = variant_names()  # every registered variant
 # One-class model: a small conv AE with a tight code reconstructs other digits worst (a wider one,
 # channels [64, 128], fell to 0.91 mean AUROC). Contractive uses the JVP estimate (exact is ~10x slower).
 ONE_CLASS_MODEL = {"architecture": "conv", "latent_dim": 16, "conv": {"channels": [32, 64]},

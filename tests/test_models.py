@@ -5,6 +5,7 @@ import torch
 from torch.autograd.functional import jacobian
 from torch.distributions import Normal, kl_divergence
 
+from aeops import variants
 from aeops.config import ModelConfig
 from aeops.errors import ConfigError
 from aeops.models import build_autoencoder
@@ -19,7 +20,7 @@ from aeops.models.autoencoder import (
 )
 from aeops.models.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
-VARIANTS = ["vanilla", "denoising", "sparse", "contractive", "variational"]
+VARIANTS = variants.names()  # every registered variant
 
 
 def small_mlp(d=6, latent=3):
@@ -164,7 +165,7 @@ def test_every_variant_and_builder_trains_one_step(variant, arch):
     out = model.train()(x)
     assert out.recon_x.shape == x.shape and out.z.shape == (10, 4)
     assert torch.isfinite(out.loss)
-    assert (out.reg_loss > 0) == (variant not in ("vanilla", "denoising"))
+    assert (out.reg_loss > 0) == (variant not in ("vanilla", "denoising"))  # the penalty-free ones
     out.loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     model.eval()

@@ -8,18 +8,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
+from aeops import variants
 from aeops.errors import ConfigError
+from aeops.params_base import (  # noqa: F401  (FloatRange, IntRange, Choices: re-exported for aeops.tuning)
+    Choices,
+    FloatKnob,
+    FloatRange,
+    IntKnob,
+    IntRange,
+    Strict,
+    choices,
+    float_range,
+    int_range,
+)
 
-Variant = Literal["vanilla", "denoising", "sparse", "contractive", "variational"]
+VARIANTS = variants.freeze()  # the variant registry: names, train.model sections and tune.space knobs
+Variant = Literal[variants.names()]  # type: ignore[valid-type]
 Activation = Literal["relu", "leaky_relu", "gelu", "elu", "tanh", "sigmoid", "silu"]
-
-
-class Strict(BaseModel):
-    """Base model: unknown keys are errors (a typo must not be silently ignored)."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 # ---------------------------------------------------------------- prepare
@@ -79,48 +86,32 @@ class ConvConfig(Strict):
         return self
 
 
-class DenoisingConfig(Strict):
-    noise: Literal["gaussian", "masking"] = "gaussian"
-    std: float = Field(0.2, gt=0)
-    mask_prob: float = Field(0.25, gt=0, lt=1)
+class _ModelBase(Strict):
+    """`train.model` without the variants' sections (ModelConfig adds one per registered variant)."""
 
-
-class SparseConfig(Strict):
-    l1_weight: float = Field(1e-3, ge=0)
-    kl_weight: float = Field(1e-2, ge=0)
-    target: float = Field(0.05, gt=0, lt=1)
-
-
-class ContractiveConfig(Strict):
-    weight: float = Field(1e-3, ge=0)
-    estimator: Literal["exact", "random_projection"] = "exact"
-    projections: int = Field(1, ge=1)  # random_projection: JVPs per step
-
-
-class VariationalConfig(Strict):
-    beta: float = Field(1.0, ge=0)
-
-
-class ModelConfig(Strict):
     variant: Variant = "vanilla"
     architecture: Literal["mlp", "conv"] = "mlp"
     latent_dim: int = Field(8, ge=1)
     output_activation: Literal["auto", "identity", "sigmoid"] = "auto"
     mlp: MLPConfig = Field(default_factory=MLPConfig)
     conv: ConvConfig = Field(default_factory=ConvConfig)
-    denoising: DenoisingConfig = Field(default_factory=DenoisingConfig)
-    sparse: SparseConfig = Field(default_factory=SparseConfig)
-    contractive: ContractiveConfig = Field(default_factory=ContractiveConfig)
-    variational: VariationalConfig = Field(default_factory=VariationalConfig)
 
     @model_validator(mode="after")
-    def _contractive_bn(self) -> ModelConfig:
+    def _batch_norm(self) -> _ModelBase:
         bn = self.mlp.batch_norm if self.architecture == "mlp" else self.conv.batch_norm
-        if self.variant == "contractive" and bn:
-            raise ValueError(
-                "variant 'contractive' needs a per-sample encoder Jacobian: set batch_norm: false"
-            )
+        conflict = variants.get(self.variant).batch_norm_conflict
+        if conflict and bn:
+            raise ValueError(f"variant '{self.variant}' {conflict}: set batch_norm: false")
         return self
+
+
+# `train.model`: the architecture params plus one section per registered variant that has params.
+ModelConfig = create_model(
+    "ModelConfig",
+    __base__=_ModelBase,
+    __module__=__name__,
+    **{v.name: (v.config, Field(default_factory=v.config)) for v in VARIANTS if v.config is not None},
+)
 
 
 class TrainConfig(Strict):
@@ -147,73 +138,52 @@ class TrainConfig(Strict):
 
 
 # ---------------------------------------------------------------- tune
-class FloatRange(Strict):
-    low: float
-    high: float
-    log: bool = False
+class _SpaceBase(Strict):
+    """`tune.space` without the variants' penalty knobs (SearchSpace adds those each variant owns)."""
 
-    @model_validator(mode="after")
-    def _order(self) -> FloatRange:
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log range needs low > 0, got {self.low}")
-        return self
-
-
-class IntRange(FloatRange):
-    low: int
-    high: int
-
-
-class Choices(Strict):
-    choices: list[Any] = Field(min_length=1)
-
-
-FloatKnob = FloatRange | Choices | float
-IntKnob = IntRange | Choices | int
-
-
-def _choices(*values: Any) -> Any:
-    return Field(default_factory=lambda: Choices(choices=list(values)))
-
-
-class SearchSpace(Strict):
-    """Each knob: a range {low, high, log}, a list {choices: [...]}, or a fixed value."""
-
-    variant: Choices = _choices("vanilla", "denoising", "sparse", "contractive", "variational")
-    architecture: Choices = _choices("mlp")
-    depth: IntKnob = Field(default_factory=lambda: IntRange(low=1, high=3))
-    width: IntKnob = Field(default_factory=lambda: IntRange(low=32, high=256, log=True))
-    conv_channels: IntKnob = Field(default_factory=lambda: IntRange(low=8, high=32, log=True))
-    latent_dim: IntKnob = Field(default_factory=lambda: IntRange(low=2, high=16))
-    activation: Choices = _choices("relu", "gelu")
+    variant: Choices = choices(*variants.names())
+    architecture: Choices = choices("mlp")
+    depth: IntKnob = int_range(1, 3)
+    width: IntKnob = int_range(32, 256, log=True)
+    conv_channels: IntKnob = int_range(8, 32, log=True)
+    latent_dim: IntKnob = int_range(2, 16)
+    activation: Choices = choices("relu", "gelu")
     dropout: FloatKnob = 0.0
-    batch_norm: Choices = _choices(False)
-    lr: FloatKnob = Field(default_factory=lambda: FloatRange(low=1e-4, high=1e-2, log=True))
-    weight_decay: FloatKnob = Field(default_factory=lambda: FloatRange(low=1e-6, high=1e-2, log=True))
-    batch_size: IntKnob = _choices(32, 64, 128)
-    noise: Choices = _choices("gaussian", "masking")
-    noise_std: FloatKnob = Field(default_factory=lambda: FloatRange(low=0.05, high=0.5))
-    mask_prob: FloatKnob = Field(default_factory=lambda: FloatRange(low=0.05, high=0.5))
-    l1_weight: FloatKnob = Field(default_factory=lambda: FloatRange(low=1e-6, high=1e-2, log=True))
-    kl_weight: FloatKnob = Field(default_factory=lambda: FloatRange(low=1e-5, high=1e-1, log=True))
-    sparsity_target: FloatKnob = Field(default_factory=lambda: FloatRange(low=0.01, high=0.3))
-    contractive_weight: FloatKnob = Field(default_factory=lambda: FloatRange(low=1e-6, high=1e-2, log=True))
-    beta: FloatKnob = Field(default_factory=lambda: FloatRange(low=0.01, high=4.0, log=True))
+    batch_norm: Choices = choices(False)
+    lr: FloatKnob = float_range(1e-4, 1e-2, log=True)
+    weight_decay: FloatKnob = float_range(1e-6, 1e-2, log=True)
+    batch_size: IntKnob = choices(32, 64, 128)
 
     @model_validator(mode="after")
-    def _known(self) -> SearchSpace:
+    def _known(self) -> _SpaceBase:
         allowed = {
-            "variant": {"vanilla", "denoising", "sparse", "contractive", "variational"},
+            "variant": set(variants.names()),
             "architecture": {"mlp", "conv"},
-            "noise": {"gaussian", "masking"},
+            **{name: set(knob.allowed) for v in VARIANTS for name, knob in v.knobs.items() if knob.allowed},
         }
         for name, values in allowed.items():
-            bad = [c for c in getattr(self, name).choices if c not in values]
+            knob = getattr(self, name)
+            bad = [c for c in (knob.choices if isinstance(knob, Choices) else [knob]) if c not in values]
             if bad:
                 raise ValueError(f"{name} choices {bad} not allowed; allowed: {sorted(values)}")
         return self
+
+
+def _variant_knobs() -> dict[str, Any]:
+    knobs = {name: (knob.kind, knob.default) for v in VARIANTS for name, knob in v.knobs.items()}
+    taken = sorted(set(knobs) & set(_SpaceBase.model_fields))
+    if taken:
+        raise RuntimeError(f"variant knobs {taken} clash with tune.space's own knobs")
+    return knobs
+
+
+SearchSpace = create_model(
+    "SearchSpace",
+    __base__=_SpaceBase,
+    __module__=__name__,
+    __doc__="Each knob: a range {low, high, log}, a list {choices: [...]}, or a fixed value.",
+    **_variant_knobs(),
+)
 
 
 class TuneConfig(Strict):

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from aeops import variants
 from aeops.config import ModelConfig
 from aeops.errors import ConfigError
-from aeops.models.autoencoder import (
-    Autoencoder,
-    ContractiveAutoencoder,
-    DenoisingAutoencoder,
-    SparseAutoencoder,
-    VariationalAutoencoder,
-)
+from aeops.models.autoencoder import Autoencoder
 from aeops.models.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
 
@@ -29,11 +24,12 @@ def build_autoencoder(
     image_shape: tuple[int, int, int] | None = None,
     unit_interval: bool = False,
 ) -> Autoencoder:
-    """Encoder/decoder from the architecture params, wrapped in the chosen variant."""
+    """Encoder/decoder from the architecture params, wrapped by the chosen variant's builder."""
     if isinstance(cfg, dict):
         cfg = ModelConfig.model_validate(cfg)
     out_act = resolve_output_activation(cfg, unit_interval)
-    code_width = 2 * cfg.latent_dim if cfg.variant == "variational" else cfg.latent_dim
+    spec = variants.get(cfg.variant)
+    code_width = spec.code_width(cfg.latent_dim)
     if cfg.architecture == "conv":
         if image_shape is None:
             raise ConfigError(
@@ -50,15 +46,5 @@ def build_autoencoder(
         encoder = MLPEncoder(n_features, m.hidden, code_width, m.activation, m.batch_norm, m.dropout)
         decoder = MLPDecoder(cfg.latent_dim, m.hidden, n_features, m.activation, m.batch_norm, m.dropout, out_act)
 
-    if cfg.variant == "denoising":
-        d = cfg.denoising
-        return DenoisingAutoencoder(encoder, decoder, d.noise, d.std, d.mask_prob)
-    if cfg.variant == "sparse":
-        s = cfg.sparse
-        return SparseAutoencoder(encoder, decoder, s.l1_weight, s.kl_weight, s.target)
-    if cfg.variant == "contractive":
-        c = cfg.contractive
-        return ContractiveAutoencoder(encoder, decoder, c.weight, c.estimator, c.projections)
-    if cfg.variant == "variational":
-        return VariationalAutoencoder(encoder, decoder, n_features, cfg.variational.beta)
-    return Autoencoder(encoder, decoder)
+    section = getattr(cfg, spec.name) if spec.config is not None else None
+    return spec.build(encoder, decoder, section, n_features)

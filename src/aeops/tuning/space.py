@@ -6,6 +6,7 @@ from typing import Any
 
 import optuna
 
+from aeops import variants
 from aeops.config import Choices, FloatRange, IntRange, ModelConfig, SearchSpace
 
 
@@ -38,16 +39,17 @@ def cap_latent(knob: Any, n_features: int | None) -> Any:
 def sample_train_overrides(trial: optuna.Trial, space: SearchSpace, n_features: int | None = None) -> dict[str, Any]:
     """Sample one training config: `{"lr", "weight_decay", "batch_size", "model": {...}}`.
 
-    Penalty knobs are sampled only for the variant that uses them (conditional search space); the
-    latent size stays below `n_features`.
+    Penalty knobs are sampled only for the variant that owns them (`VariantSpec.sample`: a conditional
+    search space); the latent size stays below `n_features`.
     """
     s = space
     variant = suggest(trial, "variant", s.variant)
+    spec = variants.get(variant)
     architecture = suggest(trial, "architecture", s.architecture)
     depth = suggest(trial, "depth", s.depth)
     latent = suggest(trial, "latent_dim", cap_latent(s.latent_dim, n_features))
     activation = suggest(trial, "activation", s.activation)
-    bn = False if variant == "contractive" else suggest(trial, "batch_norm", s.batch_norm)
+    bn = False if spec.batch_norm_conflict else suggest(trial, "batch_norm", s.batch_norm)
     model: dict[str, Any] = {"variant": variant, "architecture": architecture, "latent_dim": latent}
     if architecture == "mlp":
         width = suggest(trial, "width", s.width)
@@ -60,22 +62,8 @@ def sample_train_overrides(trial: optuna.Trial, space: SearchSpace, n_features: 
     else:
         base = suggest(trial, "conv_channels", s.conv_channels)
         model["conv"] = {"channels": [base * 2**i for i in range(depth)], "activation": activation, "batch_norm": bn}
-    if variant == "denoising":
-        noise = suggest(trial, "noise", s.noise)
-        level = {"std": suggest(trial, "noise_std", s.noise_std)} if noise == "gaussian" else {
-            "mask_prob": suggest(trial, "mask_prob", s.mask_prob)
-        }
-        model["denoising"] = {"noise": noise, **level}
-    elif variant == "sparse":
-        model["sparse"] = {
-            "l1_weight": suggest(trial, "l1_weight", s.l1_weight),
-            "kl_weight": suggest(trial, "kl_weight", s.kl_weight),
-            "target": suggest(trial, "sparsity_target", s.sparsity_target),
-        }
-    elif variant == "contractive":
-        model["contractive"] = {"weight": suggest(trial, "contractive_weight", s.contractive_weight)}
-    elif variant == "variational":
-        model["variational"] = {"beta": suggest(trial, "beta", s.beta)}
+    if spec.sample is not None:  # the variant's own knobs, after the architecture's (the suggestion order)
+        model[spec.name] = spec.sample(lambda knob: suggest(trial, knob, getattr(s, knob)))
     return {
         "lr": suggest(trial, "lr", s.lr),
         "weight_decay": suggest(trial, "weight_decay", s.weight_decay),
