@@ -7,10 +7,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro test bench ui promote serve clean
+.PHONY: help setup repro test test-fast bench ui promote serve clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/$$(PORT)/$(PORT)/' | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 # CPU torch (the pinned wheel) unless an NVIDIA GPU is present; then pip picks a CUDA build of torch>=2.3.
 $(STAMP): pyproject.toml constraints.txt
@@ -26,7 +26,7 @@ setup: $(STAMP) ## create .venv with the pinned dependencies and initialise DVC
 	@test -d .dvc || { $(VENV)/bin/dvc init -q $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm) \
 	  && $(VENV)/bin/dvc config core.analytics false && $(VENV)/bin/dvc config core.check_update false; }
 
-repro: setup ## run the DVC pipeline (prepare → train → evaluate) on params.yaml
+repro: setup ## run the DVC pipeline (prepare → tune → train → evaluate → register) on params.yaml
 	dvc repro
 	@echo
 	@echo "metrics: metrics/evaluate.json, metrics/train.json   (dvc metrics show)"
@@ -34,8 +34,11 @@ repro: setup ## run the DVC pipeline (prepare → train → evaluate) on params.
 	@echo "MLflow:  mlflow.db + mlartifacts/                     (make ui → http://127.0.0.1:$(PORT))"
 	@echo "model:   registry/registered.json (alias challenger)  (make promote, then make serve)"
 
-test: setup ## run the test suite
+test: setup ## run every test (the README journeys, DDP and PostgreSQL included; ≤ 10 min on 2 cores)
 	$(PY) -m pytest
+
+test-fast: setup ## the inner loop: every test not marked slow (< 3 min)
+	$(PY) -m pytest -m "not slow"
 
 bench: setup ## run the benchmarks (benchmarks/results/*.json + SUMMARY.md; ~37 min on 2 cores)
 	for b in $(filter-out benchmarks/summarize.py,$(wildcard benchmarks/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -194,7 +194,7 @@ def jpeg(args: argparse.Namespace) -> dict[str, Any]:
 def curve(args: argparse.Namespace) -> dict[str, Any]:
     points = []
     for latent in args.latents:
-        r = run_case(f"curve{latent}", {"source": "mnist", "path": str(MNIST), "max_train_rows": args.curve_rows},
+        r = run_case(f"curve{latent}", {"source": "mnist", "path": str(MNIST), "max_train_rows": args.curve_rows, "normal_classes": None},
                      {**MLP, "latent_dim": latent}, args.epochs, 128)
         m, p = r["model"], r["pca"]
         points.append({

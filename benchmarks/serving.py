@@ -39,7 +39,7 @@ def build_model() -> pd.DataFrame:
 
     mlflow_cfg = MlflowConfig(experiment="bench")
     prepare(PrepareConfig(normal_classes=list(range(9))))
-    train(TrainConfig(max_epochs=10, accelerator="cpu", progress_bar=False), mlflow_cfg)
+    train(TrainConfig(max_epochs=10, patience=5, batch_size=128, accelerator="cpu", progress_bar=False), mlflow_cfg)
     evaluate(EvaluateConfig(), mlflow_cfg)
     register(RegisterConfig(), mlflow_cfg)
     promote(RegisterConfig(), mlflow_cfg)

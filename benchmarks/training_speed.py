@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from aeops.config import ModelConfig
 from aeops.io import write_json
 from aeops.models.lightning import LitAutoencoder
-from aeops.training.datamodule import TensorRows, _keep_batch
+from aeops.training.datamodule import TensorRows, keep_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
@@ -49,7 +49,7 @@ def load_data(rows: int) -> tuple[torch.Tensor, tuple[int, int, int], str]:
 
 
 def loader(x: torch.Tensor, batch: int) -> DataLoader:
-    return DataLoader(TensorRows(x), batch_size=batch, shuffle=True, collate_fn=_keep_batch)
+    return DataLoader(TensorRows(x), batch_size=batch, shuffle=True, collate_fn=keep_batch)
 
 
 def lit_module(cfg: dict, shape: tuple[int, int, int]) -> LitAutoencoder:

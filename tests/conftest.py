@@ -39,3 +39,12 @@ def tiny_train(**model: object) -> TrainConfig:
 @pytest.fixture
 def mlflow_cfg() -> MlflowConfig:
     return MlflowConfig(experiment="aeops-test")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--reverse", action="store_true", help="run the tests in reverse order (order independence)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reverse"):
+        items.reverse()

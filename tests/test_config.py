@@ -54,3 +54,26 @@ def test_invalid_yaml_is_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "params.yaml").write_text("prepare: [unclosed\n")
     assert main(["prepare"]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_params_yaml_and_the_pydantic_defaults_agree():
+    """One source of defaults: every value params.yaml sets is its model's default (tests and pipeline agree)."""
+    import yaml
+    from conftest import REPO
+
+    from aeops.config import SECTIONS
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(params) == set(SECTIONS)
+
+    def differences(given: dict, default: dict, path: str) -> list[str]:
+        found = []
+        for key, value in given.items():
+            if isinstance(value, dict) and isinstance(default.get(key), dict):
+                found += differences(value, default[key], f"{path}{key}.")
+            elif default.get(key, object()) != value:
+                found.append(f"{path}{key}: params.yaml {value!r}, model {default.get(key, '<no such key>')!r}")
+        return found
+
+    diffs = [d for name, model in SECTIONS.items() for d in differences(params[name], model().model_dump(mode="json"), f"{name}.")]
+    assert not diffs, diffs

@@ -25,13 +25,14 @@ FILES = ["train.parquet", "val.parquet", "test.parquet", "scaler.json", "meta.js
 
 
 def _cfg(tmp_path: Path, **kw) -> PrepareConfig:
-    return PrepareConfig(output_dir=str(tmp_path / "prepared"), **kw)
+    """No anomaly protocol unless the test sets one (the params default treats digit 9 as the anomaly)."""
+    return PrepareConfig(output_dir=str(tmp_path / "prepared"), **({"normal_classes": None} | kw))
 
 
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("digits") / "prepared"
-    prepare(PrepareConfig(output_dir=str(out)))
+    prepare(PrepareConfig(output_dir=str(out), normal_classes=None))
     return out
 
 
@@ -61,7 +62,7 @@ def test_digits_scaler_fitted_on_train_only(digits_dir: Path) -> None:
     assert scaler["offset"][0] == raw.min() and scaler["scale"][0] == pytest.approx(raw.max() - raw.min())
     assert np.allclose(apply_scaler(scaler, raw), train.x, atol=1e-6)
     # standard scaling: refit on the recovered raw train rows gives the stored statistics
-    std = prepare(PrepareConfig(scaling="standard", output_dir=str(digits_dir.parent / "std")))
+    std = prepare(PrepareConfig(scaling="standard", output_dir=str(digits_dir.parent / "std"), normal_classes=None))
     s = load_scaler(digits_dir.parent / "std")
     std_train = load_split(digits_dir.parent / "std", "train")
     assert std["train"]["rows"] == len(train)
@@ -81,11 +82,11 @@ def test_profile_matches_files(digits_dir: Path) -> None:
 
 
 def test_seed_determinism(tmp_path: Path, digits_dir: Path) -> None:
-    prepare(PrepareConfig(output_dir=str(tmp_path / "a")))
+    prepare(PrepareConfig(output_dir=str(tmp_path / "a"), normal_classes=None))
     for f in FILES:
         if f != "params.json":  # holds output_dir, which differs here
             assert (tmp_path / "a" / f).read_bytes() == (digits_dir / f).read_bytes(), f
-    prepare(PrepareConfig(seed=7, output_dir=str(tmp_path / "b")))
+    prepare(PrepareConfig(seed=7, output_dir=str(tmp_path / "b"), normal_classes=None))
     assert (tmp_path / "b" / "test.parquet").read_bytes() != (digits_dir / "test.parquet").read_bytes()
 
 
@@ -111,7 +112,7 @@ def test_normal_classes_errors(tmp_path: Path, classes: list[int], match: str) -
 def test_mnist(tmp_path: Path) -> None:
     if not MNIST.is_dir():
         pytest.skip(f"MNIST IDX files expected in {MNIST} (see shared/datasets/README.md)")
-    raw = load_raw(PrepareConfig(source="mnist", path=str(MNIST)))
+    raw = load_raw(PrepareConfig(source="mnist", path=str(MNIST), normal_classes=None))
     assert raw.x.shape == (60000, 784) and raw.image_shape == (1, 28, 28)
     assert np.bincount(raw.labels).tolist() == MNIST_TRAIN_COUNTS
     assert raw.test is not None and raw.test.x.shape == (10000, 784)

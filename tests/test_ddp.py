@@ -21,6 +21,7 @@ TORCHRUN = "torchrun --standalone --nproc-per-node 2 pipelines/train.py"
 
 def test_ddp_two_processes_train_one_mlflow_run(prepared, workdir):
     params = {
+        "tune": {"enabled": False},
         "train": {
             "max_epochs": 3, "patience": 3, "batch_size": 64, "accelerator": "cpu", "devices": 2,
             "strategy": "ddp", "progress_bar": False, "model": {"latent_dim": 4, "mlp": {"hidden": [32]}},

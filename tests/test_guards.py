@@ -86,15 +86,15 @@ def test_stale_tuned_params_lose_to_train_model_with_a_reason(prepared: Path):
              "train": {"lr": 0.005, "model": {"variant": "sparse", "latent_dim": 5}}}
     Path("best.json").write_text(json.dumps(tuned))
     cfg = parse_section("train", {"tuned_params": "best.json"})
-    choice = apply_tuned(cfg)
+    choice = apply_tuned(cfg, tune_enabled=True)
     assert choice.source == "tune:s#3" and choice.cfg.model.variant == "sparse" and choice.cfg.lr == 0.005
     off = apply_tuned(cfg, tune_enabled=False)
     assert off.cfg == cfg and off.reason == "tune.enabled is false"
     Path("best.json").write_text(json.dumps(tuned | {"data_hash": "0" * 64}))
-    stale = apply_tuned(cfg)
+    stale = apply_tuned(cfg, tune_enabled=True)
     assert stale.source == "train.model" and "searched on other data" in stale.reason and stale.cfg == cfg
     Path("best.json").write_text(json.dumps({"enabled": False}))
-    assert "tune disabled" in apply_tuned(cfg).reason
+    assert "tune disabled" in apply_tuned(cfg, tune_enabled=True).reason
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message; this machine has a GPU")

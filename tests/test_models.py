@@ -118,10 +118,11 @@ def test_denoising_noise_only_while_training(noise):
     model = DenoisingAutoencoder(enc, dec, noise=noise, std=0.5, mask_prob=0.5)
     x = torch.rand(16, 6) + 0.1
     model.eval()
-    assert torch.equal(model.corrupt(x) if model.training else x, x)
     out = model(x)
-    assert torch.allclose(out.recon_x, dec(enc(x)))
+    assert torch.allclose(out.recon_x, dec(enc(x)))  # evaluation sees the clean input
+    assert torch.equal(model(x).recon_x, out.recon_x)  # and is deterministic
     model.train()
+    assert not torch.equal(model(x).recon_x, model(x).recon_x)  # training draws fresh noise each step
     noisy = model.corrupt(x)
     assert not torch.allclose(noisy, x)
     if noise == "masking":

@@ -44,29 +44,35 @@ def _train_and_register(epochs: int, lr: float) -> dict:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory):
-    """Version 1: a decent model (20 epochs). cwd and MLflow store in a temp dir for the module."""
+    """Version 1: a decent model (20 epochs); version 2: a worse one (1 epoch at a tiny learning rate).
+
+    Both are made here, so every test finds them whatever ran before; tests set the aliases they need.
+    cwd and MLflow store in a temp dir for the module.
+    """
     root = tmp_path_factory.mktemp("registry")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         (root / "params.yaml").write_text("register: {}\n")  # defaults, for the CLI
         prepare(PrepareConfig(normal_classes=list(range(9))))
-        record = _train_and_register(20, 3e-3)
+        good = _train_and_register(20, 3e-3)
+        worse = _train_and_register(1, 1e-5)
         mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-        yield root, record
+        assert (good["version"], worse["version"]) == (1, 2)
+        yield root, worse
 
 
 def test_registered_version_is_a_complete_scoring_model(registry):
-    root, record = registry
-    assert record["version"] == 1 and json.loads((root / CFG.output_file).read_text()) == record
+    root, last = registry
+    assert json.loads((root / CFG.output_file).read_text()) == last  # register's record of the newest version
     client = mlflow.MlflowClient()
-    mv = client.get_model_version_by_alias(CFG.model_name, "challenger")
-    assert str(mv.version) == "1"
+    assert str(client.get_model_version_by_alias(CFG.model_name, "challenger").version) == "2"
+    mv = client.get_model_version(CFG.model_name, "1")
     for tag in ("git_commit", "data_hash", "params", "test.auroc", "baseline.pca.auroc", "baseline.knn_distance.auroc"):
         assert tag in mv.tags, tag
     assert json.loads(mv.tags["params"])["train.max_epochs"] == "20"
 
-    model = mlflow.pyfunc.load_model(f"models:/{CFG.model_name}@challenger")
+    model = mlflow.pyfunc.load_model(f"models:/{CFG.model_name}/1")
     df, split = raw_split("data/prepared")
     inputs = model.metadata.get_input_schema().inputs
     assert [c.name for c in inputs] == list(df.columns) and {c.type.name for c in inputs} == {"float"}
@@ -86,9 +92,11 @@ def test_registered_version_is_a_complete_scoring_model(registry):
 
 def test_promotion_gate_force_and_rollback(registry, capsys):
     client = mlflow.MlflowClient()
-    assert promote(CFG, MLFLOW)["production"] == "1"
-    worse = _train_and_register(1, 1e-5)  # version 2: one epoch at a tiny learning rate
-    assert worse["version"] == 2
+    for alias in ("production", "previous"):  # start from a registry without production
+        client.delete_registered_model_alias(CFG.model_name, alias)
+    client.set_registered_model_alias(CFG.model_name, "challenger", "1")
+    assert promote(CFG, MLFLOW)["production"] == "1"  # the first production version needs no gate
+    client.set_registered_model_alias(CFG.model_name, "challenger", "2")  # the worse model
     with pytest.raises(PromotionRefused) as err:
         promote(CFG, MLFLOW)
     msg = str(err.value)

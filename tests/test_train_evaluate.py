@@ -110,7 +110,7 @@ def test_killed_training_resumes_from_the_last_checkpoint(prepared, workdir):
     import yaml
     from conftest import REPO
 
-    params = {"train": {"max_epochs": 40, "patience": 40, "batch_size": 16, "accelerator": "cpu",
+    params = {"tune": {"enabled": False}, "train": {"max_epochs": 40, "patience": 40, "batch_size": 16, "accelerator": "cpu",
                         "progress_bar": False, "model": {"latent_dim": 4, "mlp": {"hidden": [256, 128]}}}}
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -149,7 +149,7 @@ def test_score_smoothing_on_a_table_is_refused_in_one_line(workdir, mlflow_cfg):
     rng = np.random.default_rng(0)
     rows = [",".join(f"{v:.4f}" for v in r) + f",{int(i >= 180)}" for i, r in enumerate(rng.normal(size=(200, 5)))]
     (workdir / "t.csv").write_text("a,b,c,d,e,is_anomaly\n" + "\n".join(rows) + "\n")
-    prepare(PrepareConfig(source="table", path="t.csv", anomaly_column="is_anomaly"))
+    prepare(PrepareConfig(source="table", path="t.csv", anomaly_column="is_anomaly", normal_classes=None))
     cfg = tiny_train()
     cfg.max_epochs = 1
     train(cfg, mlflow_cfg)

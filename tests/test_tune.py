@@ -66,7 +66,7 @@ def test_study_prunes_and_train_uses_best_params(prepared, mlflow_cfg):
     from conftest import tiny_train
 
     train_cfg = tiny_train().model_copy(update={"tuned_params": "tune/best_params.json"})
-    train(train_cfg, mlflow_cfg)
+    train(train_cfg, mlflow_cfg, tune_enabled=True)
     run_json = json.loads(open("models/run.json").read())
     params = client.get_run(run_json["run_id"]).data.params
     assert params["train.lr"] == str(best["train"]["lr"])

@@ -36,7 +36,7 @@ class PrepareConfig(Strict):
     feature_columns: list[str] | None = None
     label_column: str | None = None
     anomaly_column: str | None = None
-    normal_classes: list[int] | None = None
+    normal_classes: list[int] | None = Field(default_factory=lambda: list(range(9)))  # digits 0-8; 9 is the anomaly
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     max_train_rows: int | None = Field(None, gt=0)
@@ -116,9 +116,9 @@ ModelConfig = create_model(
 
 class TrainConfig(Strict):
     seed: int = 42
-    max_epochs: int = Field(30, ge=1)
-    patience: int = Field(5, ge=0)
-    batch_size: int = Field(128, ge=1)
+    max_epochs: int = Field(60, ge=1)
+    patience: int = Field(10, ge=0)
+    batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = "auto"
@@ -133,7 +133,7 @@ class TrainConfig(Strict):
     data_dir: str = "data/prepared"
     output_dir: str = "models"
     metrics_file: str = "metrics/train.json"
-    tuned_params: str | None = None  # tune/best_params.json: its overrides win when tuning was enabled
+    tuned_params: str | None = "tune/best_params.json"  # its overrides win while tune.enabled (and the data match)
     model: ModelConfig = Field(default_factory=ModelConfig)
 
 

@@ -26,7 +26,8 @@ class TensorRows(Dataset):
         return self.x[torch.as_tensor(idx)]
 
 
-def _keep_batch(batch: Tensor) -> Tensor:
+def keep_batch(batch: Tensor) -> Tensor:
+    """collate_fn: `__getitems__` already returns the whole batch as one tensor."""
     return batch
 
 
@@ -51,7 +52,7 @@ class PreparedDataModule(L.LightningDataModule):
             self.splits[name],
             batch_size=self.batch_size,
             shuffle=shuffle,
-            collate_fn=_keep_batch,
+            collate_fn=keep_batch,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -80,7 +80,7 @@ class ModelChoice:
         return f"tune:{self.tuned['study']}#{self.tuned['trial']}" if self.tuned else "train.model"
 
 
-def apply_tuned(cfg: TrainConfig, tune_enabled: bool = True) -> ModelChoice:
+def apply_tuned(cfg: TrainConfig, tune_enabled: bool) -> ModelChoice:
     """Overlay `best_params.json` on the train params only while tuning is on and it fits the current data.
 
     Otherwise the fixed `train.model` (and lr, weight_decay, batch_size) is used and the reason says why:
@@ -116,8 +116,11 @@ def check_accelerator(accelerator: str, key: str) -> None:
         raise ConfigError(f"params.yaml: {key} = '{accelerator}' but no GPU found: use {key}=cpu or auto")
 
 
-def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = True) -> dict[str, Any]:
-    """Fit, test on the best checkpoint, log the run; rank 0 writes `run.json` and returns the metrics."""
+def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False) -> dict[str, Any]:
+    """Fit, test on the best checkpoint, log the run; rank 0 writes `run.json` and returns the metrics.
+
+    `tune_enabled` is `tune.enabled` (the CLI passes it): only then may tuned params replace `train.model`.
+    """
     check_accelerator(cfg.accelerator, "train.accelerator")
     choice = apply_tuned(cfg, tune_enabled)
     cfg, tuned = choice.cfg, choice.tuned
