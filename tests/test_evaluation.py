@@ -12,7 +12,8 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from aeops.config import EvaluateConfig
 from aeops.evaluation import plots
-from aeops.evaluation.baselines import model_metrics, run_baselines
+from aeops.data.prepared import Split
+from aeops.evaluation.baselines import Coded, model_metrics, run_baselines
 from aeops.evaluation.metrics import (
     anomaly_metrics,
     choose_threshold,
@@ -102,8 +103,10 @@ def test_threshold_depends_only_on_val_scores():
     thresholds = []
     for flip in (0, 1):
         is_anom = (np.arange(50) % 2 == flip).astype(int)
-        m = model_metrics(codes, None, val, test_x, test_x, None, codes, rng.normal(size=50),
-                          None, is_anom, 2, 1.0, cfg)  # fmt: skip
+        coded = Coded(train_codes=codes, test_codes=codes, test_recon=test_x, test_recon_quantized=None,
+                      val_scores=val, test_scores=rng.normal(size=50))
+        m = model_metrics(coded, train=Split(codes, None, None), test=Split(test_x, None, is_anom),
+                          latent_dim=2, data_range=1.0, cfg=cfg)
         thresholds.append(m["threshold"])
     assert thresholds[0] == thresholds[1] == pytest.approx(np.percentile(val, 90))
 
@@ -154,10 +157,16 @@ def test_trustworthiness_identity_and_no_labels():
 
 
 # ---------------------------------------------------------------- baselines
+def _baselines(digits_split, latent_dim: int, cfg: EvaluateConfig, score=anomaly_scores):
+    tr_x, tr_y, va_x, te_x, te_y, anom = digits_split
+    return run_baselines(train=Split(tr_x, tr_y, None), val_x=va_x, test=Split(te_x, te_y, anom),
+                         latent_dim=latent_dim, data_range=1.0, cfg=cfg, score=score)
+
+
 def test_baselines_on_digits_with_held_out_class(digits_split):
     tr_x, tr_y, va_x, te_x, te_y, anom = digits_split
     cfg = EvaluateConfig(isolation_forest_trees=100, trustworthiness_max_rows=300)
-    metrics, scores = run_baselines(tr_x, tr_y, va_x, te_x, te_y, anom, 8, 1.0, cfg)
+    metrics, scores = _baselines(digits_split, 8, cfg)
     assert set(metrics) == set(scores) == {"pca", "isolation_forest", "knn_distance"}
     for name, m in metrics.items():
         assert _plain(m), name
@@ -174,7 +183,7 @@ def test_baselines_on_digits_with_held_out_class(digits_split):
 def test_pca_full_rank_reconstructs_exactly(digits_split):
     tr_x, tr_y, va_x, te_x, te_y, anom = digits_split
     cfg = EvaluateConfig(isolation_forest_trees=10, trustworthiness_max_rows=100)
-    metrics, _ = run_baselines(tr_x, tr_y, va_x, te_x, te_y, anom, 500, 1.0, cfg)
+    metrics, _ = _baselines(digits_split, 500, cfg)
     pca = metrics["pca"]
     assert pca["latent_dim"] == 64  # clamped to n_features
     assert pca["recon_mse"] < 1e-20
@@ -184,17 +193,21 @@ def test_pca_full_rank_reconstructs_exactly(digits_split):
 def test_model_metrics_keys_match_pca(digits_split):
     tr_x, tr_y, va_x, te_x, te_y, anom = digits_split
     cfg = EvaluateConfig(isolation_forest_trees=10, trustworthiness_max_rows=100)
-    pca_m, _ = run_baselines(tr_x, tr_y, va_x, te_x, te_y, anom, 4, 1.0, cfg)
+    pca_m, _ = _baselines(digits_split, 4, cfg)
     codes_tr, codes_te = tr_x[:, :4], te_x[:, :4]
     recon = np.clip(te_x + 0.05, 0, 1)
     val_s, test_s = anomaly_scores(va_x, va_x * 0.9), anomaly_scores(te_x, recon)
-    m = model_metrics(codes_tr, tr_y, val_s, te_x, recon, recon, codes_te, test_s, te_y, anom,
-                      4, 1.0, cfg)  # fmt: skip
+    train, test = Split(tr_x, tr_y, None), Split(te_x, te_y, anom)
+    coded = Coded(train_codes=codes_tr, test_codes=codes_te, test_recon=recon, test_recon_quantized=recon,
+                  val_scores=val_s, test_scores=test_s)
+    m = model_metrics(coded, train=train, test=test, latent_dim=4, data_range=1.0, cfg=cfg)
     assert set(m) == set(pca_m["pca"]) == MODEL_KEYS
     assert _plain(m)
     # no labels at all: every key still present, label-based ones None
-    m = model_metrics(codes_tr, None, np.ones(5), te_x, recon, None, codes_te,
-                      np.ones(len(te_x)), None, None, 4, 1.0, cfg)  # fmt: skip
+    coded = Coded(train_codes=codes_tr, test_codes=codes_te, test_recon=recon, test_recon_quantized=None,
+                  val_scores=np.ones(5), test_scores=np.ones(len(te_x)))
+    m = model_metrics(coded, train=Split(tr_x, None, None), test=Split(te_x, None, None), latent_dim=4,
+                      data_range=1.0, cfg=cfg)
     assert set(m) == MODEL_KEYS
     assert m["auroc"] is None and m["knn_accuracy"] is None and m["quantized_psnr"] is None
 
@@ -296,8 +309,8 @@ def test_smoothing_keeps_channels_apart_and_needs_images():
 def test_pca_baseline_is_scored_by_the_given_rule(digits_split):
     tr_x, tr_y, va_x, te_x, te_y, anom = digits_split
     cfg = EvaluateConfig(isolation_forest_trees=10, trustworthiness_max_rows=100)
-    plain_m, plain = run_baselines(tr_x, tr_y, va_x, te_x, te_y, anom, 8, 1.0, cfg)
-    smooth_m, smooth = run_baselines(tr_x, tr_y, va_x, te_x, te_y, anom, 8, 1.0, cfg, score_rule(0.8, (1, 8, 8), 1.0))
+    plain_m, plain = _baselines(digits_split, 8, cfg)
+    smooth_m, smooth = _baselines(digits_split, 8, cfg, score_rule(0.8, (1, 8, 8), 1.0))
     assert (smooth["pca"] < plain["pca"]).all()  # smoothed residuals, lower scores and threshold
     assert smooth_m["pca"]["threshold"] < plain_m["pca"]["threshold"]
     assert smooth_m["pca"]["recon_mse"] == plain_m["pca"]["recon_mse"]  # reconstructions themselves unchanged

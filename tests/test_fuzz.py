@@ -12,6 +12,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
 
 from aeops.config import ModelConfig
+from aeops.bundle import ModelBundle, ScoringRule
 from aeops.models import build_autoencoder
 from aeops.serving.pyfunc import AutoencoderScorer
 from aeops.serving.scorer import InputError, Scorer
@@ -24,10 +25,11 @@ def scorer() -> Scorer:
     torch.manual_seed(0)
     cfg = ModelConfig(latent_dim=2, mlp={"hidden": [8]})
     model = build_autoencoder(cfg, 4)
-    bundle = {"state_dict": model.state_dict(), "model_cfg": cfg.model_dump(), "n_features": 4,
-              "image_shape": None, "unit_interval": False}
     scaler = {"kind": "standard", "feature_names": FEATURES, "offset": [0.0] * 4, "scale": [1.0] * 4}
-    return Scorer(bundle, scaler, threshold=0.5)
+    return Scorer(ModelBundle(
+        model_cfg=cfg.model_dump(), n_features=4, image_shape=None, unit_interval=False,
+        state_dict=model.state_dict(), scaler=scaler, data_hash="x", scoring=ScoringRule(threshold=0.5),
+    ))
 
 
 values = st.one_of(

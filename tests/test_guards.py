@@ -24,12 +24,15 @@ from aeops.tuning.space import cap_latent
 def _scorer(threshold: float = 0.1, expected: float | None = 0.05) -> Scorer:
     from aeops.models.factory import build_autoencoder
 
+    from aeops.bundle import ModelBundle, ScoringRule
+
     cfg = {"latent_dim": 2, "mlp": {"hidden": [4]}}
-    bundle = {"model_cfg": cfg, "n_features": 3, "image_shape": None, "unit_interval": False,
-              "state_dict": build_autoencoder(cfg, 3).state_dict()}
     scaler = {"feature_names": ["a", "b", "c"], "offset": [100.0, 0, 0], "scale": [10.0, 1, 1],
               "train_min": [80.0, -2, -2], "train_max": [120.0, 2, 2]}
-    return Scorer(bundle, scaler, threshold, expected_flagged=expected)
+    rule = ScoringRule(threshold=threshold, threshold_percentile=None if expected is None else 100 * (1 - expected))
+    return Scorer(ModelBundle(model_cfg=cfg, n_features=3, image_shape=None, unit_interval=False,
+                              state_dict=build_autoencoder(cfg, 3).state_dict(), scaler=scaler, data_hash="x",
+                              scoring=rule))
 
 
 def test_values_beyond_the_hard_bound_are_refused_naming_the_column():

@@ -252,8 +252,8 @@ def test_onnx_export_matches_pytorch(registry, tmp_path):
     from aeops.serving.onnx_export import export_onnx
 
     root, _ = registry
-    ckpt = str(root / "models/checkpoints/best.ckpt")
-    paths = export_onnx(ckpt, str(tmp_path / "onnx"))
+    ckpt = str(root / "models/checkpoints/best.ckpt")  # the newest training run's, which evaluate bundled
+    paths = export_onnx(str(root / "bundle"), str(tmp_path / "onnx"))
     model, _ = load_autoencoder(ckpt)
     x = np.random.default_rng(0).random((33, 64), dtype=np.float32)
     z = ort.InferenceSession(str(paths["encoder"])).run(None, {"x": x})[0]

@@ -149,9 +149,9 @@ def _sample(params: dict, args: argparse.Namespace) -> None:
 def _export(params: dict, args: argparse.Namespace) -> None:
     from aeops.serving.onnx_export import export_onnx
 
-    ckpt = args.checkpoint or os.path.join(_section(params, "train").output_dir, "checkpoints", "best.ckpt")
+    bundle = args.bundle or _section(params, "register").bundle_dir
     refuse_dvc_out(args.output_dir)
-    paths = export_onnx(ckpt, args.output_dir)
+    paths = export_onnx(bundle, args.output_dir)
     print("export: " + ", ".join(str(p) for p in paths.values()))
 
 
@@ -212,7 +212,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--output-mode", choices=("scores", "reconstruction"), default="scores")
         if name == "export":
             p.add_argument("--format", choices=("onnx",), default="onnx")
-            p.add_argument("--checkpoint", help="default: <train.output_dir>/checkpoints/best.ckpt")
+            p.add_argument("--bundle", help="model bundle folder (default: register.bundle_dir, written by evaluate)")
             p.add_argument("--output-dir", default="exports/onnx", help="default: exports/onnx (outside DVC outs)")
         if name == "sample":
             p.add_argument("output", help="file to write: .csv, .parquet, or .json (a REST request body)")
@@ -263,7 +263,7 @@ def _enter_project(args: argparse.Namespace) -> str:
     if not os.path.isfile(params):
         where = "this folder" if args.params == "params.yaml" else os.path.dirname(params)
         raise AeopsError(f"{args.params}: params file not found in {where}: run from the project root or pass --params")
-    for name in ("input", "output", "checkpoint", "output_dir"):
+    for name in ("input", "output", "bundle", "output_dir"):
         value = getattr(args, name, None)
         if value:
             setattr(args, name, os.path.abspath(value))

@@ -221,6 +221,7 @@ class EvaluateConfig(Strict):
     model_dir: str = "models"
     metrics_file: str = "metrics/evaluate.json"
     plots_dir: str = "plots/evaluate"
+    bundle_dir: str = "bundle"  # the scoring model: network, scaler, rule and threshold (register reads it)
 
 
 # ---------------------------------------------------------------- register / promote / serve
@@ -232,7 +233,7 @@ class RegisterConfig(Strict):
     promotion_metric: Literal["auroc", "auprc", "f1", "psnr", "recon_mse"] = "auroc"
     serve_port: int = Field(5001, ge=1, le=65535)  # AEOPS_SERVE_PORT wins
     data_dir: str = "data/prepared"
-    model_dir: str = "models"
+    bundle_dir: str = "bundle"
     metrics_file: str = "metrics/evaluate.json"
     output_file: str = "registry/registered.json"
 

@@ -6,12 +6,15 @@ so the two entries always have identical keys.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import NearestNeighbors
 
 from aeops.config import EvaluateConfig
+from aeops.data.prepared import Split
 from aeops.evaluation.metrics import (
     anomaly_metrics,
     choose_threshold,
@@ -30,89 +33,57 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(len(a), -1)
 
 
-def model_metrics(
-    train_codes: np.ndarray,
-    train_labels: np.ndarray | None,
-    val_scores: np.ndarray,
-    test_x: np.ndarray,
-    test_recon: np.ndarray,
-    test_recon_quantized: np.ndarray | None,
-    test_codes: np.ndarray,
-    test_scores: np.ndarray,
-    test_labels: np.ndarray | None,
-    test_is_anomaly: np.ndarray | None,
-    latent_dim: int,
-    data_range: float,
-    cfg: EvaluateConfig,
-) -> dict:
+@dataclass(frozen=True)
+class Coded:
+    """One encoder/decoder's outputs on the splits (the autoencoder or PCA)."""
+
+    train_codes: np.ndarray
+    test_codes: np.ndarray
+    test_recon: np.ndarray
+    test_recon_quantized: np.ndarray | None  # from 8-bit-quantised codes (None → quantized_psnr None)
+    val_scores: np.ndarray  # scores of NORMAL validation rows: they set the threshold
+    test_scores: np.ndarray
+
+
+def model_metrics(coded: Coded, *, train: Split, test: Split, latent_dim: int, data_range: float,
+                  cfg: EvaluateConfig) -> dict:
     """All metrics of one encoder/decoder on the test split.
 
-    `val_scores` must be scores of NORMAL validation rows (they set the threshold at
-    cfg.threshold_percentile); `test_recon_quantized` is the reconstruction from 8-bit-quantised
-    codes (None → quantized_psnr None). Keys: recon_mse, psnr, quantized_psnr, auroc, auprc,
-    precision, recall, f1, threshold, knn_accuracy, trustworthiness, latent_dim,
-    compression_ratio, bits_per_value.
+    Keys: recon_mse, psnr, quantized_psnr, auroc, auprc, precision, recall, f1, threshold,
+    knn_accuracy, trustworthiness, latent_dim, compression_ratio, bits_per_value. The threshold is
+    cfg.threshold_percentile of `coded.val_scores`.
     """
-    out = reconstruction_metrics(test_x, test_recon, data_range)
+    out = reconstruction_metrics(test.x, coded.test_recon, data_range)
     out["quantized_psnr"] = (
         None
-        if test_recon_quantized is None
-        else reconstruction_metrics(test_x, test_recon_quantized, data_range)["psnr"]
+        if coded.test_recon_quantized is None
+        else reconstruction_metrics(test.x, coded.test_recon_quantized, data_range)["psnr"]
     )
-    threshold = choose_threshold(val_scores, cfg.threshold_percentile)
-    out |= anomaly_metrics(test_scores, test_is_anomaly, threshold)
+    threshold = choose_threshold(coded.val_scores, cfg.threshold_percentile)
+    out |= anomaly_metrics(coded.test_scores, test.is_anomaly, threshold)
     out |= embedding_metrics(
-        train_codes,
-        train_labels,
-        test_x,
-        test_codes,
-        test_labels,
-        cfg.knn_neighbors,
-        cfg.trustworthiness_max_rows,
-        cfg.seed,
+        coded.train_codes, train.labels, test.x, coded.test_codes, test.labels,
+        cfg.knn_neighbors, cfg.trustworthiness_max_rows, cfg.seed,
     )
-    n_features = int(np.prod(np.shape(test_x)[1:]))
+    n_features = int(np.prod(np.shape(test.x)[1:]))
     out |= compression_metrics(n_features, latent_dim, QUANT_BITS)
     return out
 
 
-def _pca(
-    train_x: np.ndarray,
-    train_labels: np.ndarray | None,
-    val_x: np.ndarray,
-    test_x: np.ndarray,
-    test_labels: np.ndarray | None,
-    test_is_anomaly: np.ndarray | None,
-    latent_dim: int,
-    data_range: float,
-    cfg: EvaluateConfig,
-    score: ScoreFn = anomaly_scores,
-) -> tuple[dict, np.ndarray]:
+def _pca(train: Split, val_x: np.ndarray, test: Split, latent_dim: int, data_range: float, cfg: EvaluateConfig,
+         score: ScoreFn) -> tuple[dict, np.ndarray]:
     """PCA with min(latent_dim, n_features, n_train) components as a linear autoencoder, scored by `score`."""
-    k = min(latent_dim, train_x.shape[1], train_x.shape[0])
-    pca = PCA(n_components=k, random_state=cfg.seed).fit(train_x)
-    train_codes, test_codes = pca.transform(train_x), pca.transform(test_x)
+    k = min(latent_dim, train.x.shape[1], train.x.shape[0])
+    pca = PCA(n_components=k, random_state=cfg.seed).fit(train.x)
+    train_codes, test_codes = pca.transform(train.x), pca.transform(test.x)
     test_recon = pca.inverse_transform(test_codes)
     lo, hi = train_codes.min(axis=0), train_codes.max(axis=0)
-    test_recon_q = pca.inverse_transform(quantize_codes(test_codes, lo, hi, QUANT_BITS))
-    val_scores = score(val_x, pca.inverse_transform(pca.transform(val_x)))
-    test_scores = score(test_x, test_recon)
-    metrics = model_metrics(
-        train_codes,
-        train_labels,
-        val_scores,
-        test_x,
-        test_recon,
-        test_recon_q,
-        test_codes,
-        test_scores,
-        test_labels,
-        test_is_anomaly,
-        k,
-        data_range,
-        cfg,
+    coded = Coded(
+        train_codes=train_codes, test_codes=test_codes, test_recon=test_recon,
+        test_recon_quantized=pca.inverse_transform(quantize_codes(test_codes, lo, hi, QUANT_BITS)),
+        val_scores=score(val_x, pca.inverse_transform(pca.transform(val_x))), test_scores=score(test.x, test_recon),
     )
-    return metrics, test_scores
+    return model_metrics(coded, train=train, test=test, latent_dim=k, data_range=data_range, cfg=cfg), coded.test_scores
 
 
 def _score_only(
@@ -139,15 +110,7 @@ def knn_distance_scores(
 
 
 def run_baselines(
-    train_x: np.ndarray,
-    train_labels: np.ndarray | None,
-    val_x: np.ndarray,
-    test_x: np.ndarray,
-    test_labels: np.ndarray | None,
-    test_is_anomaly: np.ndarray | None,
-    latent_dim: int,
-    data_range: float,
-    cfg: EvaluateConfig,
+    *, train: Split, val_x: np.ndarray, test: Split, latent_dim: int, data_range: float, cfg: EvaluateConfig,
     score: ScoreFn = anomaly_scores,
 ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Run PCA, Isolation Forest and kNN-distance baselines.
@@ -158,16 +121,15 @@ def run_baselines(
     score array (for plots). "pca" has the same keys as `model_metrics`; the others only
     the anomaly keys.
     """
-    train_x, val_x, test_x = _flat(train_x), _flat(val_x), _flat(test_x)
+    train = Split(_flat(train.x), train.labels, train.is_anomaly)
+    test = Split(_flat(test.x), test.labels, test.is_anomaly)
+    val_x = _flat(val_x)
     metrics: dict[str, dict] = {}
     scores: dict[str, np.ndarray] = {}
-    metrics["pca"], scores["pca"] = _pca(
-        train_x, train_labels, val_x, test_x, test_labels, test_is_anomaly, latent_dim,
-        data_range, cfg, score,
-    )
+    metrics["pca"], scores["pca"] = _pca(train, val_x, test, latent_dim, data_range, cfg, score)
     scorers = {"isolation_forest": isolation_forest_scores, "knn_distance": knn_distance_scores}
     for name, fn in scorers.items():
-        val_s, test_s = fn(train_x, [val_x, test_x], cfg)
-        metrics[name] = _score_only(val_s, test_s, test_is_anomaly, cfg.threshold_percentile)
+        val_s, test_s = fn(train.x, [val_x, test.x], cfg)
+        metrics[name] = _score_only(val_s, test_s, test.is_anomaly, cfg.threshold_percentile)
         scores[name] = test_s
     return metrics, scores

@@ -12,11 +12,11 @@ from aeops.config import EvaluateConfig, MlflowConfig
 from aeops.data.prepared import Split, load_meta, load_split
 from aeops.errors import ConfigError, DataError
 from aeops.evaluation import plots
-from aeops.evaluation.baselines import QUANT_BITS, model_metrics, run_baselines
+from aeops.bundle import ModelBundle, ScoringRule
+from aeops.evaluation.baselines import QUANT_BITS, Coded, model_metrics, run_baselines
 from aeops.evaluation.metrics import quantize_codes
 from aeops.evaluation.scoring import score_rule
-from aeops.io import atomic_path, hash_dir, read_json, write_json
-from aeops.models.lightning import load_autoencoder
+from aeops.io import atomic_path, hash_dir, write_json
 
 MIN_TEST_ANOMALIES = 10  # fewer: AUROC/AUPRC swing with a single row (a warning, not an error)
 INFO_KEYS = ("warnings", "evaluated")  # keys of metrics/evaluate.json that are not methods
@@ -68,27 +68,23 @@ def _normal_rows(split: Split) -> np.ndarray:
 
 
 def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[str, Any]]:
-    """Score the model and the baselines; write metrics (with warnings and provenance) and plots; log both.
+    """Score the model and the baselines; write metrics (with warnings), plots and the model bundle; log them.
 
     Returns the metrics file's content: one entry per method plus `warnings` and `evaluated`.
     """
-    run_path = Path(cfg.model_dir) / "run.json"
-    if not run_path.exists():
-        raise DataError(f"{run_path}: not found; run `dvc repro train` first")
-    info = read_json(run_path)
+    bundle = ModelBundle.from_training(cfg.model_dir, cfg.data_dir)
     data_hash = hash_dir(cfg.data_dir)
-    if info.get("data_hash") != data_hash:
+    if bundle.data_hash != data_hash:
         raise DataError(
-            f"{run_path}: the model was trained on other data than {cfg.data_dir} (hash "
-            f"{str(info.get('data_hash'))[:12]} vs {data_hash[:12]}); run `dvc repro train` first"
+            f"{cfg.model_dir}: the model was trained on other data than {cfg.data_dir} (hash "
+            f"{bundle.data_hash[:12]} vs {data_hash[:12]}); run `dvc repro train` first"
         )
-    model, hparams = load_autoencoder(info["best_checkpoint"])
+    model = bundle.network()
     meta = load_meta(cfg.data_dir)
     train, val, test = (load_split(cfg.data_dir, s) for s in ("train", "val", "test"))
     val_x = _normal_rows(val)
     lo, hi = meta["value_range"]
     data_range = float(hi - lo) or 1.0
-    latent_dim = int(hparams["model_cfg"]["latent_dim"])
     if cfg.score_smoothing > 0 and not meta["image_shape"]:
         raise ConfigError(
             f"params.yaml: evaluate.score_smoothing = {cfg.score_smoothing} needs image data "
@@ -96,27 +92,25 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
         )
 
     train_codes, _ = encode_decode(model, train.x)
-    val_codes, val_recon = encode_decode(model, val_x)
+    _, val_recon = encode_decode(model, val_x)
     test_codes, test_recon = encode_decode(model, test.x)
     quantized = quantize_codes(test_codes, train_codes.min(0), train_codes.max(0), QUANT_BITS)
     score = score_rule(cfg.score_smoothing, meta["image_shape"], cfg.score_top_fraction)
-    test_scores = score(test.x, test_recon)
-    results = {
-        "model": model_metrics(
-            train_codes, train.labels, score(val_x, val_recon), test.x, test_recon,
-            decode(model, quantized), test_codes, test_scores, test.labels, test.is_anomaly,
-            latent_dim, data_range, cfg,
-        )
-    }
-    baselines, baseline_scores = run_baselines(
-        train.x, train.labels, val_x, test.x, test.labels, test.is_anomaly, latent_dim, data_range, cfg,
-        score,
+    coded = Coded(
+        train_codes=train_codes, test_codes=test_codes, test_recon=test_recon,
+        test_recon_quantized=decode(model, quantized), val_scores=score(val_x, val_recon),
+        test_scores=score(test.x, test_recon),
     )
+    sizes = {"latent_dim": bundle.latent_dim, "data_range": data_range, "cfg": cfg}
+    results = {"model": model_metrics(coded, train=train, test=test, **sizes)}
+    baselines, baseline_scores = run_baselines(train=train, val_x=val_x, test=test, score=score, **sizes)
     results.update(baselines)
-    for method in ("model", "pca"):  # the rule travels with the threshold (register reads both)
+    for method in ("model", "pca"):  # the scoring rule, shown beside the numbers it produced
         results[method] |= {"score_smoothing": cfg.score_smoothing, "score_top_fraction": cfg.score_top_fraction}
-    scores = {"model": test_scores, **baseline_scores}
-    warnings = evaluation_warnings(latent_dim, int(meta["n_features"]), test.is_anomaly)
+    scores = {"model": coded.test_scores, **baseline_scores}
+    warnings = evaluation_warnings(bundle.latent_dim, int(meta["n_features"]), test.is_anomaly)
+    rule = ScoringRule(threshold=float(results["model"]["threshold"]), smoothing=cfg.score_smoothing,
+                       top_fraction=cfg.score_top_fraction, threshold_percentile=cfg.threshold_percentile)
 
     with atomic_path(cfg.plots_dir) as tmp:
         tmp.mkdir(parents=True)
@@ -125,14 +119,14 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
         plots.plot_score_histograms(
             tmp, scores, test.is_anomaly, {m: r.get("threshold") for m, r in results.items()}
         )
-    evaluated = {"run_id": info["run_id"], "data_hash": data_hash, "threshold_percentile": cfg.threshold_percentile}
-    record = {**results, "warnings": warnings, "evaluated": evaluated}
+    bundle.with_scoring(rule).save(cfg.bundle_dir)  # what register registers and serving scores with
+    record = {**results, "warnings": warnings, "evaluated": {"run_id": bundle.run_id, "data_hash": data_hash}}
     write_json(cfg.metrics_file, record)
-    _log(info, cfg, mlflow_cfg, results, warnings)
+    _log(bundle.run_id, cfg, mlflow_cfg, results, warnings)
     return record
 
 
-def _log(info: dict, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results: dict, warnings: list[str]) -> None:
+def _log(run_id: str, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results: dict, warnings: list[str]) -> None:
     """Metrics (`test/<key>` for the model, `baseline/<method>/<key>`), params and plots → training run."""
     import mlflow
 
@@ -143,7 +137,7 @@ def _log(info: dict, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results: dic
     for method, values in results.items():
         prefix = "test" if method == "model" else f"baseline/{method}"
         flat.update({f"{prefix}/{k}": float(v) for k, v in values.items() if v is not None})
-    with mlflow.start_run(run_id=info["run_id"]):
+    with mlflow.start_run(run_id=run_id):
         mlflow.set_tags(flatten(cfg.model_dump(), "evaluate."))  # tags: a rerun may change them
         mlflow.set_tag("evaluate.warnings", " | ".join(warnings) or "none")
         mlflow.log_metrics(flat)

@@ -3,9 +3,8 @@
 `smoothing` (sigma in pixels) Gaussian-smooths each image's residual before squaring: a coherent
 missing or extra part (a different shape) keeps its energy while scattered one-pixel misalignments
 of strokes average out. `top_fraction` < 1 averages only the largest squared values of each row
-(the worst region), so a local defect is not diluted by a well-reconstructed rest. On MNIST
-one-class the same conv autoencoder's mean AUROC goes 0.966 (plain MSE) → 0.974 (sigma 0.85) →
-0.977 (sigma 0.85, top 5 %); see benchmarks/README.md. Shared by `evaluate` and serving.
+(the worst region), so a local defect is not diluted by a well-reconstructed rest. What each
+buys is measured in `benchmarks/quality.py` (README, Benchmarks). Shared by `evaluate` and serving.
 """
 
 from __future__ import annotations

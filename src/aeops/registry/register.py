@@ -1,10 +1,9 @@
-"""Stage `register`: log the scoring pyfunc in the training run, register it, alias `challenger`."""
+"""Stage `register`: log the model bundle as a scoring pyfunc in its training run, register it, alias `challenger`."""
 
 from __future__ import annotations
 
 import json
 import math
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +12,12 @@ import pandas as pd
 import torch
 
 import aeops
+from aeops.bundle import ModelBundle
 from aeops.config import MlflowConfig, RegisterConfig
-from aeops.data.prepared import invert_scaler, load_meta, load_scaler, load_split
+from aeops.data.prepared import invert_scaler, load_scaler, load_split
 from aeops.errors import AeopsError, DataError
 from aeops.evaluation.evaluate import methods
 from aeops.io import atomic_path, hash_dir, read_json, write_json
-from aeops.models.lightning import load_autoencoder
 from aeops.serving.scorer import Scorer
 from aeops.tracking import setup_experiment
 
@@ -67,46 +66,30 @@ def write_sample(data_dir: str, output: str, split: str = "test", rows: int = 50
     return len(df)
 
 
-def log_scoring_model(
-    info: dict, data_dir: str, threshold: float, smoothing: float = 0.0, top_fraction: float = 1.0,
-    threshold_percentile: float | None = None,
-) -> Any:
-    """Log the pyfunc (scaler + network + scoring rule) into the training run; return its ModelInfo."""
+def log_scoring_model(bundle_dir: str, data_dir: str) -> Any:
+    """Log the pyfunc (the model bundle as its one artifact) into the bundle's training run; return its ModelInfo."""
     import mlflow
     from mlflow.models import infer_signature
 
     from aeops.serving import pyfunc
 
-    model, hparams = load_autoencoder(info["best_checkpoint"])
-    meta = load_meta(data_dir)
-    bundle = {
-        "state_dict": model.state_dict(), "model_cfg": hparams["model_cfg"], "n_features": meta["n_features"],
-        "image_shape": meta["image_shape"], "unit_interval": meta["unit_interval"],
-    }
-    scaler = load_scaler(data_dir)
+    bundle = ModelBundle.load(bundle_dir)
     example = raw_split(data_dir)[0].head(5)
-    scorer = Scorer(bundle, scaler, threshold, smoothing, top_fraction)  # only to infer the signature
-    signature = infer_signature(example, scorer.score(example), params={"output": "scores"})
-    with tempfile.TemporaryDirectory() as tmp:
-        torch.save(bundle, Path(tmp) / "network.pt")
-        write_json(Path(tmp) / "scaler.json", scaler)
-        write_json(Path(tmp) / "scoring.json", {"threshold": threshold, "smoothing": smoothing,
-                                                "top_fraction": top_fraction, "threshold_percentile": threshold_percentile})
-        with mlflow.start_run(run_id=info["run_id"]):
-            return mlflow.pyfunc.log_model(
-                name="scorer",
-                python_model=pyfunc.__file__,
-                artifacts={k: str(Path(tmp) / f) for k, f in
-                           (("network", "network.pt"), ("scaler", "scaler.json"), ("scoring", "scoring.json"))},
-                code_paths=[str(Path(aeops.__file__).parent)],
-                signature=signature,
-                input_example=example,
-                pip_requirements=pip_requirements(),
-            )
+    signature = infer_signature(example, Scorer(bundle).score(example), params={"output": "scores"})
+    with mlflow.start_run(run_id=bundle.run_id):
+        return mlflow.pyfunc.log_model(
+            name="scorer",
+            python_model=pyfunc.__file__,
+            artifacts={"bundle": str(Path(bundle_dir).resolve())},
+            code_paths=[str(Path(aeops.__file__).parent)],
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+        )
 
 
-def version_tags(info: dict, results: dict, train_params: dict) -> dict[str, str]:
-    tags = {"git_commit": info["git_commit"], "data_hash": info["data_hash"], "run_id": info["run_id"],
+def version_tags(bundle: ModelBundle, results: dict, train_params: dict) -> dict[str, str]:
+    tags = {"git_commit": str(bundle.git_commit), "data_hash": bundle.data_hash, "run_id": str(bundle.run_id),
             "params": _json_within(train_params, _TAG_LIMIT)}
     for method, values in methods(results).items():
         prefix = "test" if method == "model" else f"baseline.{method}"
@@ -126,46 +109,41 @@ def register(cfg: RegisterConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     """Register the trained model as a new version of `cfg.model_name` with alias `challenger`."""
     import mlflow
 
-    run_path, metrics_path = Path(cfg.model_dir) / "run.json", Path(cfg.metrics_file)
-    for path, stage in ((run_path, "train"), (metrics_path, "evaluate")):
-        if not path.exists():
-            raise DataError(f"{path}: not found; run `dvc repro {stage}` first")
-    info, results = read_json(run_path), read_json(metrics_path)
-    _same_model_and_data(info, results, cfg, metrics_path)
+    metrics_path = Path(cfg.metrics_file)
+    if not metrics_path.exists():
+        raise DataError(f"{metrics_path}: not found; run `dvc repro evaluate` first")
+    bundle, results = ModelBundle.load(cfg.bundle_dir), read_json(metrics_path)
+    _same_model_and_data(bundle, results, cfg)
     model_metrics = results["model"]
     bad = [k for k in ("recon_mse", "threshold") if not _finite(model_metrics.get(k))]
     if bad:
         raise AeopsError(f"register: refusing a model whose test {', '.join(bad)} is not a finite number")
     setup_experiment(mlflow_cfg)
     client = mlflow.MlflowClient()
-    train_params = {k: v for k, v in client.get_run(info["run_id"]).data.params.items() if k.startswith("train.")}
-    model_info = log_scoring_model(
-        info, cfg.data_dir, float(model_metrics["threshold"]), float(model_metrics.get("score_smoothing", 0.0)),
-        float(model_metrics.get("score_top_fraction", 1.0)), results["evaluated"].get("threshold_percentile"),
-    )
+    train_params = {k: v for k, v in client.get_run(bundle.run_id).data.params.items() if k.startswith("train.")}
+    model_info = log_scoring_model(cfg.bundle_dir, cfg.data_dir)
     version = mlflow.register_model(
-        model_info.model_uri, cfg.model_name, tags=version_tags(info, results, train_params)
+        model_info.model_uri, cfg.model_name, tags=version_tags(bundle, results, train_params)
     )
     client.set_registered_model_alias(cfg.model_name, CHALLENGER, version.version)
     record = {
         "name": cfg.model_name, "version": int(version.version), "alias": CHALLENGER,
-        "run_id": info["run_id"], "model_uri": f"models:/{cfg.model_name}/{version.version}",
+        "run_id": bundle.run_id, "model_uri": f"models:/{cfg.model_name}/{version.version}",
         "metrics": model_metrics,
     }
     write_json(cfg.output_file, record)
     return record
 
 
-def _same_model_and_data(info: dict, results: dict, cfg: RegisterConfig, metrics_path: Path) -> None:
-    """The evaluation, the trained model and the prepared data must belong together."""
-    evaluated = results.get("evaluated") or {}
-    current = hash_dir(cfg.data_dir)
-    if evaluated.get("run_id") != info["run_id"]:
-        raise DataError(f"{metrics_path}: evaluates another training run than {cfg.model_dir}/run.json; "
+def _same_model_and_data(bundle: ModelBundle, results: dict, cfg: RegisterConfig) -> None:
+    """The bundle, its evaluation and the prepared data must belong together."""
+    if bundle.scoring is None:
+        raise DataError(f"{cfg.bundle_dir}: has no scoring rule; run `dvc repro evaluate` first")
+    if (results.get("evaluated") or {}).get("run_id") != bundle.run_id:
+        raise DataError(f"{cfg.metrics_file}: evaluates another training run than {cfg.bundle_dir}; "
                         "run `dvc repro evaluate` first")
-    if not evaluated.get("data_hash") == info["data_hash"] == current:
-        raise DataError(f"{metrics_path} and {cfg.model_dir}/run.json were made on other data than "
-                        f"{cfg.data_dir}; run `dvc repro` first")
+    if bundle.data_hash != hash_dir(cfg.data_dir):
+        raise DataError(f"{cfg.bundle_dir} was made on other data than {cfg.data_dir}; run `dvc repro` first")
 
 
 def _finite(value: Any) -> bool:

@@ -7,9 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from aeops.errors import DataError
+from aeops.bundle import ModelBundle
 from aeops.io import atomic_path
-from aeops.models.lightning import load_autoencoder
 
 
 class _Encode(nn.Module):
@@ -26,14 +25,15 @@ class _Decode(_Encode):
         return self.model.decode(z)
 
 
-def export_onnx(checkpoint: str, out_dir: str) -> dict[str, Path]:
-    """Write `encoder.onnx` (x → z) and `decoder.onnx` (z → reconstruction) with a dynamic batch axis."""
+def export_onnx(bundle_dir: str, out_dir: str) -> dict[str, Path]:
+    """Write `encoder.onnx` (x → z) and `decoder.onnx` (z → reconstruction) with a dynamic batch axis.
+
+    Inputs are scaled features (the bundle's scaler is not part of the graph).
+    """
     import warnings
 
-    if not Path(checkpoint).is_file():
-        raise DataError(f"{checkpoint}: checkpoint not found; run `dvc repro train` first or pass --checkpoint")
-    model, hparams = load_autoencoder(checkpoint)
-    n_features, latent = hparams["n_features"], hparams["model_cfg"]["latent_dim"]
+    bundle = ModelBundle.load(bundle_dir)
+    model, n_features, latent = bundle.network(), bundle.n_features, bundle.latent_dim
     out = Path(out_dir)
     paths = {}
     for name, module, example, (inp, outp) in (

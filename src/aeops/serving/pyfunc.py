@@ -9,33 +9,23 @@ a 400 with the message.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import mlflow
 import pandas as pd
-import torch
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from aeops.bundle import ModelBundle
 from aeops.serving.scorer import InputError, Scorer
 
 
 class AutoencoderScorer(mlflow.pyfunc.PythonModel):
-    """Artifacts: `network` (weights-only torch bundle), `scaler` and `scoring` (threshold) JSON."""
+    """Artifact `bundle`: the `ModelBundle` folder that `evaluate` wrote (loaded with weights_only=True)."""
 
     def load_context(self, context: Any) -> None:
-        bundle = torch.load(context.artifacts["network"], map_location="cpu", weights_only=True)
-        with open(context.artifacts["scaler"]) as f:
-            scaler = json.load(f)
-        with open(context.artifacts["scoring"]) as f:
-            scoring = json.load(f)
-        percentile = scoring.get("threshold_percentile")
-        self.scorer = Scorer(
-            bundle, scaler, scoring["threshold"], scoring.get("smoothing", 0.0), scoring.get("top_fraction", 1.0),
-            None if percentile is None else 1 - percentile / 100,
-        )
+        self.scorer = Scorer(ModelBundle.load(context.artifacts["bundle"]))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         output = (params or {}).get("output", "scores")

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from aeops.bundle import ModelBundle
 from aeops.data.prepared import apply_scaler, invert_scaler
 from aeops.evaluation.scoring import anomaly_scores, score_rule
-from aeops.models.factory import build_autoencoder
 
 OUTPUTS = ("scores", "reconstruction")
 # Raw values more than this many training scales from the training offset are refused: no real
@@ -27,27 +27,21 @@ class InputError(ValueError):
 
 
 class Scorer:
-    """Everything needed to score raw rows, restored from a plain (weights-only) bundle."""
+    """Scores raw rows with a `ModelBundle`: scaler, network, scoring rule and threshold."""
 
-    def __init__(
-        self, bundle: dict[str, Any], scaler: dict[str, Any], threshold: float,
-        smoothing: float = 0.0, top_fraction: float = 1.0, expected_flagged: float | None = None,
-    ):
-        self.model = build_autoencoder(
-            bundle["model_cfg"], bundle["n_features"],
-            tuple(bundle["image_shape"]) if bundle["image_shape"] else None, bundle["unit_interval"],
-        )
-        self.model.load_state_dict(bundle["state_dict"])
-        self.model.eval()
-        self.scaler, self.threshold = scaler, float(threshold)
-        self.anomaly_score = score_rule(float(smoothing), bundle["image_shape"], float(top_fraction))
-        self.features: list[str] = list(scaler["feature_names"])
-        self.latent_dim = int(bundle["model_cfg"]["latent_dim"])
-        self.expected_flagged = expected_flagged  # share of normal rows above the threshold (1 - percentile)
+    def __init__(self, bundle: ModelBundle):
+        if bundle.scoring is None:
+            raise ValueError("a Scorer needs a bundle with a scoring rule (evaluate adds it)")
+        self.model = bundle.network()
+        self.scaler, self.threshold = bundle.scaler, float(bundle.scoring.threshold)
+        self.anomaly_score = score_rule(bundle.scoring.smoothing, bundle.image_shape, bundle.scoring.top_fraction)
+        self.features = bundle.feature_names
+        self.latent_dim = bundle.latent_dim
+        self.expected_flagged = bundle.scoring.expected_flagged  # share of normal rows above the threshold
         self.range = None
-        if "train_min" in scaler:
-            lo, hi = np.asarray(scaler["train_min"]), np.asarray(scaler["train_max"])
-            span = np.maximum(hi - lo, np.abs(np.asarray(scaler["scale"])) * 1e-6)
+        if "train_min" in self.scaler:
+            lo, hi = np.asarray(self.scaler["train_min"]), np.asarray(self.scaler["train_max"])
+            span = np.maximum(hi - lo, np.abs(np.asarray(self.scaler["scale"])) * 1e-6)
             self.range = (lo - RANGE_MARGIN * span, hi + RANGE_MARGIN * span)
 
     def matrix(self, df: pd.DataFrame) -> np.ndarray:

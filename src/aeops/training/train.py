@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
@@ -123,7 +122,7 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
     """
     check_accelerator(cfg.accelerator, "train.accelerator")
     choice = apply_tuned(cfg, tune_enabled)
-    cfg, tuned = choice.cfg, choice.tuned
+    cfg = choice.cfg
     if rank_zero_only.rank == 0:
         print(f"train: model config from {choice.source} ({choice.reason})", file=sys.stderr, flush=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -133,21 +132,7 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
     data_hash = hash_dir(cfg.data_dir)
     key = fingerprint(cfg, data_hash)
     resume_from, run_id = resume_point(ckpt_dir, key)
-    if rank_zero_only.rank == 0:
-        setup_experiment(mlflow_cfg)
-        run_id = run_id if run_id and _run_exists(mlflow_cfg, run_id) else None
-    # Only rank 0 talks to MLflow: other ranks (started together by torchrun) must not race to
-    # create the tracking store, so they get no logger at all.
-    logger = rank_zero_only.rank == 0 and MLFlowLogger(
-        experiment_name=mlflow_cfg.experiment,
-        tracking_uri=tracking_uri(mlflow_cfg),
-        run_id=run_id,
-        run_name=f"{cfg.model.variant}-{cfg.model.architecture}-z{cfg.model.latent_dim}",
-        tags={
-            "aeops.stage": "train", "model_config_source": choice.source, "model_config_reason": choice.reason,
-            **({"tuned_from": f"{tuned['study']}#{tuned['trial']}"} if tuned else {}),
-        },
-    )
+    logger = _logger(cfg, mlflow_cfg, choice, run_id)
     lit = LitAutoencoder(
         model_cfg=cfg.model.model_dump(),
         n_features=meta["n_features"],
@@ -174,31 +159,58 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
     if not trainer.is_global_zero:
         return {}
 
-    ckpt = trainer.checkpoint_callback
     metrics = {
         **{k: float(v) for k, v in test.items()},
-        "best_val_loss": float(ckpt.best_model_score),
+        "best_val_loss": float(trainer.checkpoint_callback.best_model_score),
         "epochs": int(trainer.current_epoch),
         "resumed_from_epoch": start_epoch,
         "fit_seconds": round(fit_seconds, 2),
         "n_parameters": sum(p.numel() for p in lit.model.parameters()),
     }
-    info = {
-        "run_id": logger.run_id,
-        "experiment_id": logger.experiment_id,
-        "tracking_uri": mask_url(tracking_uri(mlflow_cfg)),
-        "best_checkpoint": str(Path(ckpt.best_model_path).relative_to(Path.cwd()))
-        if Path(ckpt.best_model_path).is_relative_to(Path.cwd()) else ckpt.best_model_path,
-        "data_hash": data_hash,
-        "git_commit": git_commit(),
-        "metrics": metrics,
-    }
+    info = _run_info(trainer, logger, mlflow_cfg, data_hash, metrics)
     _log_run(lit, cfg, meta, info, logger)
     # The DVC metrics file holds reproducible numbers only (wall time lives in MLflow and run.json).
     write_json(cfg.metrics_file, {k: v for k, v in metrics.items() if k != "fit_seconds"})
     write_json(out_dir / "run.json", info)
     (ckpt_dir / STATE).unlink(missing_ok=True)  # complete: a later run starts afresh
     return metrics
+
+
+def _logger(cfg: TrainConfig, mlflow_cfg: MlflowConfig, choice: ModelChoice, run_id: str | None) -> MLFlowLogger | bool:
+    """The run's MLflow logger (continuing an interrupted run if the store still has it).
+
+    Only rank 0 talks to MLflow: other ranks (started together by torchrun) must not race to
+    create the tracking store, so they get no logger at all (False).
+    """
+    if rank_zero_only.rank != 0:
+        return False
+    setup_experiment(mlflow_cfg)
+    tuned = choice.tuned
+    return MLFlowLogger(
+        experiment_name=mlflow_cfg.experiment,
+        tracking_uri=tracking_uri(mlflow_cfg),
+        run_id=run_id if run_id and _run_exists(mlflow_cfg, run_id) else None,
+        run_name=f"{cfg.model.variant}-{cfg.model.architecture}-z{cfg.model.latent_dim}",
+        tags={
+            "aeops.stage": "train", "model_config_source": choice.source, "model_config_reason": choice.reason,
+            **({"tuned_from": f"{tuned['study']}#{tuned['trial']}"} if tuned else {}),
+        },
+    )
+
+
+def _run_info(trainer: L.Trainer, logger: MLFlowLogger, mlflow_cfg: MlflowConfig, data_hash: str,
+              metrics: dict[str, Any]) -> dict[str, Any]:
+    """models/run.json: the MLflow run, the best checkpoint (relative when inside the project) and provenance."""
+    best = Path(trainer.checkpoint_callback.best_model_path)
+    return {
+        "run_id": logger.run_id,
+        "experiment_id": logger.experiment_id,
+        "tracking_uri": mask_url(tracking_uri(mlflow_cfg)),
+        "best_checkpoint": str(best.relative_to(Path.cwd())) if best.is_relative_to(Path.cwd()) else str(best),
+        "data_hash": data_hash,
+        "git_commit": git_commit(),
+        "metrics": metrics,
+    }
 
 
 def _run_exists(mlflow_cfg: MlflowConfig, run_id: str) -> bool:
@@ -221,7 +233,7 @@ def _epoch_of(checkpoint: str | None) -> int:
 
 
 def _log_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: dict, logger: MLFlowLogger) -> None:
-    """Params, provenance tags, data profile, plots and the model, all in the training run."""
+    """Params, provenance tags, data profile and plots in the training run (the model: the bundle `register` logs)."""
     import mlflow
 
     from aeops.evaluation import plots
@@ -264,27 +276,3 @@ def _log_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: dict, logg
                 plots.plot_latent_2d(Path(tmp) / "latent_2d.png", codes, test.labels, cfg.seed),
             ):
                 mlflow.log_artifact(str(path), "plots")
-        log_model(model, test.x[:5])
-
-
-class Reconstructor(torch.nn.Module):
-    """Serving module: flat scaled features in, reconstructions out."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.reconstruct(x)
-
-
-def log_model(model: torch.nn.Module, example: np.ndarray) -> None:
-    """Log the network as an MLflow model (torch.export `pt2`) with signature and input example."""
-    import mlflow
-
-    mlflow.pytorch.log_model(
-        Reconstructor(model).eval(),
-        name="model",
-        input_example=example.astype(np.float32),
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
-    )

@@ -1,0 +1,114 @@
+"""The saved-model format: one `ModelBundle` holds everything that turns raw rows into scores.
+
+On disk it is a folder: `network.pt` (the network's config and weights, a plain dict that loads
+with `torch.load(weights_only=True)`) and `bundle.json` (scaler, feature names, scoring rule and
+threshold, provenance). `evaluate` writes it as its DVC out; `register` logs it inside the MLflow
+pyfunc; serving, promotion, batch scoring and ONNX export read it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aeops.errors import DataError
+from aeops.io import atomic_path, read_json, write_json
+
+FORMAT = 1
+NETWORK, META = "network.pt", "bundle.json"
+
+
+@dataclass(frozen=True)
+class ScoringRule:
+    """How a row's score is computed and where the anomaly threshold lies."""
+
+    threshold: float
+    smoothing: float = 0.0  # Gaussian sigma (pixels) on the residual image; 0 = none
+    top_fraction: float = 1.0  # mean of this share of the largest squared residuals; 1 = all
+    threshold_percentile: float | None = None  # of normal validation scores: 100 - the expected flagged %
+
+    @property
+    def expected_flagged(self) -> float | None:
+        return None if self.threshold_percentile is None else 1 - self.threshold_percentile / 100
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """Network config and weights, the train-fitted scaler, the scoring rule, and where they came from."""
+
+    model_cfg: dict[str, Any]
+    n_features: int
+    image_shape: list[int] | None
+    unit_interval: bool
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+    scaler: dict[str, Any] = field(repr=False)
+    data_hash: str
+    run_id: str | None = None
+    git_commit: str | None = None
+    scoring: ScoringRule | None = None
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.scaler["feature_names"])
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.model_cfg["latent_dim"])
+
+    def network(self) -> torch.nn.Module:
+        """The autoencoder with its weights, in evaluation mode."""
+        from aeops.models.factory import build_autoencoder
+
+        shape = tuple(self.image_shape) if self.image_shape else None
+        model = build_autoencoder(self.model_cfg, self.n_features, shape, self.unit_interval)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+    def with_scoring(self, rule: ScoringRule) -> ModelBundle:
+        return ModelBundle(**{**self._fields(), "scoring": rule})
+
+    def save(self, path: str | Path) -> Path:
+        """Write the folder atomically (a failed write leaves the old bundle, or none)."""
+        with atomic_path(path) as tmp:
+            tmp.mkdir()
+            net = {k: getattr(self, k) for k in ("model_cfg", "n_features", "image_shape", "unit_interval", "state_dict")}
+            torch.save(net, tmp / NETWORK)
+            meta = {k: getattr(self, k) for k in ("scaler", "data_hash", "run_id", "git_commit")}
+            write_json(tmp / META, {"format": FORMAT, **meta, "scoring": asdict(self.scoring) if self.scoring else None})
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelBundle:
+        path = Path(path)
+        if not (path / NETWORK).is_file() or not (path / META).is_file():
+            raise DataError(f"{path}: not a model bundle ({NETWORK} and {META} expected); run `dvc repro evaluate` first")
+        meta = read_json(path / META)
+        if meta.get("format") != FORMAT:
+            raise DataError(f"{path}/{META}: bundle format {meta.get('format')!r}, this aeops reads {FORMAT}")
+        net = torch.load(path / NETWORK, map_location="cpu", weights_only=True)
+        scoring = ScoringRule(**meta["scoring"]) if meta.get("scoring") else None
+        return cls(**net, scaler=meta["scaler"], data_hash=meta["data_hash"], run_id=meta.get("run_id"),
+                   git_commit=meta.get("git_commit"), scoring=scoring)
+
+    @classmethod
+    def from_training(cls, model_dir: str | Path, data_dir: str | Path) -> ModelBundle:
+        """The trained network (best checkpoint, `run.json`) with the prepared data's scaler; no scoring yet."""
+        from aeops.data.prepared import load_scaler
+        from aeops.models.lightning import load_autoencoder
+
+        run_path = Path(model_dir) / "run.json"
+        if not run_path.is_file():
+            raise DataError(f"{run_path}: not found; run `dvc repro train` first")
+        info = read_json(run_path)
+        model, hparams = load_autoencoder(info["best_checkpoint"])
+        return cls(
+            model_cfg=hparams["model_cfg"], n_features=int(hparams["n_features"]), image_shape=hparams["image_shape"],
+            unit_interval=bool(hparams["unit_interval"]), state_dict=model.state_dict(), scaler=load_scaler(data_dir),
+            data_hash=info["data_hash"], run_id=info["run_id"], git_commit=info.get("git_commit"),
+        )
+
+    def _fields(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
