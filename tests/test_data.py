@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -266,8 +267,16 @@ def test_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="normal_classes needs labels"):
         path = _bad_csv(_table().drop(columns=["y"]), tmp_path)
         prepare(_cfg(tmp_path, source="table", path=str(path), normal_classes=[0]))
-    with pytest.raises(ConfigError, match="label_column"):
-        prepare(_cfg(tmp_path, label_column="y"))
+    from aeops.config import parse_section  # config-only checks: the validator, before any file is read
+
+    for raw, message in (
+        ({"label_column": "y"}, "label_column applies only to source 'table'"),
+        ({"source": "table", "feature_columns": []}, "feature_columns is empty"),
+        ({"source": "table", "feature_columns": ["a", "a"]}, "lists ['a'] more than once"),
+        ({"source": "table", "feature_columns": ["a", "y"], "label_column": "y"}, "includes label/anomaly column"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse_section("prepare", {"normal_classes": None, **raw})
 
 
 def test_failed_prepare_leaves_output_untouched(tmp_path: Path, monkeypatch) -> None:

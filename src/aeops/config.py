@@ -54,6 +54,20 @@ class PrepareConfig(Strict):
             )
         if self.normal_classes is not None and len(self.normal_classes) == 0:
             raise ValueError("normal_classes must list at least one class (or be null)")
+        if self.source != "table":
+            for key in ("feature_columns", "label_column", "anomaly_column"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} applies only to source 'table' (source is '{self.source}'); set it to null")
+        columns = self.feature_columns
+        if columns is not None:
+            if not columns:
+                raise ValueError("feature_columns is empty (list columns or use null)")
+            dups = sorted({c for c in columns if columns.count(c) > 1})
+            if dups:
+                raise ValueError(f"feature_columns lists {dups} more than once")
+            clash = [c for c in columns if c in (self.label_column, self.anomaly_column)]
+            if clash:
+                raise ValueError(f"feature_columns includes label/anomaly column {clash}")
         return self
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from aeops.config import PrepareConfig
-from aeops.errors import ConfigError, DataError
+from aeops.errors import DataError
 
 IDX_IMAGES = 0x00000803
 IDX_LABELS = 0x00000801
@@ -43,13 +43,6 @@ class RawData:
 
 def load_raw(cfg: PrepareConfig) -> RawData:
     """Load the raw data named by `cfg.source`."""
-    if cfg.source != "table":
-        for key in ("feature_columns", "label_column", "anomaly_column"):
-            if getattr(cfg, key) is not None:
-                raise ConfigError(
-                    f"params.yaml: prepare.{key} applies only to source 'table' "
-                    f"(source is '{cfg.source}'); set it to null"
-                )
     if cfg.source == "digits":
         return load_digits()
     if cfg.source in ("mnist", "fashion_mnist"):
@@ -206,14 +199,7 @@ def _feature_names(cfg: PrepareConfig, df: pd.DataFrame, path: Path) -> list[str
         if not names:
             raise DataError(f"{path}: no feature columns left besides {special}")
         return names
-    if not cfg.feature_columns:
-        raise ConfigError("params.yaml: prepare.feature_columns is empty (list columns or use null)")
-    dups = sorted({c for c in cfg.feature_columns if cfg.feature_columns.count(c) > 1})
-    if dups:
-        raise ConfigError(f"params.yaml: prepare.feature_columns lists {dups} more than once")
-    clash = [c for c in cfg.feature_columns if c in special]
-    if clash:
-        raise ConfigError(f"params.yaml: prepare.feature_columns includes label/anomaly column {clash}")
+    # config-only checks (empty, duplicates, clashes) live in PrepareConfig's validator
     for c in cfg.feature_columns:
         _require(path, df, c, "feature")
     return list(cfg.feature_columns)
