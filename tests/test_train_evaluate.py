@@ -12,6 +12,7 @@ from conftest import tiny_train
 
 from aeops.config import EvaluateConfig
 from aeops.data.prepared import load_split
+from aeops.bundle import ModelBundle
 from aeops.evaluation.evaluate import evaluate, methods
 from aeops.models.lightning import load_autoencoder
 from aeops.tracking import tracking_uri
@@ -43,8 +44,6 @@ def test_train_writes_checkpoints_and_tracks_everything(prepared, mlflow_cfg):
     assert not client.list_artifacts(run.info.run_id, "model")  # one model format: the bundle register logs
 
     # The bundle built from the training outputs reconstructs like the best checkpoint.
-    from aeops.bundle import ModelBundle
-
     model, _ = load_autoencoder(info["best_checkpoint"])
     bundle = ModelBundle.from_training("models", prepared)
     assert bundle.run_id == info["run_id"] and bundle.data_hash == info["data_hash"] and bundle.scoring is None
@@ -86,7 +85,7 @@ def test_evaluate_compares_model_and_baselines_and_logs_to_the_training_run(prep
     assert set(results) == {"model", "pca", "isolation_forest", "knn_distance"}
     assert set(results["model"]) == set(results["pca"])
     assert record["warnings"] == []  # 36 anomalies in the test split, latent 4 < 64 features
-    assert record["evaluated"]["run_id"] == _run(mlflow_cfg)[2].info.run_id
+    assert ModelBundle.load("bundle").scoring.threshold == results["model"]["threshold"]  # the bundle it wrote
     for method in results.values():
         assert 0.5 < method["auroc"] <= 1.0
         assert method["threshold"] is not None

@@ -175,10 +175,12 @@ def _require_model(model_uri: str, uri: str) -> None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    if not model_uri.startswith("models:/"):
-        return
-    client = mlflow.MlflowClient(uri)
+    from aeops.tracking import mask_url
+
     ref = model_uri.removeprefix("models:/")
+    if ref == model_uri or ("@" not in ref and "/" not in ref):
+        return  # not a registry URI with a version or alias: MLflow says what is wrong
+    client = mlflow.MlflowClient(uri)
     name, alias = ref.split("@", 1) if "@" in ref else (ref.rsplit("/", 1)[0], None)
     try:
         if alias is None:
@@ -187,7 +189,7 @@ def _require_model(model_uri: str, uri: str) -> None:
             client.get_model_version_by_alias(name, alias)
     except MlflowException:
         hint = "run `make promote` first" if alias == "production" else "run `make repro` (stage register) first"
-        raise DataError(f"{model_uri} not found in the registry at {uri}: {hint}") from None
+        raise DataError(f"{model_uri} not found in the registry at {mask_url(uri)}: {hint}") from None
 
 
 def _parser() -> argparse.ArgumentParser:

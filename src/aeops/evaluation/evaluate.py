@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,7 @@ from aeops.evaluation.scoring import score_rule
 from aeops.io import atomic_path, hash_dir, write_json
 
 MIN_TEST_ANOMALIES = 10  # fewer: AUROC/AUPRC swing with a single row (a warning, not an error)
-INFO_KEYS = ("warnings", "evaluated")  # keys of metrics/evaluate.json that are not methods
+INFO_KEYS = ("warnings",)  # keys of metrics/evaluate.json that are not methods
 
 
 def methods(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -70,7 +69,8 @@ def _normal_rows(split: Split) -> np.ndarray:
 def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[str, Any]]:
     """Score the model and the baselines; write metrics (with warnings), plots and the model bundle; log them.
 
-    Returns the metrics file's content: one entry per method plus `warnings` and `evaluated`.
+    Returns the metrics file's content: one entry per method plus `warnings`. The file holds
+    reproducible numbers only (no run ids): the same params and data give the same bytes.
     """
     bundle = ModelBundle.from_training(cfg.model_dir, cfg.data_dir)
     data_hash = hash_dir(cfg.data_dir)
@@ -120,7 +120,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
             tmp, scores, test.is_anomaly, {m: r.get("threshold") for m, r in results.items()}
         )
     bundle.with_scoring(rule).save(cfg.bundle_dir)  # what register registers and serving scores with
-    record = {**results, "warnings": warnings, "evaluated": {"run_id": bundle.run_id, "data_hash": data_hash}}
+    record = {**results, "warnings": warnings}
     write_json(cfg.metrics_file, record)
     _log(bundle.run_id, cfg, mlflow_cfg, results, warnings)
     return record

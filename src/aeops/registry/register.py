@@ -139,8 +139,8 @@ def _same_model_and_data(bundle: ModelBundle, results: dict, cfg: RegisterConfig
     """The bundle, its evaluation and the prepared data must belong together."""
     if bundle.scoring is None:
         raise DataError(f"{cfg.bundle_dir}: has no scoring rule; run `dvc repro evaluate` first")
-    if (results.get("evaluated") or {}).get("run_id") != bundle.run_id:
-        raise DataError(f"{cfg.metrics_file}: evaluates another training run than {cfg.bundle_dir}; "
+    if results["model"].get("threshold") != bundle.scoring.threshold:  # both are written by one evaluate
+        raise DataError(f"{cfg.metrics_file}: evaluates another model than {cfg.bundle_dir}; "
                         "run `dvc repro evaluate` first")
     if bundle.data_hash != hash_dir(cfg.data_dir):
         raise DataError(f"{cfg.bundle_dir} was made on other data than {cfg.data_dir}; run `dvc repro` first")

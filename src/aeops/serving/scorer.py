@@ -5,8 +5,6 @@ Pure torch/numpy/pandas, no MLflow: the pyfunc wraps it, promotion and batch sco
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import torch
