@@ -58,17 +58,13 @@ def _tune_worker(params: dict, args: argparse.Namespace) -> None:
 
 
 def _train(params: dict, args: argparse.Namespace) -> None:
-    from aeops.training.train import apply_tuned, train
+    from aeops.training.train import train
 
     cfg = _section(params, "train")
     tune_enabled = _section(params, "tune").enabled  # dvc.yaml lists tune.enabled among train's params
-    metrics = train(cfg, _section(params, "mlflow"), tune_enabled)
+    metrics = train(cfg, _section(params, "mlflow"), tune_enabled)  # it says which model config it used
     if metrics:
-        model = apply_tuned(cfg, tune_enabled).cfg.model
-        print(
-            f"train: {model.variant}/{model.architecture} z{model.latent_dim} test/loss {metrics['test/loss']:.5f} "
-            f"after {metrics['epochs']} epochs ({metrics['fit_seconds']} s)"
-        )
+        print(f"train: test/loss {metrics['test/loss']:.5f} after {metrics['epochs']} epochs ({metrics['fit_seconds']} s)")
 
 
 def _evaluate(params: dict, args: argparse.Namespace) -> None:

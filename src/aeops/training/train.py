@@ -124,7 +124,9 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
     choice = apply_tuned(cfg, tune_enabled)
     cfg = choice.cfg
     if rank_zero_only.rank == 0:
-        print(f"train: model config from {choice.source} ({choice.reason})", file=sys.stderr, flush=True)
+        m = cfg.model
+        print(f"train: {m.variant}/{m.architecture} z{m.latent_dim}, model config from {choice.source} ({choice.reason})",
+              file=sys.stderr, flush=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     meta = load_meta(cfg.data_dir)
     out_dir = Path(cfg.output_dir)
