@@ -209,6 +209,19 @@ def test_table_labels_and_parquet(tmp_path: Path) -> None:
     assert profile["test"]["class_balance"].keys() == {"0", "1"}
 
 
+def test_constant_and_duplicate_columns_are_dropped_with_a_warning(tmp_path: Path, caplog) -> None:
+    df = _table().drop(columns="anom").assign(k=3.0, c2=lambda d: d["c"], a_copy=lambda d: d["a"])
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    profile = prepare(_cfg(tmp_path, source="table", path=str(path), label_column="y"))
+    out = tmp_path / "prepared"
+    assert load_meta(out)["feature_names"] == ["a", "b", "c"]
+    assert list(load_split(out, "train").x.shape[1:]) == [3]
+    assert profile["dropped_columns"] == {"k": "constant", "c2": "duplicate of c", "a_copy": "duplicate of a"}
+    assert load_scaler(out)["ignored_features"] == ["k", "c2", "a_copy"]
+    assert "dropped 3 uninformative feature column(s)" in caplog.text and "'k' (constant)" in caplog.text
+
+
 def _bad_csv(df: pd.DataFrame, tmp_path: Path) -> Path:
     path = tmp_path / "bad.csv"
     df.to_csv(path, index=False)
@@ -226,7 +239,7 @@ TABLE_ERRORS = {
     "inf": (lambda: _set(_table(), "c", 5, np.inf), {}, ["'c'", "infinite"]),
     "string": (lambda: _set(_table(), "a", 2, "oops"), {}, ["'a'", "oops"]),
     "no_label": (_table, {"label_column": "target"}, ["'target'", "'y'"]),
-    "constant": (lambda: _table().assign(b=1.0), {}, ["constant", "'b'"]),
+    "all_constant": (lambda: _table().assign(a=1.0, b=2.0, c=1.0, anom=0), {}, ["every feature column", "constant"]),
     "anomaly_2": (lambda: _set(_table(), "anom", 1, 2), {"anomaly_column": "anom"}, ["'anom'", "2"]),
 }
 

@@ -21,14 +21,14 @@ from aeops.training.train import apply_tuned
 from aeops.tuning.space import cap_latent
 
 
-def _scorer(threshold: float = 0.1, expected: float | None = 0.05) -> Scorer:
+def _scorer(threshold: float = 0.1, expected: float | None = 0.05, ignored: list[str] | None = None) -> Scorer:
     from aeops.models.factory import build_autoencoder
 
     from aeops.bundle import ModelBundle, ScoringRule
 
     cfg = {"latent_dim": 2, "mlp": {"hidden": [4]}}
     scaler = {"feature_names": ["a", "b", "c"], "offset": [100.0, 0, 0], "scale": [10.0, 1, 1],
-              "train_min": [80.0, -2, -2], "train_max": [120.0, 2, 2]}
+              "train_min": [80.0, -2, -2], "train_max": [120.0, 2, 2], "ignored_features": ignored or []}
     rule = ScoringRule(threshold=threshold, threshold_percentile=None if expected is None else 100 * (1 - expected))
     return Scorer(ModelBundle(model_cfg=cfg, n_features=3, image_shape=None, unit_interval=False,
                               state_dict=build_autoencoder(cfg, 3).state_dict(), scaler=scaler, data_hash="x",
@@ -42,6 +42,15 @@ def test_values_beyond_the_hard_bound_are_refused_naming_the_column():
     bad = ok.assign(b=[0.0, 1e30])
     with pytest.raises(InputError, match=r"beyond 1e\+06 training scales in column\(s\) \[b\].*b = 1e\+30"):
         scorer.score(bad)
+
+
+def test_columns_prepare_dropped_are_accepted_and_ignored():
+    rows = pd.DataFrame({"a": [100.0, 90.0], "b": [0.0, 1.0], "c": [0.0, -1.0]})
+    with_dropped = rows.assign(k=[7.0, 7.0], a_copy=rows["a"])
+    scorer = _scorer(ignored=["k", "a_copy"])
+    pd.testing.assert_frame_equal(scorer.score(with_dropped), scorer.score(rows))
+    with pytest.raises(InputError, match=r"unexpected column\(s\) \[k"):
+        _scorer().score(with_dropped)  # a column the model never saw is still refused
 
 
 def test_a_mostly_out_of_range_or_mostly_flagged_batch_is_warned_about():

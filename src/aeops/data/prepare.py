@@ -30,9 +30,10 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
             raise DataError(f"prepare: split '{name}' is empty (source '{cfg.source}', path '{cfg.path}')")
     kind = resolve_scaling(cfg.scaling, raw)
     scaler = fit_scaler(kind, splits["train"].x, raw.feature_names)
+    scaler["ignored_features"] = list(raw.dropped)  # served models accept these columns and ignore them
     scaled = {name: _scale(scaler, part) for name, part in splits.items()}
     meta = _meta(cfg, raw, kind, scaled["train"].x, protocol is not None)
-    profile = _profile(cfg.source, scaled)
+    profile = _profile(cfg.source, scaled) | {"dropped_columns": dict(raw.dropped)}
     _write(Path(cfg.output_dir), scaled, raw.feature_names, scaler, meta, profile, cfg.model_dump())
     return profile
 

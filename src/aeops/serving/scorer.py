@@ -34,6 +34,7 @@ class Scorer:
         self.scaler, self.threshold = bundle.scaler, float(bundle.scoring.threshold)
         self.anomaly_score = score_rule(bundle.scoring.smoothing, bundle.image_shape, bundle.scoring.top_fraction)
         self.features = bundle.feature_names
+        self.ignored = set(self.scaler.get("ignored_features", []))  # dropped by prepare: accepted, unused
         self.latent_dim = bundle.latent_dim
         self.expected_flagged = bundle.scoring.expected_flagged  # share of normal rows above the threshold
         self.range = None
@@ -51,7 +52,7 @@ class Scorer:
         missing = [c for c in self.features if c not in df.columns]
         if missing:
             raise InputError(f"missing column(s) {_cols(missing)}; expected {_cols(self.features)}")
-        extra = [str(c) for c in df.columns if c not in set(self.features)]
+        extra = [str(c) for c in df.columns if c not in set(self.features) and c not in self.ignored]
         if extra:
             raise InputError(f"unexpected column(s) {_cols(extra)}; expected {_cols(self.features)}")
         try:
