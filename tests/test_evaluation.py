@@ -180,14 +180,13 @@ def test_baselines_on_digits_with_held_out_class(digits_split):
     assert 0.5 < pca["trustworthiness"] <= 1.0
 
 
-def test_pca_full_rank_reconstructs_exactly(digits_split):
-    tr_x, tr_y, va_x, te_x, te_y, anom = digits_split
+def test_pca_never_gets_as_many_components_as_features(digits_split):
+    """With as many components as features PCA copies its input: its scores would be rounding noise."""
     cfg = EvaluateConfig(isolation_forest_trees=10, trustworthiness_max_rows=100)
-    metrics, _ = _baselines(digits_split, 500, cfg)
+    metrics, scores = _baselines(digits_split, 500, cfg)
     pca = metrics["pca"]
-    assert pca["latent_dim"] == 64  # clamped to n_features
-    assert pca["recon_mse"] < 1e-20
-    assert pca["psnr"] is None or pca["psnr"] > 150
+    assert pca["latent_dim"] == 63  # below the 64 features, whatever latent size was asked for
+    assert pca["recon_mse"] > 1e-9 and np.ptp(scores["pca"]) > 1e-9  # full rank gives ~1e-30
 
 
 def test_model_metrics_keys_match_pca(digits_split):

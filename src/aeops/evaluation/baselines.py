@@ -72,8 +72,12 @@ def model_metrics(coded: Coded, *, train: Split, test: Split, latent_dim: int, d
 
 def _pca(train: Split, val_x: np.ndarray, test: Split, latent_dim: int, data_range: float, cfg: EvaluateConfig,
          score: ScoreFn) -> tuple[dict, np.ndarray]:
-    """PCA with min(latent_dim, n_features, n_train) components as a linear autoencoder, scored by `score`."""
-    k = min(latent_dim, train.x.shape[1], train.x.shape[0])
+    """PCA as a linear autoencoder with the model's code size, scored by `score`.
+
+    Components: min(latent_dim, n_features - 1, n_train); never as many as features, where PCA would
+    reconstruct exactly and its anomaly "scores" would be rounding noise.
+    """
+    k = max(1, min(latent_dim, train.x.shape[1] - 1, train.x.shape[0]))
     pca = PCA(n_components=k, random_state=cfg.seed).fit(train.x)
     train_codes, test_codes = pca.transform(train.x), pca.transform(test.x)
     test_recon = pca.inverse_transform(test_codes)
