@@ -314,3 +314,16 @@ def test_load_split_missing(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="dvc repro prepare") as err:
         load_split(tmp_path, "train")
     assert "train.parquet" in str(err.value)
+
+
+def test_search_trials_train_on_a_seeded_subsample_and_train_on_all_rows(digits_dir: Path) -> None:
+    from aeops.training.datamodule import PreparedDataModule
+
+    n = len(load_split(digits_dir, "train").x)
+    sizes = []
+    for cap, seed in ((None, 0), (100, 0), (100, 0), (100, 1), (10**6, 0)):
+        dm = PreparedDataModule(str(digits_dir), max_train_rows=cap, seed=seed)
+        dm.setup()
+        sizes.append(dm.splits["train"].x)
+    assert len(sizes[0]) == n and len(sizes[1]) == 100 and len(sizes[4]) == n
+    assert np.array_equal(sizes[1], sizes[2]) and not np.array_equal(sizes[1], sizes[3])  # seeded

@@ -214,6 +214,7 @@ class TuneConfig(Strict):
     objective: Literal["val_recon_loss"] = "val_recon_loss"
     seed: int = 42
     max_epochs: int = Field(15, ge=1)  # per trial
+    max_train_rows: int | None = Field(4096, ge=1)  # each trial trains on this many train rows (seeded); train uses all
     patience: int = Field(5, ge=0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     progress_bar: bool = True

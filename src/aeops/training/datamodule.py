@@ -37,15 +37,21 @@ class PreparedDataModule(L.LightningDataModule):
     Under DDP, Lightning swaps in a DistributedSampler; the batch fetch stays vectorised.
     """
 
-    def __init__(self, data_dir: str, batch_size: int = 128, num_workers: int = 0):
+    def __init__(self, data_dir: str, batch_size: int = 128, num_workers: int = 0,
+                 max_train_rows: int | None = None, seed: int = 0):
         super().__init__()
         self.data_dir, self.batch_size, self.num_workers = data_dir, batch_size, num_workers
+        self.max_train_rows, self.seed = max_train_rows, seed
         self.splits: dict[str, TensorRows] = {}
 
     def setup(self, stage: str | None = None) -> None:
         for name in ("train", "val", "test"):
             if name not in self.splits:
-                self.splits[name] = TensorRows(torch.from_numpy(load_split(self.data_dir, name).x))
+                x = torch.from_numpy(load_split(self.data_dir, name).x)
+                if name == "train" and self.max_train_rows is not None and len(x) > self.max_train_rows:
+                    keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
+                    x = x[keep[: self.max_train_rows].sort().values]  # a seeded subsample (quick search trials)
+                self.splits[name] = TensorRows(x)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         return DataLoader(

@@ -80,7 +80,7 @@ def run_trial(
         logger = MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
         pruning = PyTorchLightningPruningCallback(trial, monitor=monitor)
         trainer = build_trainer(train_cfg, logger, None, [record, pruning])  # record first: pruning raises
-        data = PreparedDataModule(cfg.data_dir, train_cfg.batch_size, 0)
+        data = PreparedDataModule(cfg.data_dir, train_cfg.batch_size, 0, cfg.max_train_rows, cfg.seed)
         try:
             trainer.fit(lit, datamodule=data)
         except (KeyboardInterrupt, SystemExit):  # the whole tune is being stopped: this run was killed
