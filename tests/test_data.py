@@ -327,3 +327,16 @@ def test_search_trials_train_on_a_seeded_subsample_and_train_on_all_rows(digits_
         sizes.append(dm.splits["train"].x)
     assert len(sizes[0]) == n and len(sizes[1]) == 100 and len(sizes[4]) == n
     assert np.array_equal(sizes[1], sizes[2]) and not np.array_equal(sizes[1], sizes[3])  # seeded
+
+
+def test_labelled_anomalies_outside_test_are_kept_for_model_selection(tmp_path: Path) -> None:
+    out = tmp_path / "prepared"
+    profile = prepare(_cfg(tmp_path, normal_classes=list(range(9))))
+    held, test = load_split(out, "val_anomalies"), load_split(out, "test")
+    assert set(held.labels) == {9} and set(held.is_anomaly) == {1}
+    assert profile["val_anomalies"]["rows"] == len(held) == 180 - int((test.labels == 9).sum())  # 180 nines in all
+    rows = {r.tobytes() for r in test.x}
+    assert not any(r.tobytes() in rows for r in held.x)  # disjoint from test
+    assert all(set(load_split(out, s).is_anomaly) == {0} for s in ("train", "val"))
+    prepare(_cfg(tmp_path))  # no anomaly protocol: no such split
+    assert not (out / "val_anomalies.parquet").exists()
