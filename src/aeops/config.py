@@ -211,7 +211,7 @@ class TuneConfig(Strict):
     pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
     pruner_startup_trials: int = Field(2, ge=0)  # median: trials before pruning starts
     pruner_warmup_epochs: int = Field(0, ge=0)  # median: epochs before a trial can be pruned
-    objective: Literal["val_recon_loss"] = "val_recon_loss"
+    objective: Literal["auto", "val_recon_loss", "val_auroc"] = "auto"
     seed: int = 42
     max_epochs: int = Field(15, ge=1)  # per trial
     max_train_rows: int | None = Field(4096, ge=1)  # each trial trains on this many train rows (seeded); train uses all
