@@ -148,6 +148,8 @@ class TrainConfig(Strict):
     output_dir: str = "models"
     metrics_file: str = "metrics/train.json"
     tuned_params: str | None = "tune/best_params.json"  # its overrides win while tune.enabled (and the data match)
+    ensemble: int = Field(1, ge=1, le=32)  # networks of train.model trained side by side; scores average them
+    min_steps: int = Field(0, ge=0)  # optimiser steps before early stopping may stop (epochs grow on small data)
     model: ModelConfig = Field(default_factory=ModelConfig)
 
 
@@ -214,6 +216,7 @@ class TuneConfig(Strict):
     objective: Literal["auto", "val_recon_loss", "val_auroc"] = "auto"
     seed: int = 42
     max_epochs: int = Field(15, ge=1)  # per trial
+    min_steps: int = Field(0, ge=0)  # optimiser steps per trial before early stopping (epochs grow on small data)
     max_train_rows: int | None = Field(4096, ge=1)  # each trial trains on this many train rows (seeded); train uses all
     patience: int = Field(5, ge=0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
@@ -228,6 +231,7 @@ class EvaluateConfig(Strict):
     threshold_percentile: float = Field(95.0, gt=0, lt=100)
     score_smoothing: float = Field(0.0, ge=0, le=10)  # sigma (pixels) of the residual's Gaussian smoothing; 0 = plain MSE
     score_top_fraction: float = Field(1.0, gt=0, le=1)  # mean over this share of largest squared residuals; 1 = all
+    score_standardize: bool | Literal["auto"] = "auto"  # residuals / their per-feature RMS on normal val rows; auto = tables
     knn_neighbors: int = Field(5, ge=1)
     trustworthiness_max_rows: int = Field(2000, ge=10)
     isolation_forest_trees: int = Field(200, ge=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import tempfile
 import time
@@ -26,12 +27,20 @@ from aeops.training.datamodule import PreparedDataModule
 from aeops.training.resume import STATE, RecordRun, fingerprint, resume_point
 
 
+def epoch_budget(cfg: TrainConfig, n_train: int | None) -> int:
+    """max_epochs, raised where `min_steps` needs more epochs of `n_train` rows (small tables)."""
+    if not cfg.min_steps or not n_train:
+        return cfg.max_epochs
+    return max(cfg.max_epochs, math.ceil(cfg.min_steps / math.ceil(n_train / cfg.batch_size)))
+
+
 def build_trainer(
-    cfg: TrainConfig, logger: Any, ckpt_dir: Path | None, callbacks: list[Any] | None = None
+    cfg: TrainConfig, logger: Any, ckpt_dir: Path | None, callbacks: list[Any] | None = None, n_train: int | None = None
 ) -> L.Trainer:
     """Everything from params: a machine with N GPUs trains with DDP by changing params only.
 
-    `ckpt_dir=None` trains without checkpoints (search trials).
+    `ckpt_dir=None` trains without checkpoints (search trials). With `n_train` rows and `cfg.min_steps`,
+    early stopping waits for that many optimiser steps and the epoch limit grows to allow them.
     """
     callbacks = [
         *(callbacks or []),
@@ -52,7 +61,8 @@ def build_trainer(
         strategy=cfg.strategy,
         num_nodes=cfg.num_nodes,
         precision=cfg.precision,
-        max_epochs=cfg.max_epochs,
+        max_epochs=epoch_budget(cfg, n_train),
+        min_steps=cfg.min_steps or None,
         gradient_clip_val=cfg.gradient_clip_val or None,
         deterministic=cfg.deterministic,
         logger=logger,
@@ -125,7 +135,7 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
     cfg = choice.cfg
     if rank_zero_only.rank == 0:
         m = cfg.model
-        print(f"train: {m.variant}/{m.architecture} z{m.latent_dim}, model config from {choice.source} ({choice.reason})",
+        print(f"train: {m.variant}/{m.architecture} z{m.latent_dim}{f' x{cfg.ensemble}' if cfg.ensemble > 1 else ''}, model config from {choice.source} ({choice.reason})",
               file=sys.stderr, flush=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     meta = load_meta(cfg.data_dir)
@@ -142,9 +152,11 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
         unit_interval=meta["unit_interval"],
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
+        members=cfg.ensemble,
     )
     data = PreparedDataModule(cfg.data_dir, cfg.batch_size, cfg.num_workers)
-    trainer = build_trainer(cfg, logger, ckpt_dir, [RecordRun(ckpt_dir, key)])
+    n_train = read_json(Path(cfg.data_dir) / "profile.json")["train"]["rows"]
+    trainer = build_trainer(cfg, logger, ckpt_dir, [RecordRun(ckpt_dir, key)], n_train)
 
     start_epoch = _epoch_of(resume_from)
     start = time.perf_counter()
