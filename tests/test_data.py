@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 import pandas as pd
 import pytest
 
@@ -340,3 +341,18 @@ def test_labelled_anomalies_outside_test_are_kept_for_model_selection(tmp_path: 
     assert all(set(load_split(out, s).is_anomaly) == {0} for s in ("train", "val"))
     prepare(_cfg(tmp_path))  # no anomaly protocol: no such split
     assert not (out / "val_anomalies.parquet").exists()
+
+
+def test_an_epoch_on_a_small_table_cycles_it_in_shuffled_passes(digits_dir: Path) -> None:
+    from aeops.training.datamodule import PreparedDataModule
+
+    dm = PreparedDataModule(str(digits_dir), batch_size=64, max_train_rows=100, min_epoch_rows=1000)
+    dm.setup()
+    batches = list(dm.train_dataloader())
+    rows = torch.cat(batches)
+    assert len(batches) == 16 and len(rows) == 1000
+    _, counts = torch.unique(rows, dim=0, return_counts=True)
+    assert len(counts) == 100 and set(counts.tolist()) == {10}  # every row, ten times
+    dm_big = PreparedDataModule(str(digits_dir), batch_size=64, min_epoch_rows=10)
+    dm_big.setup()
+    assert sum(len(b) for b in dm_big.train_dataloader()) == len(dm_big.splits["train"])  # large data: plain epochs

@@ -78,11 +78,12 @@ def test_user_commands_never_write_into_a_dvc_out(tmp_path: Path):
 
 
 def test_tune_caps_the_latent_size_below_the_feature_count():
-    assert cap_latent(IntRange(low=2, high=16), 9) == IntRange(low=2, high=8)
+    assert cap_latent(IntRange(low=2, high=16), 9) == IntRange(low=2, high=4)
     assert cap_latent(IntRange(low=2, high=16), 64) == IntRange(low=2, high=16)
-    assert cap_latent(IntRange(low=10, high=16), 6) == 5
-    assert cap_latent(Choices(choices=[4, 8, 32]), 9).choices == [4, 8]
-    assert cap_latent(12, 9) == 8
+    assert cap_latent(IntRange(low=10, high=16), 6) == 3
+    assert cap_latent(Choices(choices=[4, 8, 32]), 9).choices == [4]
+    assert cap_latent(12, 9) == 4
+    assert cap_latent(IntRange(low=2, high=16), 3) == 1
 
 
 def test_evaluation_warns_on_few_anomalies_and_a_code_as_wide_as_the_input():
@@ -192,6 +193,7 @@ def test_a_killed_training_run_ends_killed(prepared: Path, mlflow_cfg, monkeypat
 def test_aeops_cap_caps_sizes_and_rejects_nonsense(monkeypatch):
     monkeypatch.setenv("AEOPS_CAP", "epochs=2,trials=3,rows=100")
     assert parse_section("train", {"max_epochs": 60}).max_epochs == 2
+    assert parse_section("train", {}).min_epoch_rows == 0  # capped epochs stay quick on small tables
     assert parse_section("tune", {}).n_trials == 3 and parse_section("tune", {}).max_epochs == 2
     assert parse_section("prepare", {}).max_train_rows == 100
     assert parse_section("prepare", {"max_train_rows": 50}).max_train_rows == 50

@@ -148,8 +148,8 @@ class TrainConfig(Strict):
     output_dir: str = "models"
     metrics_file: str = "metrics/train.json"
     tuned_params: str | None = "tune/best_params.json"  # its overrides win while tune.enabled (and the data match)
-    ensemble: int = Field(1, ge=1, le=32)  # networks of train.model trained side by side; scores average them
-    min_steps: int = Field(0, ge=0)  # optimiser steps before early stopping may stop (epochs grow on small data)
+    ensemble: int = Field(5, ge=1, le=32)  # networks of train.model trained side by side; scores average them
+    min_epoch_rows: int = Field(2048, ge=0)  # an epoch draws at least this many rows: small tables are cycled
     model: ModelConfig = Field(default_factory=ModelConfig)
 
 
@@ -216,7 +216,7 @@ class TuneConfig(Strict):
     objective: Literal["auto", "val_recon_loss", "val_auroc"] = "auto"
     seed: int = 42
     max_epochs: int = Field(15, ge=1)  # per trial
-    min_steps: int = Field(0, ge=0)  # optimiser steps per trial before early stopping (epochs grow on small data)
+    min_epoch_rows: int = Field(2048, ge=0)  # a trial's epoch draws at least this many rows (small tables cycled)
     max_train_rows: int | None = Field(4096, ge=1)  # each trial trains on this many train rows (seeded); train uses all
     patience: int = Field(5, ge=0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
@@ -351,6 +351,8 @@ def apply_caps(section: str, cfg: Any) -> Any:
             current = getattr(cfg, key) if sec == section else None
             if sec == section and (current is None or current > limit):
                 update[key] = limit
+    if "max_epochs" in update and getattr(cfg, "min_epoch_rows", 0):
+        update["min_epoch_rows"] = 0  # capped epochs are quick ones: small tables are not cycled
     if update:
         print(f"AEOPS_CAP: {section} " + ", ".join(f"{k}={v}" for k, v in update.items()), file=sys.stderr)
     return cfg.model_copy(update=update) if update else cfg

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from aeops.data.prepared import load_split
 
@@ -38,10 +38,10 @@ class PreparedDataModule(L.LightningDataModule):
     """
 
     def __init__(self, data_dir: str, batch_size: int = 128, num_workers: int = 0,
-                 max_train_rows: int | None = None, seed: int = 0):
+                 max_train_rows: int | None = None, seed: int = 0, min_epoch_rows: int = 0):
         super().__init__()
         self.data_dir, self.batch_size, self.num_workers = data_dir, batch_size, num_workers
-        self.max_train_rows, self.seed = max_train_rows, seed
+        self.max_train_rows, self.seed, self.min_epoch_rows = max_train_rows, seed, min_epoch_rows
         self.splits: dict[str, TensorRows] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -54,10 +54,15 @@ class PreparedDataModule(L.LightningDataModule):
                 self.splits[name] = TensorRows(x)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        rows = self.splits[name]
+        sampler = None
+        if shuffle and len(rows) < self.min_epoch_rows:  # a small table: one epoch = several shuffled passes
+            sampler, shuffle = RandomSampler(rows, num_samples=self.min_epoch_rows), None
         return DataLoader(
-            self.splits[name],
+            rows,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             collate_fn=keep_batch,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

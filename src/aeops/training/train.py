@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import tempfile
 import time
@@ -27,20 +26,12 @@ from aeops.training.datamodule import PreparedDataModule
 from aeops.training.resume import STATE, RecordRun, fingerprint, resume_point
 
 
-def epoch_budget(cfg: TrainConfig, n_train: int | None) -> int:
-    """max_epochs, raised where `min_steps` needs more epochs of `n_train` rows (small tables)."""
-    if not cfg.min_steps or not n_train:
-        return cfg.max_epochs
-    return max(cfg.max_epochs, math.ceil(cfg.min_steps / math.ceil(n_train / cfg.batch_size)))
-
-
 def build_trainer(
-    cfg: TrainConfig, logger: Any, ckpt_dir: Path | None, callbacks: list[Any] | None = None, n_train: int | None = None
+    cfg: TrainConfig, logger: Any, ckpt_dir: Path | None, callbacks: list[Any] | None = None
 ) -> L.Trainer:
     """Everything from params: a machine with N GPUs trains with DDP by changing params only.
 
-    `ckpt_dir=None` trains without checkpoints (search trials). With `n_train` rows and `cfg.min_steps`,
-    early stopping waits for that many optimiser steps and the epoch limit grows to allow them.
+    `ckpt_dir=None` trains without checkpoints (search trials).
     """
     callbacks = [
         *(callbacks or []),
@@ -61,8 +52,7 @@ def build_trainer(
         strategy=cfg.strategy,
         num_nodes=cfg.num_nodes,
         precision=cfg.precision,
-        max_epochs=epoch_budget(cfg, n_train),
-        min_steps=cfg.min_steps or None,
+        max_epochs=cfg.max_epochs,
         gradient_clip_val=cfg.gradient_clip_val or None,
         deterministic=cfg.deterministic,
         logger=logger,
@@ -154,9 +144,8 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
         weight_decay=cfg.weight_decay,
         members=cfg.ensemble,
     )
-    data = PreparedDataModule(cfg.data_dir, cfg.batch_size, cfg.num_workers)
-    n_train = read_json(Path(cfg.data_dir) / "profile.json")["train"]["rows"]
-    trainer = build_trainer(cfg, logger, ckpt_dir, [RecordRun(ckpt_dir, key)], n_train)
+    data = PreparedDataModule(cfg.data_dir, cfg.batch_size, cfg.num_workers, min_epoch_rows=cfg.min_epoch_rows)
+    trainer = build_trainer(cfg, logger, ckpt_dir, [RecordRun(ckpt_dir, key)])
 
     start_epoch = _epoch_of(resume_from)
     start = time.perf_counter()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -16,7 +15,6 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from aeops.config import TrainConfig, TuneConfig
 from aeops.data.prepared import VAL_ANOMALIES, has_split, load_meta, load_split
-from aeops.io import read_json
 from aeops.models.lightning import LitAutoencoder
 from aeops.training.datamodule import PreparedDataModule
 from aeops.training.train import build_trainer
@@ -79,7 +77,7 @@ def trial_train_config(cfg: TuneConfig, overrides: dict[str, Any]) -> TrainConfi
         {
             "seed": cfg.seed,
             "max_epochs": cfg.max_epochs,
-            "min_steps": cfg.min_steps,
+            "min_epoch_rows": cfg.min_epoch_rows,
             "patience": cfg.patience,
             "accelerator": cfg.accelerator,
             "devices": 1,
@@ -122,9 +120,8 @@ def run_trial(
         logger = MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
         pruning = PyTorchLightningPruningCallback(trial, monitor=monitor)
         # the objective is logged first, then recorded, then pruned on (pruning raises)
-        n_train = min(read_json(Path(cfg.data_dir) / "profile.json")["train"]["rows"], cfg.max_train_rows or 1 << 62)
-        trainer = build_trainer(train_cfg, logger, None, [*detection, record, pruning], n_train)
-        data = PreparedDataModule(cfg.data_dir, train_cfg.batch_size, 0, cfg.max_train_rows, cfg.seed)
+        trainer = build_trainer(train_cfg, logger, None, [*detection, record, pruning])
+        data = PreparedDataModule(cfg.data_dir, train_cfg.batch_size, 0, cfg.max_train_rows, cfg.seed, cfg.min_epoch_rows)
         try:
             trainer.fit(lit, datamodule=data)
         except (KeyboardInterrupt, SystemExit):  # the whole tune is being stopped: this run was killed
