@@ -19,7 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
@@ -33,7 +33,7 @@ CONFIGS: dict[str, dict[str, object]] = {
     "default": {},
     "objective val_recon_loss": {"tune.objective": "val_recon_loss"},
     "single network": {"train.ensemble": 1},
-    "no epoch cycling": {"train.min_epoch_rows": 0, "tune.min_epoch_rows": 0},
+    "plain epochs": {"train.min_epoch_rows": 0, "train.max_epoch_rows": None, "tune.min_epoch_rows": 0},
 }
 
 
@@ -167,6 +167,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="pipeline runs in parallel")
     ap.add_argument("--configs", default="default", help=f"comma-separated, of: {', '.join(CONFIGS)}; 'all'")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--runs", default=None, help="JSON-lines file of finished runs: appended as each ends, and runs "
+                    "already in it are not rerun (default: the --out file with .jsonl)")
     args = ap.parse_args()
     if not TABLES.is_dir():
         sys.exit(f"tabular benchmark skipped: {TABLES} not found (the shared tabular sets)")
@@ -175,15 +177,27 @@ def main() -> None:
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         sys.exit(f"unknown config(s) {unknown}; known: {list(CONFIGS)}")
-    jobs = [(c, s, seed) for c in configs for s in sets for seed in range(args.splits)]
-    jobs.sort(key=lambda j: -(TABLES / f"{j[1]}.csv").stat().st_size)  # big sets first: better packing
+    log = Path(args.runs or Path(args.out).with_suffix(".jsonl"))
+    old = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    done_keys = {(r["config"], r["set"], r["seed"]) for r in old if "error" not in r}
+    wanted = [(c, s, seed) for c in configs for s in sets for seed in range(args.splits)]
+    jobs = [j for j in wanted if j not in done_keys]
+    # the default config first, big sets first within it: the headline finishes early, packing is tight
+    jobs.sort(key=lambda j: (j[0] != "default", -(TABLES / f"{j[1]}.csv").stat().st_size))
+    print(f"{len(wanted) - len(jobs)} of {len(wanted)} runs already in {log}; running {len(jobs)}", flush=True)
     start = time.perf_counter()
-    runs = []
+    log.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=args.jobs, max_tasks_per_child=1) as pool:
-        for r in pool.map(job, *zip(*jobs)):
-            runs.append(r)
+        for fut in as_completed([pool.submit(job, *j) for j in jobs]):
+            r = fut.result()
+            with log.open("a") as fh:
+                fh.write(json.dumps(r) + "\n")
             done = r.get("error") or f"AUROC {r['model']['auroc']:.3f} (kNN {r['knn_distance']['auroc']:.3f}), {r['seconds']} s"
             print(f"{r['config']:>24} {r['set']:>12} split {r['seed']}: {done}", flush=True)
+    keys = set(wanted)
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    runs = list({(r["config"], r["set"], r["seed"]): r for r in runs
+                 if (r["config"], r["set"], r["seed"]) in keys and "error" not in r}.values())  # the last of each
     table = summarize(runs)
     result = {"splits": args.splits, "configs": configs, "wall_seconds": round(time.perf_counter() - start, 1),
               "cpus": os.cpu_count(), "summary": table, "runs": runs}

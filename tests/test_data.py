@@ -356,3 +356,8 @@ def test_an_epoch_on_a_small_table_cycles_it_in_shuffled_passes(digits_dir: Path
     dm_big = PreparedDataModule(str(digits_dir), batch_size=64, min_epoch_rows=10)
     dm_big.setup()
     assert sum(len(b) for b in dm_big.train_dataloader()) == len(dm_big.splits["train"])  # large data: plain epochs
+    dm_cap = PreparedDataModule(str(digits_dir), batch_size=64, max_epoch_rows=300)
+    dm_cap.setup()
+    first, second = (torch.cat(list(dm_cap.train_dataloader())) for _ in range(2))
+    assert len(first) == len(second) == 300 and len(torch.unique(first, dim=0)) == len(torch.unique(second, dim=0))
+    assert not torch.equal(first, second)  # capped epochs: a fresh random share each time

@@ -38,10 +38,12 @@ class PreparedDataModule(L.LightningDataModule):
     """
 
     def __init__(self, data_dir: str, batch_size: int = 128, num_workers: int = 0,
-                 max_train_rows: int | None = None, seed: int = 0, min_epoch_rows: int = 0):
+                 max_train_rows: int | None = None, seed: int = 0, min_epoch_rows: int = 0,
+                 max_epoch_rows: int | None = None):
         super().__init__()
         self.data_dir, self.batch_size, self.num_workers = data_dir, batch_size, num_workers
-        self.max_train_rows, self.seed, self.min_epoch_rows = max_train_rows, seed, min_epoch_rows
+        self.max_train_rows, self.seed = max_train_rows, seed
+        self.min_epoch_rows, self.max_epoch_rows = min_epoch_rows, max_epoch_rows
         self.splits: dict[str, TensorRows] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -56,8 +58,11 @@ class PreparedDataModule(L.LightningDataModule):
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         rows = self.splits[name]
         sampler = None
-        if shuffle and len(rows) < self.min_epoch_rows:  # a small table: one epoch = several shuffled passes
-            sampler, shuffle = RandomSampler(rows, num_samples=self.min_epoch_rows), None
+        size = max(len(rows), self.min_epoch_rows)
+        size = size if self.max_epoch_rows is None else min(size, self.max_epoch_rows)
+        if shuffle and size != len(rows):
+            # small data: one epoch = several shuffled passes; large data: a fresh random share each epoch
+            sampler, shuffle = RandomSampler(rows, num_samples=size), None
         return DataLoader(
             rows,
             batch_size=self.batch_size,

@@ -144,7 +144,8 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
         weight_decay=cfg.weight_decay,
         members=cfg.ensemble,
     )
-    data = PreparedDataModule(cfg.data_dir, cfg.batch_size, cfg.num_workers, min_epoch_rows=cfg.min_epoch_rows)
+    data = PreparedDataModule(cfg.data_dir, cfg.batch_size, cfg.num_workers, min_epoch_rows=cfg.min_epoch_rows,
+                              max_epoch_rows=cfg.max_epoch_rows)
     trainer = build_trainer(cfg, logger, ckpt_dir, [RecordRun(ckpt_dir, key)])
 
     start_epoch = _epoch_of(resume_from)
