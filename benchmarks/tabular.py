@@ -32,6 +32,7 @@ BASELINES = ("knn_distance", "isolation_forest", "pca")
 CONFIGS: dict[str, dict[str, object]] = {
     "default": {},
     "objective val_recon_loss": {"tune.objective": "val_recon_loss"},
+    "objective val_synthetic_auroc": {"tune.objective": "val_synthetic_auroc"},
     "single network": {"train.ensemble": 1},
     "plain epochs": {"train.min_epoch_rows": 0, "train.max_epoch_rows": None, "tune.min_epoch_rows": 0},
 }

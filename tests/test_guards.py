@@ -200,3 +200,20 @@ def test_aeops_cap_caps_sizes_and_rejects_nonsense(monkeypatch):
     monkeypatch.setenv("AEOPS_CAP", "epoch=2")
     with pytest.raises(AeopsError, match="AEOPS_CAP: 'epoch=2' is invalid"):
         parse_section("train", {})
+
+
+def test_synthetic_anomalies_keep_the_marginals_and_break_rows(tmp_path: Path):
+    from aeops.tuning.objectives import objective_callbacks, synthetic_anomalies
+
+    x = np.arange(40, dtype=np.float32).reshape(10, 4) * [1, 10, 100, 1000]
+    fake = synthetic_anomalies(x, seed=0)
+    assert fake.shape == x.shape and not np.array_equal(fake, x)
+    assert ((fake != x).sum(axis=1) == 1).all()  # a quarter of 4 features: one, from another row
+    for j in range(4):
+        assert set(fake[:, j]) <= set(x[:, j])  # values come from the same column
+    np.testing.assert_array_equal(fake, synthetic_anomalies(x, seed=0))  # seeded
+    (tmp_path / "meta.json").write_text('{"feature_names": ["a"]}')
+    pd.DataFrame({"a": [0.0, 1.0]}).to_parquet(tmp_path / "val.parquet")
+    with pytest.raises(ConfigError, match="tune.objective = 'val_auroc' needs labelled anomalies"):
+        objective_callbacks("val_auroc", str(tmp_path), 0)
+    assert len(objective_callbacks("val_synthetic_auroc", str(tmp_path), 0)) == 1

@@ -214,7 +214,7 @@ class TuneConfig(Strict):
     pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
     pruner_startup_trials: int = Field(2, ge=0)  # median: trials before pruning starts
     pruner_warmup_epochs: int = Field(0, ge=0)  # median: epochs before a trial can be pruned
-    objective: Literal["auto", "val_recon_loss", "val_auroc"] = "auto"
+    objective: Literal["auto", "val_recon_loss", "val_auroc", "val_synthetic_auroc"] = "auto"
     seed: int = 42
     max_epochs: int = Field(15, ge=1)  # per trial
     min_epoch_rows: int = Field(2048, ge=0)  # a trial's epoch draws at least this many rows (small tables cycled)

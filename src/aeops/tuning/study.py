@@ -14,7 +14,7 @@ from aeops.errors import AeopsError
 from aeops.io import write_json
 from aeops.tracking import flatten, mask_url, setup_experiment, tracking_uri
 from aeops.tuning.storage import fingerprint, interrupted, open_study, recover_interrupted, storage_url
-from aeops.tuning.trial import resolve_objective
+from aeops.tuning.objectives import resolve_objective
 from aeops.tuning.workers import run_workers
 
 

@@ -7,57 +7,17 @@ import time
 from typing import Any
 
 import lightning as L
-import numpy as np
 import optuna
-import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from optuna_integration import PyTorchLightningPruningCallback
 
 from aeops.config import TrainConfig, TuneConfig
-from aeops.data.prepared import VAL_ANOMALIES, has_split, load_meta, load_split
+from aeops.data.prepared import load_meta
 from aeops.models.lightning import LitAutoencoder
 from aeops.training.datamodule import PreparedDataModule
 from aeops.training.train import build_trainer
+from aeops.tuning.objectives import OBJECTIVE_METRIC, objective_callbacks, resolve_objective
 from aeops.tuning.space import sample_train_overrides
-
-OBJECTIVE_METRIC = {"val_recon_loss": "val/recon_loss", "val_auroc": "val/auroc_loss"}
-
-
-def resolve_objective(objective: str, data_dir: str) -> str:
-    """`auto` → val_auroc where prepare kept labelled anomalies outside test, else val_recon_loss."""
-    if objective != "auto":
-        return objective
-    return "val_auroc" if has_split(data_dir, VAL_ANOMALIES) else "val_recon_loss"
-
-
-class ValidationAUROC(L.Callback):
-    """Logs `val/auroc_loss` = 1 - AUROC of normal validation rows vs the held-out labelled anomalies.
-
-    Scores are the plain per-row reconstruction MSE; test rows are never used.
-    """
-
-    def __init__(self, data_dir: str):
-        from aeops.errors import ConfigError
-
-        if not has_split(data_dir, VAL_ANOMALIES):
-            raise ConfigError(
-                "params.yaml: tune.objective = 'val_auroc' needs labelled anomalies (prepare.anomaly_column or "
-                "prepare.normal_classes); use val_recon_loss or auto"
-            )
-        normal, anomalies = load_split(data_dir, "val").x, load_split(data_dir, VAL_ANOMALIES).x
-        self.x = torch.from_numpy(np.concatenate([normal, anomalies]))
-        self.y = np.r_[np.zeros(len(normal)), np.ones(len(anomalies))]
-
-    @torch.no_grad()
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from sklearn.metrics import roc_auc_score
-
-        x = self.x.to(pl_module.device)
-        scores = ((pl_module.model.reconstruct(x) - x) ** 2).flatten(1).mean(1).double().cpu().numpy()
-        if not np.isfinite(scores).all():
-            return  # a diverging trial: its val/loss stops it
-        pl_module.log("val/auroc_loss", 1.0 - float(roc_auc_score(self.y, scores)))
-
 
 class EpochValues(L.Callback):
     """The objective at each validation end, as the pruning callback reports it (no private Optuna API)."""
@@ -102,11 +62,12 @@ def run_trial(
     )
     run_id = run.info.run_id
     start = time.perf_counter()
-    monitor = OBJECTIVE_METRIC[resolve_objective(cfg.objective, cfg.data_dir)]
+    objective = resolve_objective(cfg.objective, cfg.data_dir)
+    monitor = OBJECTIVE_METRIC[objective]
     info: dict[str, Any] = {}
     record = EpochValues(monitor)
     try:
-        detection = [ValidationAUROC(cfg.data_dir)] if monitor == OBJECTIVE_METRIC["val_auroc"] else []
+        detection = objective_callbacks(objective, cfg.data_dir, cfg.seed)
         meta = load_meta(cfg.data_dir)
         overrides = sample_train_overrides(trial, cfg.space, meta["n_features"])
         train_cfg = trial_train_config(cfg, overrides)
