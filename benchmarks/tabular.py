@@ -34,6 +34,7 @@ CONFIGS: dict[str, dict[str, object]] = {
     "objective val_recon_loss": {"tune.objective": "val_recon_loss"},
     "objective val_synthetic_auroc": {"tune.objective": "val_synthetic_auroc"},
     "single network": {"train.ensemble": 1},
+    "ensemble 5": {"train.ensemble": 5},
     "plain epochs": {"train.min_epoch_rows": 0, "train.max_epoch_rows": None, "tune.min_epoch_rows": 0},
 }
 

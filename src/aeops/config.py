@@ -148,9 +148,9 @@ class TrainConfig(Strict):
     output_dir: str = "models"
     metrics_file: str = "metrics/train.json"
     tuned_params: str | None = "tune/best_params.json"  # its overrides win while tune.enabled (and the data match)
-    ensemble: int = Field(5, ge=1, le=32)  # networks of train.model trained side by side; scores average them
+    ensemble: int = Field(3, ge=1, le=32)  # networks of train.model trained side by side; scores average them
     min_epoch_rows: int = Field(2048, ge=0)  # an epoch draws at least this many rows: small tables are cycled
-    max_epoch_rows: int | None = Field(16384, ge=1)  # and at most this many (a fresh random share of large data)
+    max_epoch_rows: int | None = Field(8192, ge=1)  # and at most this many (a fresh random share of large data)
     model: ModelConfig = Field(default_factory=ModelConfig)
 
 
