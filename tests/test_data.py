@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 import pandas as pd
 import pytest
 
@@ -209,6 +210,19 @@ def test_table_labels_and_parquet(tmp_path: Path) -> None:
     assert profile["test"]["class_balance"].keys() == {"0", "1"}
 
 
+def test_constant_and_duplicate_columns_are_dropped_with_a_warning(tmp_path: Path, caplog) -> None:
+    df = _table().drop(columns="anom").assign(k=3.0, c2=lambda d: d["c"], a_copy=lambda d: d["a"])
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    profile = prepare(_cfg(tmp_path, source="table", path=str(path), label_column="y"))
+    out = tmp_path / "prepared"
+    assert load_meta(out)["feature_names"] == ["a", "b", "c"]
+    assert list(load_split(out, "train").x.shape[1:]) == [3]
+    assert profile["dropped_columns"] == {"k": "constant", "c2": "duplicate of c", "a_copy": "duplicate of a"}
+    assert load_scaler(out)["ignored_features"] == ["k", "c2", "a_copy"]
+    assert "dropped 3 uninformative feature column(s)" in caplog.text and "'k' (constant)" in caplog.text
+
+
 def _bad_csv(df: pd.DataFrame, tmp_path: Path) -> Path:
     path = tmp_path / "bad.csv"
     df.to_csv(path, index=False)
@@ -226,7 +240,7 @@ TABLE_ERRORS = {
     "inf": (lambda: _set(_table(), "c", 5, np.inf), {}, ["'c'", "infinite"]),
     "string": (lambda: _set(_table(), "a", 2, "oops"), {}, ["'a'", "oops"]),
     "no_label": (_table, {"label_column": "target"}, ["'target'", "'y'"]),
-    "constant": (lambda: _table().assign(b=1.0), {}, ["constant", "'b'"]),
+    "all_constant": (lambda: _table().assign(a=1.0, b=2.0, c=1.0, anom=0), {}, ["every feature column", "constant"]),
     "anomaly_2": (lambda: _set(_table(), "anom", 1, 2), {"anomaly_column": "anom"}, ["'anom'", "2"]),
 }
 
@@ -301,3 +315,49 @@ def test_load_split_missing(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="dvc repro prepare") as err:
         load_split(tmp_path, "train")
     assert "train.parquet" in str(err.value)
+
+
+def test_search_trials_train_on_a_seeded_subsample_and_train_on_all_rows(digits_dir: Path) -> None:
+    from aeops.training.datamodule import PreparedDataModule
+
+    n = len(load_split(digits_dir, "train").x)
+    sizes = []
+    for cap, seed in ((None, 0), (100, 0), (100, 0), (100, 1), (10**6, 0)):
+        dm = PreparedDataModule(str(digits_dir), max_train_rows=cap, seed=seed)
+        dm.setup()
+        sizes.append(dm.splits["train"].x)
+    assert len(sizes[0]) == n and len(sizes[1]) == 100 and len(sizes[4]) == n
+    assert np.array_equal(sizes[1], sizes[2]) and not np.array_equal(sizes[1], sizes[3])  # seeded
+
+
+def test_labelled_anomalies_outside_test_are_kept_for_model_selection(tmp_path: Path) -> None:
+    out = tmp_path / "prepared"
+    profile = prepare(_cfg(tmp_path, normal_classes=list(range(9))))
+    held, test = load_split(out, "val_anomalies"), load_split(out, "test")
+    assert set(held.labels) == {9} and set(held.is_anomaly) == {1}
+    assert profile["val_anomalies"]["rows"] == len(held) == 180 - int((test.labels == 9).sum())  # 180 nines in all
+    rows = {r.tobytes() for r in test.x}
+    assert not any(r.tobytes() in rows for r in held.x)  # disjoint from test
+    assert all(set(load_split(out, s).is_anomaly) == {0} for s in ("train", "val"))
+    prepare(_cfg(tmp_path))  # no anomaly protocol: no such split
+    assert not (out / "val_anomalies.parquet").exists()
+
+
+def test_an_epoch_on_a_small_table_cycles_it_in_shuffled_passes(digits_dir: Path) -> None:
+    from aeops.training.datamodule import PreparedDataModule
+
+    dm = PreparedDataModule(str(digits_dir), batch_size=64, max_train_rows=100, min_epoch_rows=1000)
+    dm.setup()
+    batches = list(dm.train_dataloader())
+    rows = torch.cat(batches)
+    assert len(batches) == 16 and len(rows) == 1000
+    _, counts = torch.unique(rows, dim=0, return_counts=True)
+    assert len(counts) == 100 and set(counts.tolist()) == {10}  # every row, ten times
+    dm_big = PreparedDataModule(str(digits_dir), batch_size=64, min_epoch_rows=10)
+    dm_big.setup()
+    assert sum(len(b) for b in dm_big.train_dataloader()) == len(dm_big.splits["train"])  # large data: plain epochs
+    dm_cap = PreparedDataModule(str(digits_dir), batch_size=64, max_epoch_rows=300)
+    dm_cap.setup()
+    first, second = (torch.cat(list(dm_cap.train_dataloader())) for _ in range(2))
+    assert len(first) == len(second) == 300 and len(torch.unique(first, dim=0)) == len(torch.unique(second, dim=0))
+    assert not torch.equal(first, second)  # capped epochs: a fresh random share each time

@@ -21,14 +21,14 @@ from aeops.training.train import apply_tuned
 from aeops.tuning.space import cap_latent
 
 
-def _scorer(threshold: float = 0.1, expected: float | None = 0.05) -> Scorer:
+def _scorer(threshold: float = 0.1, expected: float | None = 0.05, ignored: list[str] | None = None) -> Scorer:
     from aeops.models.factory import build_autoencoder
 
     from aeops.bundle import ModelBundle, ScoringRule
 
     cfg = {"latent_dim": 2, "mlp": {"hidden": [4]}}
     scaler = {"feature_names": ["a", "b", "c"], "offset": [100.0, 0, 0], "scale": [10.0, 1, 1],
-              "train_min": [80.0, -2, -2], "train_max": [120.0, 2, 2]}
+              "train_min": [80.0, -2, -2], "train_max": [120.0, 2, 2], "ignored_features": ignored or []}
     rule = ScoringRule(threshold=threshold, threshold_percentile=None if expected is None else 100 * (1 - expected))
     return Scorer(ModelBundle(model_cfg=cfg, n_features=3, image_shape=None, unit_interval=False,
                               state_dict=build_autoencoder(cfg, 3).state_dict(), scaler=scaler, data_hash="x",
@@ -42,6 +42,15 @@ def test_values_beyond_the_hard_bound_are_refused_naming_the_column():
     bad = ok.assign(b=[0.0, 1e30])
     with pytest.raises(InputError, match=r"beyond 1e\+06 training scales in column\(s\) \[b\].*b = 1e\+30"):
         scorer.score(bad)
+
+
+def test_columns_prepare_dropped_are_accepted_and_ignored():
+    rows = pd.DataFrame({"a": [100.0, 90.0], "b": [0.0, 1.0], "c": [0.0, -1.0]})
+    with_dropped = rows.assign(k=[7.0, 7.0], a_copy=rows["a"])
+    scorer = _scorer(ignored=["k", "a_copy"])
+    pd.testing.assert_frame_equal(scorer.score(with_dropped), scorer.score(rows))
+    with pytest.raises(InputError, match=r"unexpected column\(s\) \[k"):
+        _scorer().score(with_dropped)  # a column the model never saw is still refused
 
 
 def test_a_mostly_out_of_range_or_mostly_flagged_batch_is_warned_about():
@@ -69,11 +78,12 @@ def test_user_commands_never_write_into_a_dvc_out(tmp_path: Path):
 
 
 def test_tune_caps_the_latent_size_below_the_feature_count():
-    assert cap_latent(IntRange(low=2, high=16), 9) == IntRange(low=2, high=8)
+    assert cap_latent(IntRange(low=2, high=16), 9) == IntRange(low=2, high=4)
     assert cap_latent(IntRange(low=2, high=16), 64) == IntRange(low=2, high=16)
-    assert cap_latent(IntRange(low=10, high=16), 6) == 5
-    assert cap_latent(Choices(choices=[4, 8, 32]), 9).choices == [4, 8]
-    assert cap_latent(12, 9) == 8
+    assert cap_latent(IntRange(low=10, high=16), 6) == 3
+    assert cap_latent(Choices(choices=[4, 8, 32]), 9).choices == [4]
+    assert cap_latent(12, 9) == 4
+    assert cap_latent(IntRange(low=2, high=16), 3) == 1
 
 
 def test_evaluation_warns_on_few_anomalies_and_a_code_as_wide_as_the_input():
@@ -183,9 +193,27 @@ def test_a_killed_training_run_ends_killed(prepared: Path, mlflow_cfg, monkeypat
 def test_aeops_cap_caps_sizes_and_rejects_nonsense(monkeypatch):
     monkeypatch.setenv("AEOPS_CAP", "epochs=2,trials=3,rows=100")
     assert parse_section("train", {"max_epochs": 60}).max_epochs == 2
+    assert parse_section("train", {}).min_epoch_rows == 0  # capped epochs stay quick on small tables
     assert parse_section("tune", {}).n_trials == 3 and parse_section("tune", {}).max_epochs == 2
     assert parse_section("prepare", {}).max_train_rows == 100
     assert parse_section("prepare", {"max_train_rows": 50}).max_train_rows == 50
     monkeypatch.setenv("AEOPS_CAP", "epoch=2")
     with pytest.raises(AeopsError, match="AEOPS_CAP: 'epoch=2' is invalid"):
         parse_section("train", {})
+
+
+def test_synthetic_anomalies_keep_the_marginals_and_break_rows(tmp_path: Path):
+    from aeops.tuning.objectives import objective_callbacks, synthetic_anomalies
+
+    x = np.arange(40, dtype=np.float32).reshape(10, 4) * [1, 10, 100, 1000]
+    fake = synthetic_anomalies(x, seed=0)
+    assert fake.shape == x.shape and not np.array_equal(fake, x)
+    assert ((fake != x).sum(axis=1) == 1).all()  # a quarter of 4 features: one, from another row
+    for j in range(4):
+        assert set(fake[:, j]) <= set(x[:, j])  # values come from the same column
+    np.testing.assert_array_equal(fake, synthetic_anomalies(x, seed=0))  # seeded
+    (tmp_path / "meta.json").write_text('{"feature_names": ["a"]}')
+    pd.DataFrame({"a": [0.0, 1.0]}).to_parquet(tmp_path / "val.parquet")
+    with pytest.raises(ConfigError, match="tune.objective = 'val_auroc' needs labelled anomalies"):
+        objective_callbacks("val_auroc", str(tmp_path), 0)
+    assert len(objective_callbacks("val_synthetic_auroc", str(tmp_path), 0)) == 1

@@ -179,3 +179,25 @@ def test_output_activation_auto_follows_data_range():
     x = torch.randn(5, 3) * 10
     assert ((build_autoencoder(cfg, 3, None, unit_interval=True).reconstruct(x) - 0.5).abs() <= 0.5).all()
     assert isinstance(build_autoencoder(cfg, 3, None, unit_interval=False).decoder.out, torch.nn.Identity)
+
+
+def test_ensemble_members_differ_and_its_loss_is_their_mean():
+    from aeops.models.ensemble import AutoencoderEnsemble, reconstruct_members
+
+    torch.manual_seed(0)
+    cfg = {"latent_dim": 2, "mlp": {"hidden": [8]}}
+    ens = build_autoencoder(cfg, 5, members=3)
+    assert isinstance(ens, AutoencoderEnsemble) and len(ens.members) == 3
+    w = [next(m.parameters()) for m in ens.members]
+    assert not torch.equal(w[0], w[1])  # each its own initialisation
+    x = torch.randn(16, 5)
+    ens.eval()
+    out = ens(x)
+    member_losses = torch.stack([m(x).loss for m in ens.members])
+    assert torch.allclose(out.loss, member_losses.mean())
+    assert reconstruct_members(ens, x).shape == (3, 16, 5)
+    assert torch.equal(ens.reconstruct(x), ens.members[0].reconstruct(x))  # users see member 0
+    single = build_autoencoder(cfg, 5)
+    assert reconstruct_members(single, x).shape == (1, 16, 5)
+    out.loss.backward()
+    assert all(p.grad is not None for p in ens.parameters())  # every member trains

@@ -61,6 +61,10 @@ def test_study_prunes_and_train_uses_best_params(prepared, mlflow_cfg):
     assert len(nested) == 6
     assert sorted(r.data.tags["state"] for r in nested).count("PRUNED") == result["trials"]["PRUNED"]
     assert all("duration_s" in r.data.metrics for r in nested)
+    # digit 9 is labelled: `auto` selects models by 1 - AUROC on validation normals vs held-out nines
+    assert best["objective"] == "val_auroc" and 0.0 <= best["value"] < 0.5
+    done = [r for r in nested if r.data.tags["state"] == "COMPLETE"]
+    assert all(0 <= r.data.metrics["objective"] <= r.data.metrics["val/auroc_loss"] for r in done)  # best epoch
 
     # The best config is a valid training config, and train uses it.
     from conftest import tiny_train

@@ -29,6 +29,7 @@ class ScoringRule:
     smoothing: float = 0.0  # Gaussian sigma (pixels) on the residual image; 0 = none
     top_fraction: float = 1.0  # mean of this share of the largest squared residuals; 1 = all
     threshold_percentile: float | None = None  # of normal validation scores: 100 - the expected flagged %
+    residual_scale: list[list[float]] | None = None  # (members, features) residual RMS on normal val rows; None = raw
 
     @property
     def expected_flagged(self) -> float | None:
@@ -49,6 +50,7 @@ class ModelBundle:
     run_id: str | None = None
     git_commit: str | None = None
     scoring: ScoringRule | None = None
+    members: int = 1  # > 1: an ensemble of that many networks of model_cfg (scores average their residuals)
 
     @property
     def feature_names(self) -> list[str]:
@@ -63,7 +65,7 @@ class ModelBundle:
         from aeops.models.factory import build_autoencoder
 
         shape = tuple(self.image_shape) if self.image_shape else None
-        model = build_autoencoder(self.model_cfg, self.n_features, shape, self.unit_interval)
+        model = build_autoencoder(self.model_cfg, self.n_features, shape, self.unit_interval, self.members)
         model.load_state_dict(self.state_dict)
         return model.eval()
 
@@ -74,7 +76,8 @@ class ModelBundle:
         """Write the folder atomically (a failed write leaves the old bundle, or none)."""
         with atomic_path(path) as tmp:
             tmp.mkdir()
-            net = {k: getattr(self, k) for k in ("model_cfg", "n_features", "image_shape", "unit_interval", "state_dict")}
+            net = {k: getattr(self, k)
+                   for k in ("model_cfg", "n_features", "image_shape", "unit_interval", "state_dict", "members")}
             torch.save(net, tmp / NETWORK)
             meta = {k: getattr(self, k) for k in ("scaler", "data_hash", "run_id", "git_commit")}
             write_json(tmp / META, {"format": FORMAT, **meta, "scoring": asdict(self.scoring) if self.scoring else None})
@@ -107,6 +110,7 @@ class ModelBundle:
         return cls(
             model_cfg=hparams["model_cfg"], n_features=int(hparams["n_features"]), image_shape=hparams["image_shape"],
             unit_interval=bool(hparams["unit_interval"]), state_dict=model.state_dict(), scaler=load_scaler(data_dir),
+            members=int(hparams.get("members", 1)),
             data_hash=info["data_hash"], run_id=info["run_id"], git_commit=info.get("git_commit"),
         )
 

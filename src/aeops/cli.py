@@ -41,7 +41,7 @@ def _tune(params: dict, args: argparse.Namespace) -> None:
     if result["enabled"]:
         model = result["train"]["model"]
         print(
-            f"tune: best trial {result['trial']} {cfg.objective}={result['value']:.5f} "
+            f"tune: best trial {result['trial']} {result['objective']}={result['value']:.5f} "
             f"({model['variant']}/{model['architecture']}, latent {model['latent_dim']}); "
             f"trials {result['trials']}, {result['epochs_trained']} epochs → {cfg.output_dir}/best_params.json"
         )

@@ -148,6 +148,9 @@ class TrainConfig(Strict):
     output_dir: str = "models"
     metrics_file: str = "metrics/train.json"
     tuned_params: str | None = "tune/best_params.json"  # its overrides win while tune.enabled (and the data match)
+    ensemble: int = Field(3, ge=1, le=32)  # networks of train.model trained side by side; scores average them
+    min_epoch_rows: int = Field(2048, ge=0)  # an epoch draws at least this many rows: small tables are cycled
+    max_epoch_rows: int | None = Field(8192, ge=1)  # and at most this many (a fresh random share of large data)
     model: ModelConfig = Field(default_factory=ModelConfig)
 
 
@@ -211,9 +214,11 @@ class TuneConfig(Strict):
     pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
     pruner_startup_trials: int = Field(2, ge=0)  # median: trials before pruning starts
     pruner_warmup_epochs: int = Field(0, ge=0)  # median: epochs before a trial can be pruned
-    objective: Literal["val_recon_loss"] = "val_recon_loss"
+    objective: Literal["auto", "val_recon_loss", "val_auroc", "val_synthetic_auroc"] = "auto"
     seed: int = 42
     max_epochs: int = Field(15, ge=1)  # per trial
+    min_epoch_rows: int = Field(2048, ge=0)  # a trial's epoch draws at least this many rows (small tables cycled)
+    max_train_rows: int | None = Field(4096, ge=1)  # each trial trains on this many train rows (seeded); train uses all
     patience: int = Field(5, ge=0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     progress_bar: bool = True
@@ -227,6 +232,7 @@ class EvaluateConfig(Strict):
     threshold_percentile: float = Field(95.0, gt=0, lt=100)
     score_smoothing: float = Field(0.0, ge=0, le=10)  # sigma (pixels) of the residual's Gaussian smoothing; 0 = plain MSE
     score_top_fraction: float = Field(1.0, gt=0, le=1)  # mean over this share of largest squared residuals; 1 = all
+    score_standardize: bool | Literal["auto"] = "auto"  # residuals / their per-feature RMS on normal val rows; auto = tables
     knn_neighbors: int = Field(5, ge=1)
     trustworthiness_max_rows: int = Field(2000, ge=10)
     isolation_forest_trees: int = Field(200, ge=1)
@@ -346,6 +352,8 @@ def apply_caps(section: str, cfg: Any) -> Any:
             current = getattr(cfg, key) if sec == section else None
             if sec == section and (current is None or current > limit):
                 update[key] = limit
+    if "max_epochs" in update and getattr(cfg, "min_epoch_rows", 0):
+        update["min_epoch_rows"] = 0  # capped epochs are quick ones: small tables are not cycled
     if update:
         print(f"AEOPS_CAP: {section} " + ", ".join(f"{k}={v}" for k, v in update.items()), file=sys.stderr)
     return cfg.model_copy(update=update) if update else cfg

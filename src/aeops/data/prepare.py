@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 
 from aeops.config import PrepareConfig
-from aeops.data.prepared import ANOMALY_COLUMN, LABEL_COLUMN, SPLITS, Split, apply_scaler
+from aeops.data.prepared import ANOMALY_COLUMN, LABEL_COLUMN, SPLITS, VAL_ANOMALIES, Split, apply_scaler
 from aeops.data.sources import RawData, load_raw
 from aeops.errors import ConfigError, DataError
 from aeops.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
+MAX_VAL_ANOMALIES = 1000  # labelled anomalies kept outside test for detection-aware model selection
 
 
 def prepare(cfg: PrepareConfig) -> dict[str, Any]:
@@ -25,14 +26,17 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     protocol = _protocol_name(raw, cfg)
     splits = apply_protocol(splits, raw, cfg)
     splits["train"] = _subsample(splits["train"], cfg)
+    if VAL_ANOMALIES in splits and len(splits[VAL_ANOMALIES]) == 0:
+        del splits[VAL_ANOMALIES]
     for name, part in splits.items():
         if len(part) == 0:
             raise DataError(f"prepare: split '{name}' is empty (source '{cfg.source}', path '{cfg.path}')")
     kind = resolve_scaling(cfg.scaling, raw)
     scaler = fit_scaler(kind, splits["train"].x, raw.feature_names)
+    scaler["ignored_features"] = list(raw.dropped)  # served models accept these columns and ignore them
     scaled = {name: _scale(scaler, part) for name, part in splits.items()}
     meta = _meta(cfg, raw, kind, scaled["train"].x, protocol is not None)
-    profile = _profile(cfg.source, scaled)
+    profile = _profile(cfg.source, scaled) | {"dropped_columns": dict(raw.dropped)}
     _write(Path(cfg.output_dir), scaled, raw.feature_names, scaler, meta, profile, cfg.model_dump())
     return profile
 
@@ -89,6 +93,13 @@ def _subsample(train: Split, cfg: PrepareConfig) -> Split:
     return _select(train, keep)
 
 
+def _cap(part: Split, n: int, seed: int) -> Split:
+    """At most `n` rows of a split, a seeded random choice in the original order."""
+    if len(part) <= n:
+        return part
+    return _select(part, np.sort(np.random.default_rng(seed).permutation(len(part))[:n]))
+
+
 def _select(part: Split, rows: np.ndarray) -> Split:
     """Rows of a split by index array or boolean mask."""
     return Split(*(None if a is None else a[rows] for a in (part.x, part.labels, part.is_anomaly)))
@@ -137,6 +148,9 @@ def apply_protocol(splits: dict[str, Split], raw: RawData, cfg: PrepareConfig) -
         for part in splits.values():
             part.is_anomaly = (~np.isin(part.labels, normal)).astype(np.int64)
     out = {name: _select(part, part.is_anomaly == 0) for name, part in splits.items() if name != "test"}
+    held = [_select(part, part.is_anomaly == 1) for name, part in splits.items() if name != "test"]
+    out[VAL_ANOMALIES] = _cap(Split(*(None if a[0] is None else np.concatenate(a) for a in zip(*(
+        (p.x, p.labels, p.is_anomaly) for p in held)))), MAX_VAL_ANOMALIES, cfg.seed)
     test = splits["test"]
     n_anom = int(test.is_anomaly.sum())
     if n_anom == 0 or n_anom == len(test):
@@ -219,7 +233,7 @@ def _split_profile(part: Split) -> dict[str, Any]:
 
 
 def _profile(source: str, splits: dict[str, Split]) -> dict[str, Any]:
-    return {"source": source, **{name: _split_profile(splits[name]) for name in SPLITS}}
+    return {"source": source, **{name: _split_profile(part) for name, part in splits.items()}}
 
 
 def _frame(part: Split, feature_names: list[str]) -> pd.DataFrame:
@@ -245,7 +259,7 @@ def _write(
     params: dict[str, Any],
 ) -> None:
     """Write everything into a temporary directory, then swap it onto `out` in one rename."""
-    frames = {name: _frame(splits[name], feature_names) for name in SPLITS}
+    frames = {name: _frame(part, feature_names) for name, part in splits.items()}
     with atomic_path(out) as tmp:
         tmp.mkdir()
         for name, df in frames.items():

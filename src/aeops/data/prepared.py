@@ -12,6 +12,9 @@ import numpy as np
 from aeops.errors import DataError
 
 SPLITS = ("train", "val", "test")
+# Labelled anomalies outside test (those the protocol removed from train/val), written only under an
+# anomaly protocol: tune can select models for detection on them, test stays untouched.
+VAL_ANOMALIES = "val_anomalies"
 LABEL_COLUMN = "label"
 ANOMALY_COLUMN = "is_anomaly"
 HINT = "run `dvc repro prepare` first"
@@ -48,12 +51,16 @@ def load_scaler(data_dir: str | Path) -> dict[str, Any]:
     return _read_json(Path(data_dir) / "scaler.json")
 
 
-def load_split(data_dir: str | Path, name: Literal["train", "val", "test"]) -> Split:
+def has_split(data_dir: str | Path, name: str) -> bool:
+    return (Path(data_dir) / f"{name}.parquet").is_file()
+
+
+def load_split(data_dir: str | Path, name: Literal["train", "val", "test", "val_anomalies"]) -> Split:
     """Read `<data_dir>/<name>.parquet` as a `Split` (features in meta.json order)."""
     import pyarrow.parquet as pq
 
-    if name not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+    if name not in (*SPLITS, VAL_ANOMALIES):
+        raise ValueError(f"split must be one of {(*SPLITS, VAL_ANOMALIES)}, got {name!r}")
     data_dir = Path(data_dir)
     path = data_dir / f"{name}.parquet"
     if not path.is_file():

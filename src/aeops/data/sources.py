@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import gzip
+import logging
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import pandas as pd
 
 from aeops.config import PrepareConfig
 from aeops.errors import DataError
+
+log = logging.getLogger(__name__)
 
 IDX_IMAGES = 0x00000803
 IDX_LABELS = 0x00000801
@@ -39,6 +42,7 @@ class RawData:
     image_shape: tuple[int, int, int] | None
     label_names: list[Any] | None = None
     test: RawData | None = None
+    dropped: dict[str, str] = field(default_factory=dict)  # feature column → why prepare dropped it
 
 
 def load_raw(cfg: PrepareConfig) -> RawData:
@@ -227,9 +231,21 @@ def _check_finite(path: Path, x: np.ndarray, names: list[str]) -> None:
         if counts.any():
             cols = ", ".join(f"'{names[j]}' ({counts[j]})" for j in np.flatnonzero(counts))
             raise DataError(f"{path}: {what} values in feature column(s) {cols}")
-    const = [names[j] for j in np.flatnonzero(np.ptp(x, axis=0) == 0)]
-    if const:
-        raise DataError(f"{path}: constant feature column(s) {const} carry no information; drop them")
+
+
+def uninformative(x: np.ndarray, names: list[str]) -> dict[str, str]:
+    """Columns that carry no information: constant ones, and exact copies of an earlier column."""
+    dropped = {names[j]: "constant" for j in np.flatnonzero(np.ptp(x, axis=0) == 0)}
+    seen: dict[bytes, str] = {}
+    for j, name in enumerate(names):
+        if name in dropped:
+            continue
+        key = np.ascontiguousarray(x[:, j]).tobytes()
+        if key in seen:
+            dropped[name] = f"duplicate of {seen[key]}"
+        else:
+            seen[key] = name
+    return dropped
 
 
 def _labels(path: Path, col: pd.Series) -> tuple[np.ndarray, list[Any]]:
@@ -270,8 +286,17 @@ def load_table(cfg: PrepareConfig) -> RawData:
     names = _feature_names(cfg, df, path)
     x = np.column_stack([_numeric(path, df[c]) for c in names]).astype(np.float64)
     _check_finite(path, x, names)
+    dropped = uninformative(x, names)
+    if len(dropped) == len(names):
+        raise DataError(f"{path}: every feature column is constant or a duplicate ({', '.join(names[:8])}); nothing to learn")
+    if dropped:
+        keep = [j for j, n in enumerate(names) if n not in dropped]
+        x, names = x[:, keep], [names[j] for j in keep]
+        shown = ", ".join(f"'{n}' ({why})" for n, why in list(dropped.items())[:8])
+        log.warning("%s: dropped %d uninformative feature column(s): %s%s", path, len(dropped), shown,
+                    ", …" if len(dropped) > 8 else "")
     labels, label_names = (None, None)
     if cfg.label_column is not None:
         labels, label_names = _labels(path, df[cfg.label_column])
     is_anomaly = _anomaly(path, df[cfg.anomaly_column]) if cfg.anomaly_column is not None else None
-    return RawData(x, labels, is_anomaly, names, None, label_names)
+    return RawData(x, labels, is_anomaly, names, None, label_names, dropped=dropped)

@@ -6,6 +6,7 @@ so the two entries always have identical keys.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ from aeops.evaluation.metrics import (
 from aeops.evaluation.scoring import ScoreFn, anomaly_scores
 
 QUANT_BITS = 8
+ScoreMaker = Callable[[np.ndarray, np.ndarray], ScoreFn]  # (normal val rows, their recon) → score function
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -71,17 +73,23 @@ def model_metrics(coded: Coded, *, train: Split, test: Split, latent_dim: int, d
 
 
 def _pca(train: Split, val_x: np.ndarray, test: Split, latent_dim: int, data_range: float, cfg: EvaluateConfig,
-         score: ScoreFn) -> tuple[dict, np.ndarray]:
-    """PCA with min(latent_dim, n_features, n_train) components as a linear autoencoder, scored by `score`."""
-    k = min(latent_dim, train.x.shape[1], train.x.shape[0])
+         make_score: ScoreMaker) -> tuple[dict, np.ndarray]:
+    """PCA as a linear autoencoder with the model's code size, scored by `score`.
+
+    Components: min(latent_dim, n_features - 1, n_train); never as many as features, where PCA would
+    reconstruct exactly and its anomaly "scores" would be rounding noise.
+    """
+    k = max(1, min(latent_dim, train.x.shape[1] - 1, train.x.shape[0]))
     pca = PCA(n_components=k, random_state=cfg.seed).fit(train.x)
     train_codes, test_codes = pca.transform(train.x), pca.transform(test.x)
     test_recon = pca.inverse_transform(test_codes)
     lo, hi = train_codes.min(axis=0), train_codes.max(axis=0)
+    val_recon = pca.inverse_transform(pca.transform(val_x))
+    score = make_score(val_x, val_recon)  # PCA's own residual scale where residuals are standardised
     coded = Coded(
         train_codes=train_codes, test_codes=test_codes, test_recon=test_recon,
         test_recon_quantized=pca.inverse_transform(quantize_codes(test_codes, lo, hi, QUANT_BITS)),
-        val_scores=score(val_x, pca.inverse_transform(pca.transform(val_x))), test_scores=score(test.x, test_recon),
+        val_scores=score(val_x, val_recon), test_scores=score(test.x, test_recon),
     )
     return model_metrics(coded, train=train, test=test, latent_dim=k, data_range=data_range, cfg=cfg), coded.test_scores
 
@@ -111,7 +119,7 @@ def knn_distance_scores(
 
 def run_baselines(
     *, train: Split, val_x: np.ndarray, test: Split, latent_dim: int, data_range: float, cfg: EvaluateConfig,
-    score: ScoreFn = anomaly_scores,
+    make_score: ScoreMaker = lambda val_x, val_recon: anomaly_scores,
 ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Run PCA, Isolation Forest and kNN-distance baselines.
 
@@ -126,7 +134,7 @@ def run_baselines(
     val_x = _flat(val_x)
     metrics: dict[str, dict] = {}
     scores: dict[str, np.ndarray] = {}
-    metrics["pca"], scores["pca"] = _pca(train, val_x, test, latent_dim, data_range, cfg, score)
+    metrics["pca"], scores["pca"] = _pca(train, val_x, test, latent_dim, data_range, cfg, make_score)
     scorers = {"isolation_forest": isolation_forest_scores, "knn_distance": knn_distance_scores}
     for name, fn in scorers.items():
         val_s, test_s = fn(train.x, [val_x, test.x], cfg)

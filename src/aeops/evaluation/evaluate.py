@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,8 @@ from aeops.evaluation import plots
 from aeops.bundle import ModelBundle, ScoringRule
 from aeops.evaluation.baselines import QUANT_BITS, Coded, model_metrics, run_baselines
 from aeops.evaluation.metrics import quantize_codes
-from aeops.evaluation.scoring import score_rule
+from aeops.evaluation.scoring import ScoreFn, residual_scale, score_rule
+from aeops.models.ensemble import reconstruct_members
 from aeops.io import atomic_path, hash_dir, write_json
 
 MIN_TEST_ANOMALIES = 10  # fewer: AUROC/AUPRC swing with a single row (a warning, not an error)
@@ -57,6 +59,26 @@ def encode_decode(model: torch.nn.Module, x: np.ndarray, batch: int = 4096) -> t
 
 
 @torch.no_grad()
+def member_recons(model: torch.nn.Module, x: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """(members, n, ...) reconstructions (members = 1 for a single network)."""
+    return np.concatenate([reconstruct_members(model, torch.from_numpy(x[i : i + batch])).numpy()
+                           for i in range(0, len(x), batch)], axis=1)
+
+
+def standardize(cfg: EvaluateConfig, image_shape: list[int] | None) -> bool:
+    """`auto`: standardised residuals for tables (features in unlike units), plain ones for images."""
+    return image_shape is None if cfg.score_standardize == "auto" else bool(cfg.score_standardize)
+
+
+def rule_maker(cfg: EvaluateConfig, image_shape: list[int] | None) -> Callable[[np.ndarray, np.ndarray], ScoreFn]:
+    """(normal val rows, their reconstructions) → the score function, its residual scale fitted on them."""
+    def make(val_x: np.ndarray, val_recon: np.ndarray) -> ScoreFn:
+        scale = residual_scale(val_x, val_recon, cfg.score_smoothing, image_shape) if standardize(cfg, image_shape) else None
+        return score_rule(cfg.score_smoothing, image_shape, cfg.score_top_fraction, scale)
+    return make
+
+
+@torch.no_grad()
 def decode(model: torch.nn.Module, codes: np.ndarray) -> np.ndarray:
     return model.decode(torch.from_numpy(codes.astype(np.float32))).numpy()
 
@@ -92,25 +114,31 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
         )
 
     train_codes, _ = encode_decode(model, train.x)
-    _, val_recon = encode_decode(model, val_x)
     test_codes, test_recon = encode_decode(model, test.x)
+    val_members, test_members = member_recons(model, val_x), member_recons(model, test.x)
     quantized = quantize_codes(test_codes, train_codes.min(0), train_codes.max(0), QUANT_BITS)
-    score = score_rule(cfg.score_smoothing, meta["image_shape"], cfg.score_top_fraction)
+    make_score = rule_maker(cfg, meta["image_shape"])
+    score = make_score(val_x, val_members)
     coded = Coded(
         train_codes=train_codes, test_codes=test_codes, test_recon=test_recon,
-        test_recon_quantized=decode(model, quantized), val_scores=score(val_x, val_recon),
-        test_scores=score(test.x, test_recon),
+        test_recon_quantized=decode(model, quantized), val_scores=score(val_x, val_members),
+        test_scores=score(test.x, test_members),
     )
     sizes = {"latent_dim": bundle.latent_dim, "data_range": data_range, "cfg": cfg}
     results = {"model": model_metrics(coded, train=train, test=test, **sizes)}
-    baselines, baseline_scores = run_baselines(train=train, val_x=val_x, test=test, score=score, **sizes)
+    baselines, baseline_scores = run_baselines(train=train, val_x=val_x, test=test, make_score=make_score, **sizes)
     results.update(baselines)
+    standardized = standardize(cfg, meta["image_shape"])
     for method in ("model", "pca"):  # the scoring rule, shown beside the numbers it produced
-        results[method] |= {"score_smoothing": cfg.score_smoothing, "score_top_fraction": cfg.score_top_fraction}
+        results[method] |= {"score_smoothing": cfg.score_smoothing, "score_top_fraction": cfg.score_top_fraction,
+                            "score_standardized": standardized}
+    results["model"]["ensemble"], results["pca"]["ensemble"] = bundle.members, 1
     scores = {"model": coded.test_scores, **baseline_scores}
     warnings = evaluation_warnings(bundle.latent_dim, int(meta["n_features"]), test.is_anomaly)
+    scale = score.keywords["scale"]
     rule = ScoringRule(threshold=float(results["model"]["threshold"]), smoothing=cfg.score_smoothing,
-                       top_fraction=cfg.score_top_fraction, threshold_percentile=cfg.threshold_percentile)
+                       top_fraction=cfg.score_top_fraction, threshold_percentile=cfg.threshold_percentile,
+                       residual_scale=None if scale is None else scale.tolist())
 
     with atomic_path(cfg.plots_dir) as tmp:
         tmp.mkdir(parents=True)

@@ -8,6 +8,7 @@ from aeops import variants
 from aeops.config import ModelConfig
 from aeops.errors import ConfigError
 from aeops.models.autoencoder import Autoencoder
+from aeops.models.ensemble import AutoencoderEnsemble
 from aeops.models.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
 
@@ -23,10 +24,16 @@ def build_autoencoder(
     n_features: int,
     image_shape: tuple[int, int, int] | None = None,
     unit_interval: bool = False,
-) -> Autoencoder:
-    """Encoder/decoder from the architecture params, wrapped by the chosen variant's builder."""
+    members: int = 1,
+) -> Autoencoder | AutoencoderEnsemble:
+    """Encoder/decoder from the architecture params, wrapped by the chosen variant's builder.
+
+    `members` > 1 builds that many (each with its own initialisation) as an `AutoencoderEnsemble`.
+    """
     if isinstance(cfg, dict):
         cfg = ModelConfig.model_validate(cfg)
+    if members > 1:
+        return AutoencoderEnsemble([build_autoencoder(cfg, n_features, image_shape, unit_interval) for _ in range(members)])
     out_act = resolve_output_activation(cfg, unit_interval)
     spec = variants.get(cfg.variant)
     code_width = spec.code_width(cfg.latent_dim)

@@ -25,11 +25,12 @@ class LitAutoencoder(L.LightningModule):
         unit_interval: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        members: int = 1,
     ):
         super().__init__()
         self.save_hyperparameters()
         shape = tuple(image_shape) if image_shape else None
-        self.model = build_autoencoder(model_cfg, n_features, shape, unit_interval)
+        self.model = build_autoencoder(model_cfg, n_features, shape, unit_interval, members)
         self._sums: dict[str, tuple[Tensor, int]] = {}
 
     def forward(self, x: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ import torch
 from aeops.bundle import ModelBundle
 from aeops.data.prepared import apply_scaler, invert_scaler
 from aeops.evaluation.scoring import anomaly_scores, score_rule
+from aeops.models.ensemble import reconstruct_members
 
 OUTPUTS = ("scores", "reconstruction")
 # Raw values more than this many training scales from the training offset are refused: no real
@@ -32,8 +33,11 @@ class Scorer:
             raise ValueError("a Scorer needs a bundle with a scoring rule (evaluate adds it)")
         self.model = bundle.network()
         self.scaler, self.threshold = bundle.scaler, float(bundle.scoring.threshold)
-        self.anomaly_score = score_rule(bundle.scoring.smoothing, bundle.image_shape, bundle.scoring.top_fraction)
+        rule = bundle.scoring
+        scale = None if rule.residual_scale is None else np.asarray(rule.residual_scale, np.float64)
+        self.anomaly_score = score_rule(rule.smoothing, bundle.image_shape, rule.top_fraction, scale)
         self.features = bundle.feature_names
+        self.ignored = set(self.scaler.get("ignored_features", []))  # dropped by prepare: accepted, unused
         self.latent_dim = bundle.latent_dim
         self.expected_flagged = bundle.scoring.expected_flagged  # share of normal rows above the threshold
         self.range = None
@@ -51,7 +55,7 @@ class Scorer:
         missing = [c for c in self.features if c not in df.columns]
         if missing:
             raise InputError(f"missing column(s) {_cols(missing)}; expected {_cols(self.features)}")
-        extra = [str(c) for c in df.columns if c not in set(self.features)]
+        extra = [str(c) for c in df.columns if c not in set(self.features) and c not in self.ignored]
         if extra:
             raise InputError(f"unexpected column(s) {_cols(extra)}; expected {_cols(self.features)}")
         try:
@@ -109,8 +113,9 @@ class Scorer:
         recon = self.model.decode(z)
         if output == "reconstruction":
             return pd.DataFrame(invert_scaler(self.scaler, recon.numpy()), columns=self.features, index=df.index)
+        members = reconstruct_members(self.model, x).numpy()  # (1, n, ...) for a single network
         x, recon = x.numpy(), recon.numpy()
-        score, err = self.anomaly_score(x, recon), anomaly_scores(x, recon)  # float64, as in evaluate
+        score, err = self.anomaly_score(x, members), anomaly_scores(x, recon)  # float64, as in evaluate
         out = pd.DataFrame(
             {"anomaly_score": score, "is_anomaly": score > self.threshold, "reconstruction_error": err},
             index=df.index,

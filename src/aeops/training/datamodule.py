@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from aeops.data.prepared import load_split
 
@@ -37,21 +37,37 @@ class PreparedDataModule(L.LightningDataModule):
     Under DDP, Lightning swaps in a DistributedSampler; the batch fetch stays vectorised.
     """
 
-    def __init__(self, data_dir: str, batch_size: int = 128, num_workers: int = 0):
+    def __init__(self, data_dir: str, batch_size: int = 128, num_workers: int = 0,
+                 max_train_rows: int | None = None, seed: int = 0, min_epoch_rows: int = 0,
+                 max_epoch_rows: int | None = None):
         super().__init__()
         self.data_dir, self.batch_size, self.num_workers = data_dir, batch_size, num_workers
+        self.max_train_rows, self.seed = max_train_rows, seed
+        self.min_epoch_rows, self.max_epoch_rows = min_epoch_rows, max_epoch_rows
         self.splits: dict[str, TensorRows] = {}
 
     def setup(self, stage: str | None = None) -> None:
         for name in ("train", "val", "test"):
             if name not in self.splits:
-                self.splits[name] = TensorRows(torch.from_numpy(load_split(self.data_dir, name).x))
+                x = torch.from_numpy(load_split(self.data_dir, name).x)
+                if name == "train" and self.max_train_rows is not None and len(x) > self.max_train_rows:
+                    keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
+                    x = x[keep[: self.max_train_rows].sort().values]  # a seeded subsample (quick search trials)
+                self.splits[name] = TensorRows(x)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        rows = self.splits[name]
+        sampler = None
+        size = max(len(rows), self.min_epoch_rows)
+        size = size if self.max_epoch_rows is None else min(size, self.max_epoch_rows)
+        if shuffle and size != len(rows):
+            # small data: one epoch = several shuffled passes; large data: a fresh random share each epoch
+            sampler, shuffle = RandomSampler(rows, num_samples=size), None
         return DataLoader(
-            self.splits[name],
+            rows,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             collate_fn=keep_batch,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

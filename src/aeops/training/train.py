@@ -125,7 +125,7 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
     cfg = choice.cfg
     if rank_zero_only.rank == 0:
         m = cfg.model
-        print(f"train: {m.variant}/{m.architecture} z{m.latent_dim}, model config from {choice.source} ({choice.reason})",
+        print(f"train: {m.variant}/{m.architecture} z{m.latent_dim}{f' x{cfg.ensemble}' if cfg.ensemble > 1 else ''}, model config from {choice.source} ({choice.reason})",
               file=sys.stderr, flush=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     meta = load_meta(cfg.data_dir)
@@ -142,8 +142,10 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
         unit_interval=meta["unit_interval"],
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
+        members=cfg.ensemble,
     )
-    data = PreparedDataModule(cfg.data_dir, cfg.batch_size, cfg.num_workers)
+    data = PreparedDataModule(cfg.data_dir, cfg.batch_size, cfg.num_workers, min_epoch_rows=cfg.min_epoch_rows,
+                              max_epoch_rows=cfg.max_epoch_rows)
     trainer = build_trainer(cfg, logger, ckpt_dir, [RecordRun(ckpt_dir, key)])
 
     start_epoch = _epoch_of(resume_from)

@@ -76,7 +76,7 @@ def fingerprint(cfg: TuneConfig) -> str:
     from aeops.io import hash_dir
 
     keep = cfg.model_dump(include={"space", "sampler", "pruner", "pruner_startup_trials", "pruner_warmup_epochs",
-                                   "objective", "seed", "max_epochs", "patience"})
+                                   "objective", "seed", "max_epochs", "patience", "max_train_rows", "min_epoch_rows"})
     return hashlib.sha256(json.dumps([keep, hash_dir(cfg.data_dir)], sort_keys=True).encode()).hexdigest()
 
 

@@ -14,6 +14,7 @@ from aeops.errors import AeopsError
 from aeops.io import write_json
 from aeops.tracking import flatten, mask_url, setup_experiment, tracking_uri
 from aeops.tuning.storage import fingerprint, interrupted, open_study, recover_interrupted, storage_url
+from aeops.tuning.objectives import resolve_objective
 from aeops.tuning.workers import run_workers
 
 
@@ -86,7 +87,7 @@ def _summarise(study: optuna.Study, cfg: TuneConfig, client: Any, parent: str) -
         "n_features": n_features,
         "fingerprint": fingerprint(cfg),
         "study": cfg.study_name,
-        "objective": cfg.objective,
+        "objective": resolve_objective(cfg.objective, cfg.data_dir),
         "value": best.value,
         "trial": best.number,
         "train": overrides,

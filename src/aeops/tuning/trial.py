@@ -16,10 +16,8 @@ from aeops.data.prepared import load_meta
 from aeops.models.lightning import LitAutoencoder
 from aeops.training.datamodule import PreparedDataModule
 from aeops.training.train import build_trainer
+from aeops.tuning.objectives import OBJECTIVE_METRIC, objective_callbacks, resolve_objective
 from aeops.tuning.space import sample_train_overrides
-
-OBJECTIVE_METRIC = {"val_recon_loss": "val/recon_loss"}
-
 
 class EpochValues(L.Callback):
     """The objective at each validation end, as the pruning callback reports it (no private Optuna API)."""
@@ -39,6 +37,7 @@ def trial_train_config(cfg: TuneConfig, overrides: dict[str, Any]) -> TrainConfi
         {
             "seed": cfg.seed,
             "max_epochs": cfg.max_epochs,
+            "min_epoch_rows": cfg.min_epoch_rows,
             "patience": cfg.patience,
             "accelerator": cfg.accelerator,
             "devices": 1,
@@ -63,10 +62,12 @@ def run_trial(
     )
     run_id = run.info.run_id
     start = time.perf_counter()
-    monitor = OBJECTIVE_METRIC[cfg.objective]
+    objective = resolve_objective(cfg.objective, cfg.data_dir)
+    monitor = OBJECTIVE_METRIC[objective]
     info: dict[str, Any] = {}
     record = EpochValues(monitor)
     try:
+        detection = objective_callbacks(objective, cfg.data_dir, cfg.seed)
         meta = load_meta(cfg.data_dir)
         overrides = sample_train_overrides(trial, cfg.space, meta["n_features"])
         train_cfg = trial_train_config(cfg, overrides)
@@ -79,8 +80,9 @@ def run_trial(
         )
         logger = MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
         pruning = PyTorchLightningPruningCallback(trial, monitor=monitor)
-        trainer = build_trainer(train_cfg, logger, None, [record, pruning])  # record first: pruning raises
-        data = PreparedDataModule(cfg.data_dir, train_cfg.batch_size, 0)
+        # the objective is logged first, then recorded, then pruned on (pruning raises)
+        trainer = build_trainer(train_cfg, logger, None, [*detection, record, pruning])
+        data = PreparedDataModule(cfg.data_dir, train_cfg.batch_size, 0, cfg.max_train_rows, cfg.seed, cfg.min_epoch_rows)
         try:
             trainer.fit(lit, datamodule=data)
         except (KeyboardInterrupt, SystemExit):  # the whole tune is being stopped: this run was killed

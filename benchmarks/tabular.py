@@ -1,0 +1,212 @@
+"""Benchmark: anomaly detection on the shared tabular sets, the default pipeline vs classical baselines.
+
+Every set in ../shared/datasets/tabular (CSV with a 0/1 `is_anomaly` column) runs through the real
+stages (prepare → tune → train → evaluate) with params.yaml's defaults; only the data settings change
+(`source: table`, `anomaly_column: is_anomaly`, no normal_classes) and the split seed (`--splits`
+seeds). PCA, IsolationForest and kNN distance come from the same evaluate, on the same splits.
+Options that change training (`--configs`) rerun the pipeline; scoring options are rescored on the
+same trained model: the raw residual (score_standardize false) and kNN distance in the latent space.
+Results: results/tabular.json (every run) and a Markdown table (mean ± std over splits, wins per set).
+Usage: python benchmarks/tabular.py [--sets breastw,wbc] [--splits 5] [--jobs 2] [--configs default,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ROOT.parent / "shared" / "datasets" / "tabular"
+OUT = ROOT / "benchmarks" / "results" / "tabular.json"
+BASELINES = ("knn_distance", "isolation_forest", "pca")
+# Options that change training: each reruns the whole pipeline (dotted params keys).
+CONFIGS: dict[str, dict[str, object]] = {
+    "default": {},
+    "objective val_recon_loss": {"tune.objective": "val_recon_loss"},
+    "objective val_synthetic_auroc": {"tune.objective": "val_synthetic_auroc"},
+    "single network": {"train.ensemble": 1},
+    "ensemble 5": {"train.ensemble": 5},
+    "plain epochs": {"train.min_epoch_rows": 0, "train.max_epoch_rows": None, "tune.min_epoch_rows": 0},
+}
+
+
+def _set(params: dict, dotted: str, value: object) -> None:
+    *parents, key = dotted.split(".")
+    node = params
+    for p in parents:
+        node = node[p]
+    node[key] = value
+
+
+def job(config: str, table: str, seed: int) -> dict:
+    """One pipeline run in a temporary project folder; returns AUROC/AUPRC of the model, options and baselines."""
+    import torch
+
+    from aeops.cli import run_stage
+
+    torch.set_num_threads(int(os.environ.get("AEOPS_BENCH_THREADS", "1")))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data = {"source": "table", "path": str(TABLES / f"{table}.csv"), "anomaly_column": "is_anomaly",
+            "normal_classes": None, "seed": seed}
+    params["prepare"].update(data)
+    params["tune"]["progress_bar"] = params["train"]["progress_bar"] = False
+    for key, value in CONFIGS[config].items():
+        _set(params, key, value)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        Path("params.yaml").write_text(yaml.safe_dump(params))
+        for stage in ("prepare", "tune", "train", "evaluate"):
+            if run_stage(stage) != 0:
+                return {"config": config, "set": table, "seed": seed, "error": f"{stage} failed"}
+        seconds = time.perf_counter() - start
+        record = json.loads(Path("metrics/evaluate.json").read_text())
+        best = json.loads(Path("tune/best_params.json").read_text()) if params["tune"]["enabled"] else {}
+        out = {"config": config, "set": table, "seed": seed, "seconds": round(seconds, 1),
+               "model": _keep(record["model"]), **{b: _keep(record[b]) for b in BASELINES},
+               "latent_dim": record["model"]["latent_dim"], "variant": best.get("train", {}).get("model", {}).get("variant")}
+        if config == "default":
+            out |= _scoring_options(params)
+    return out
+
+
+def _keep(m: dict) -> dict:
+    return {"auroc": m["auroc"], "auprc": m["auprc"]}
+
+
+def _scoring_options(params: dict) -> dict:
+    """The same trained model scored by the raw residual, and by kNN distance of its codes."""
+    import numpy as np
+    import torch
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.neighbors import NearestNeighbors
+
+    from aeops.bundle import ModelBundle
+    from aeops.cli import run_stage
+    from aeops.data.prepared import load_split
+
+    params["evaluate"]["score_standardize"] = False
+    params["evaluate"]["metrics_file"] = "metrics/raw.json"
+    params["evaluate"]["bundle_dir"] = "bundle_raw"
+    params["evaluate"]["plots_dir"] = "plots/raw"
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    run_stage("evaluate")
+    raw = _keep(json.loads(Path("metrics/raw.json").read_text())["model"])
+    model = ModelBundle.load("bundle").network()
+    train, test = load_split("data/prepared", "train"), load_split("data/prepared", "test")
+    with torch.no_grad():
+        codes = [model.encode(torch.from_numpy(s.x)).numpy() for s in (train, test)]
+    k = params["evaluate"]["knn_neighbors"]
+    dist = NearestNeighbors(n_neighbors=min(k, len(codes[0]))).fit(codes[0]).kneighbors(codes[1])[0].mean(1)
+    y = test.is_anomaly
+    latent = {"auroc": float(roc_auc_score(y, dist)), "auprc": float(average_precision_score(y, dist))}
+    return {"raw residual": raw, "latent kNN": latent if np.isfinite(dist).all() else None}
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Per set and overall: mean ± std AUROC/AUPRC of each method, and sets won against each baseline."""
+    methods: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for r in runs:
+        if "error" in r:
+            continue
+        name = "aeops" if r["config"] == "default" else f"aeops ({r['config']})"
+        entries = {name: r["model"]}
+        if r["config"] == "default":
+            entries |= {f"aeops, {o}": r[o] for o in ("raw residual", "latent kNN") if r.get(o)}
+            entries |= {b: r[b] for b in BASELINES}
+        for method, m in entries.items():
+            for metric in ("auroc", "auprc"):
+                methods.setdefault(method, {}).setdefault(r["set"], {}).setdefault(metric, []).append(m[metric])
+    table = {}
+    for method, sets in methods.items():
+        per_set = {s: {k: (statistics.mean(v), statistics.pstdev(v), len(v)) for k, v in m.items()} for s, m in sets.items()}
+        table[method] = {
+            "per_set": per_set,
+            "mean_auroc": statistics.mean(v["auroc"][0] for v in per_set.values()),
+            "mean_auprc": statistics.mean(v["auprc"][0] for v in per_set.values()),
+            "sets": len(per_set),
+        }
+    ref = table.get("aeops", {}).get("per_set", {})
+    for method, entry in table.items():  # sets where the default pipeline beats this method (mean AUROC)
+        common = [s for s in entry["per_set"] if s in ref]
+        entry["aeops_wins"] = sum(ref[s]["auroc"][0] > entry["per_set"][s]["auroc"][0] for s in common)
+    return table
+
+
+def markdown(table: dict, splits: int) -> str:
+    rows = sorted(table.items(), key=lambda kv: -kv[1]["mean_auroc"])
+    lines = [f"| method | mean AUROC | mean AUPRC | sets where aeops (default) wins (of {len(rows[0][1]['per_set'])}) |",
+             "| --- | --- | --- | --- |"]
+    for method, e in rows:
+        wins = "—" if method == "aeops" else str(e["aeops_wins"])
+        lines.append(f"| {method} | {e['mean_auroc']:.3f} | {e['mean_auprc']:.3f} | {wins} |")
+    sets = sorted(next(iter(table.values()))["per_set"])
+    shown = [m for m, _ in rows if m in ("aeops", *BASELINES)]
+    lines += ["", f"Per set, AUROC mean ± std over {splits} splits:", "",
+              "| set | " + " | ".join(shown) + " |", "| --- |" + " --- |" * len(shown)]
+    for s in sets:
+        cells = []
+        for m in shown:
+            v = table[m]["per_set"].get(s, {}).get("auroc")
+            cells.append("—" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", default=None, help="comma-separated set names (default: every CSV in the folder)")
+    ap.add_argument("--splits", type=int, default=5, help="seeded splits per set")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="pipeline runs in parallel")
+    ap.add_argument("--configs", default="default", help=f"comma-separated, of: {', '.join(CONFIGS)}; 'all'")
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--runs", default=None, help="JSON-lines file of finished runs: appended as each ends, and runs "
+                    "already in it are not rerun (default: the --out file with .jsonl)")
+    args = ap.parse_args()
+    if not TABLES.is_dir():
+        sys.exit(f"tabular benchmark skipped: {TABLES} not found (the shared tabular sets)")
+    sets = args.sets.split(",") if args.sets else sorted(p.stem for p in TABLES.glob("*.csv"))
+    configs = list(CONFIGS) if args.configs == "all" else args.configs.split(",")
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        sys.exit(f"unknown config(s) {unknown}; known: {list(CONFIGS)}")
+    log = Path(args.runs or Path(args.out).with_suffix(".jsonl"))
+    old = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    done_keys = {(r["config"], r["set"], r["seed"]) for r in old if "error" not in r}
+    wanted = [(c, s, seed) for c in configs for s in sets for seed in range(args.splits)]
+    jobs = [j for j in wanted if j not in done_keys]
+    # the default config first, big sets first within it: the headline finishes early, packing is tight
+    jobs.sort(key=lambda j: (j[0] != "default", -(TABLES / f"{j[1]}.csv").stat().st_size))
+    print(f"{len(wanted) - len(jobs)} of {len(wanted)} runs already in {log}; running {len(jobs)}", flush=True)
+    start = time.perf_counter()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(max_workers=args.jobs, max_tasks_per_child=1) as pool:
+        for fut in as_completed([pool.submit(job, *j) for j in jobs]):
+            r = fut.result()
+            with log.open("a") as fh:
+                fh.write(json.dumps(r) + "\n")
+            done = r.get("error") or f"AUROC {r['model']['auroc']:.3f} (kNN {r['knn_distance']['auroc']:.3f}), {r['seconds']} s"
+            print(f"{r['config']:>24} {r['set']:>12} split {r['seed']}: {done}", flush=True)
+    keys = set(wanted)
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    runs = list({(r["config"], r["set"], r["seed"]): r for r in runs
+                 if (r["config"], r["set"], r["seed"]) in keys and "error" not in r}.values())  # the last of each
+    table = summarize(runs)
+    result = {"splits": args.splits, "configs": configs, "wall_seconds": round(time.perf_counter() - start, 1),
+              "cpus": os.cpu_count(), "summary": table, "runs": runs}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(markdown(table, args.splits))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""What a search trial is judged by: reconstruction, or detection of held-out or synthetic anomalies.
+
+- `val_recon_loss`: the plain validation reconstruction MSE (needs no labels, but rewards codes
+  close to the identity, which reconstruct anomalies well too).
+- `val_auroc`: 1 - AUROC of normal validation rows vs the labelled anomalies prepare kept outside
+  test (`val_anomalies.parquet`); test rows are never used.
+- `val_synthetic_auroc`: the same against synthetic anomalies made from normal validation rows by
+  swapping a share of each row's features with another row's (the marginals stay, the joint
+  structure breaks); for data without labels.
+Scores are the per-row reconstruction MSE of the trial's network.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+
+from aeops.data.prepared import VAL_ANOMALIES, has_split, load_split
+from aeops.errors import ConfigError
+
+OBJECTIVE_METRIC = {"val_recon_loss": "val/recon_loss", "val_auroc": "val/auroc_loss",
+                    "val_synthetic_auroc": "val/synthetic_auroc_loss"}
+SWAP_SHARE = 0.25  # share of features a synthetic anomaly takes from another row
+
+
+def resolve_objective(objective: str, data_dir: str) -> str:
+    """`auto` → val_auroc where prepare kept labelled anomalies outside test, else val_recon_loss."""
+    if objective != "auto":
+        return objective
+    return "val_auroc" if has_split(data_dir, VAL_ANOMALIES) else "val_recon_loss"
+
+
+def synthetic_anomalies(x: np.ndarray, seed: int, share: float = SWAP_SHARE) -> np.ndarray:
+    """Rows of `x` with a random `share` of their features (at least one) taken from another random row."""
+    rng = np.random.default_rng(seed)
+    source = x.reshape(len(x), -1)
+    flat = source.copy()
+    n, d = flat.shape
+    k = max(1, round(share * d))
+    donors = (np.arange(n) + rng.integers(1, max(n, 2), size=n)) % n  # never the row itself
+    for i in range(n):
+        cols = rng.choice(d, size=k, replace=False)
+        flat[i, cols] = source[donors[i], cols]
+    return flat.reshape(x.shape)
+
+
+class DetectionAUROC(L.Callback):
+    """Logs `metric` = 1 - AUROC of the reconstruction MSE, normal rows vs anomalies, each validation."""
+
+    def __init__(self, normal: np.ndarray, anomalies: np.ndarray, metric: str):
+        self.x = torch.from_numpy(np.concatenate([normal, anomalies]).astype(np.float32))
+        self.y = np.r_[np.zeros(len(normal)), np.ones(len(anomalies))]
+        self.metric = metric
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from sklearn.metrics import roc_auc_score
+
+        x = self.x.to(pl_module.device)
+        scores = ((pl_module.model.reconstruct(x) - x) ** 2).flatten(1).mean(1).double().cpu().numpy()
+        if np.isfinite(scores).all():  # a diverging trial: its val/loss stops it
+            pl_module.log(self.metric, 1.0 - float(roc_auc_score(self.y, scores)))
+
+
+def objective_callbacks(objective: str, data_dir: str, seed: int) -> list[L.Callback]:
+    """The callbacks that log a detection objective (none for val_recon_loss, which the model logs)."""
+    if objective == "val_recon_loss":
+        return []
+    normal = load_split(data_dir, "val").x
+    if objective == "val_synthetic_auroc":
+        return [DetectionAUROC(normal, synthetic_anomalies(normal, seed), OBJECTIVE_METRIC[objective])]
+    if not has_split(data_dir, VAL_ANOMALIES):
+        raise ConfigError(
+            "params.yaml: tune.objective = 'val_auroc' needs labelled anomalies (prepare.anomaly_column or "
+            "prepare.normal_classes); use val_synthetic_auroc, val_recon_loss or auto"
+        )
+    return [DetectionAUROC(normal, load_split(data_dir, VAL_ANOMALIES).x, OBJECTIVE_METRIC[objective])]
