@@ -79,8 +79,13 @@ def quality(d: dict) -> list[str]:
     return out
 
 
+def tabular(d: dict) -> list[str]:
+    return [f"## Tabular anomaly detection ({len(d['configs'])} config(s), {d['splits']} seeded splits per set)", "",
+            d["table_md"], ""]
+
+
 SECTIONS = {"training_speed": speed, "pipeline": pipeline, "serving": serving,
-            "tune_pruning": tune_pruning, "quality": quality}
+            "tune_pruning": tune_pruning, "quality": quality, "tabular": tabular}
 
 
 def summarize(results: Path) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -47,7 +48,7 @@ def _set(params: dict, dotted: str, value: object) -> None:
     node[key] = value
 
 
-def job(config: str, table: str, seed: int) -> dict:
+def job(config: str, table: str, seed: int, tables: str = str(TABLES)) -> dict:
     """One pipeline run in a temporary project folder; returns AUROC/AUPRC of the model, options and baselines."""
     import torch
 
@@ -55,7 +56,7 @@ def job(config: str, table: str, seed: int) -> dict:
 
     torch.set_num_threads(int(os.environ.get("AEOPS_BENCH_THREADS", "1")))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    data = {"source": "table", "path": str(TABLES / f"{table}.csv"), "anomaly_column": "is_anomaly",
+    data = {"source": "table", "path": str(Path(tables) / f"{table}.csv"), "anomaly_column": "is_anomaly",
             "normal_classes": None, "seed": seed}
     params["prepare"].update(data)
     params["tune"]["progress_bar"] = params["train"]["progress_bar"] = False
@@ -168,29 +169,34 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=5, help="seeded splits per set")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="pipeline runs in parallel")
     ap.add_argument("--configs", default="default", help=f"comma-separated, of: {', '.join(CONFIGS)}; 'all'")
+    ap.add_argument("--tables", type=Path, default=TABLES, help="folder of CSV files with a 0/1 is_anomaly column")
     ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--runs", default=None, help="JSON-lines file of finished runs: appended as each ends, and runs "
-                    "already in it are not rerun (default: the --out file with .jsonl)")
+    ap.add_argument("--runs", default=None, help="JSON-lines file of finished runs, appended as each ends "
+                    "(default: the --out file with .jsonl, started afresh)")
+    ap.add_argument("--resume", action="store_true", help="keep the runs already in --runs and run only the missing "
+                    "ones (only after no code or params change: a stale run would be counted silently)")
     args = ap.parse_args()
-    if not TABLES.is_dir():
-        sys.exit(f"tabular benchmark skipped: {TABLES} not found (the shared tabular sets)")
-    sets = args.sets.split(",") if args.sets else sorted(p.stem for p in TABLES.glob("*.csv"))
+    if not args.tables.is_dir():
+        sys.exit(f"tabular benchmark skipped: {args.tables} not found (the shared tabular sets)")
+    sets = args.sets.split(",") if args.sets else sorted(p.stem for p in args.tables.glob("*.csv"))
     configs = list(CONFIGS) if args.configs == "all" else args.configs.split(",")
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         sys.exit(f"unknown config(s) {unknown}; known: {list(CONFIGS)}")
     log = Path(args.runs or Path(args.out).with_suffix(".jsonl"))
+    if not args.resume:
+        log.unlink(missing_ok=True)
     old = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     done_keys = {(r["config"], r["set"], r["seed"]) for r in old if "error" not in r}
     wanted = [(c, s, seed) for c in configs for s in sets for seed in range(args.splits)]
     jobs = [j for j in wanted if j not in done_keys]
     # the default config first, big sets first within it: the headline finishes early, packing is tight
-    jobs.sort(key=lambda j: (j[0] != "default", -(TABLES / f"{j[1]}.csv").stat().st_size))
+    jobs.sort(key=lambda j: (j[0] != "default", -(args.tables / f"{j[1]}.csv").stat().st_size))
     print(f"{len(wanted) - len(jobs)} of {len(wanted)} runs already in {log}; running {len(jobs)}", flush=True)
     start = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=args.jobs, max_tasks_per_child=1) as pool:
-        for fut in as_completed([pool.submit(job, *j) for j in jobs]):
+        for fut in as_completed([pool.submit(job, *j, str(args.tables)) for j in jobs]):
             r = fut.result()
             with log.open("a") as fh:
                 fh.write(json.dumps(r) + "\n")
@@ -201,11 +207,12 @@ def main() -> None:
     runs = list({(r["config"], r["set"], r["seed"]): r for r in runs
                  if (r["config"], r["set"], r["seed"]) in keys and "error" not in r}.values())  # the last of each
     table = summarize(runs)
-    result = {"splits": args.splits, "configs": configs, "wall_seconds": round(time.perf_counter() - start, 1),
-              "cpus": os.cpu_count(), "summary": table, "runs": runs}
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "splits": args.splits, "configs": configs,
+              "wall_seconds": round(time.perf_counter() - start, 1), "summary": table,
+              "table_md": markdown(table, args.splits), "runs": runs}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
-    print(markdown(table, args.splits))
+    print(result["table_md"])
 
 
 if __name__ == "__main__":

@@ -64,3 +64,53 @@ def test_summary_renders_every_committed_result_and_names_missing_ones(tmp_path)
     best = json.loads((results / "quality.json").read_text())["one_class"]
     assert f"**{best['variants'][best['best_variant']]['mean']:.4f}**" in text
     assert "## serving\n\nnot run" in text
+
+
+def _run(config, s, seed, model, knn):
+    base = {"auroc": 0.5, "auprc": 0.1}
+    return {"config": config, "set": s, "seed": seed, "model": {"auroc": model, "auprc": model / 2},
+            "knn_distance": {"auroc": knn, "auprc": knn / 2}, "isolation_forest": base, "pca": base}
+
+
+def test_tabular_summary_averages_splits_then_sets_and_counts_wins():
+    tabular = _load("tabular")
+    runs = [_run("default", "a", 0, 0.9, 0.8), _run("default", "a", 1, 0.7, 0.8),  # a: 0.8 vs 0.8, no win
+            _run("default", "b", 0, 1.0, 0.6), _run("default", "b", 1, 0.9, 0.6),  # b: 0.95 vs 0.6, a win
+            _run("single network", "a", 0, 0.5, 0.8)]
+    table = tabular.summarize(runs)
+    assert table["aeops"]["mean_auroc"] == pytest.approx((0.8 + 0.95) / 2)
+    assert table["aeops"]["per_set"]["a"]["auroc"][1] == pytest.approx(0.1)  # std over splits
+    assert table["knn_distance"]["aeops_wins"] == 1 and table["pca"]["aeops_wins"] == 2
+    assert table["aeops (single network)"]["sets"] == 1
+    text = tabular.markdown(table, 2)
+    assert "| aeops | 0.875 |" in text and "| b | " in text and "0.950 ± 0.050" in text
+
+
+@pytest.mark.slow
+def test_tabular_benchmark_runs_the_real_pipeline_on_a_table_folder(tmp_path):
+    """`make bench` runs benchmarks/tabular.py; here on one small table, sizes capped."""
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5))
+    x[:, 1] = x[:, 0] + 0.1 * rng.normal(size=300)
+    y = np.zeros(300, dtype=int)
+    y[:30] = 1
+    x[:30] += 3.0
+    (tmp_path / "tables").mkdir()
+    pd.DataFrame(x, columns=list("abcde")).assign(k=1.0, is_anomaly=y).to_csv(tmp_path / "tables/toy.csv", index=False)
+    env = {**os.environ, "AEOPS_CAP": "epochs=2,trials=2", "MLFLOW_TRACKING_URI": ""}
+    out = tmp_path / "tabular.json"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks/tabular.py"), "--tables", str(tmp_path / "tables"),
+                           "--splits", "1", "--jobs", "1", "--out", str(out)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    run = result["runs"][0]
+    assert run["set"] == "toy" and 0.5 < run["model"]["auroc"] <= 1.0 and run["latent_dim"] <= 2  # 5 features / 2
+    assert {"raw residual", "latent kNN", "knn_distance"} <= set(run)
+    assert "| aeops |" in result["table_md"] and (tmp_path / "tabular.jsonl").is_file()

@@ -35,6 +35,7 @@ def test_train_writes_checkpoints_and_tracks_everything(prepared, mlflow_cfg):
     assert params["train.model.variant"] == "vanilla" and params["train.max_epochs"] == "3"
     assert params["prepare.source"] == "digits" and params["prepare.normal_classes"] == str(list(range(9)))
     assert tags["dvc_stage"] == "train" and tags["data_hash"] == info["data_hash"] and tags["git_commit"]
+    assert tags["dropped_columns"] == "none"  # digits: prepare dropped no column
     history = client.get_metric_history(run.info.run_id, "val/loss")
     assert len(history) == 3 and len(client.get_metric_history(run.info.run_id, "train/loss")) == 3
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}

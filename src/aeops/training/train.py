@@ -260,7 +260,10 @@ def _log_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: dict, logg
                 "aeops_version": __version__,
             }
         )
-        mlflow.log_dict(read_json(data_dir / "profile.json"), "data/profile.json")
+        profile = read_json(data_dir / "profile.json")
+        dropped = profile.get("dropped_columns") or {}
+        mlflow.set_tag("dropped_columns", ", ".join(f"{k} ({v})" for k, v in dropped.items()) or "none")
+        mlflow.log_dict(profile, "data/profile.json")
         mlflow.log_dict(meta, "data/meta.json")
 
         model = lit.model.cpu().eval()
