@@ -218,7 +218,7 @@ class TuneConfig(Strict):
     seed: int = 42
     max_epochs: int = Field(15, ge=1)  # per trial
     min_epoch_rows: int = Field(2048, ge=0)  # a trial's epoch draws at least this many rows (small tables cycled)
-    max_train_rows: int | None = Field(4096, ge=1)  # each trial trains on this many train rows (seeded); train uses all
+    max_train_rows: int | None = Field(2048, ge=1)  # each trial trains on this many train rows (seeded); train uses all
     patience: int = Field(5, ge=0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     progress_bar: bool = True
