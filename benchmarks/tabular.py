@@ -36,6 +36,7 @@ CONFIGS: dict[str, dict[str, object]] = {
     "objective val_synthetic_auroc": {"tune.objective": "val_synthetic_auroc"},
     "single network": {"train.ensemble": 1},
     "ensemble 5": {"train.ensemble": 5},
+    "robust scaling": {"prepare.scaling": "robust"},
     "plain epochs": {"train.min_epoch_rows": 0, "train.max_epoch_rows": None, "tune.min_epoch_rows": 0},
 }
 

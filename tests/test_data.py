@@ -361,3 +361,13 @@ def test_an_epoch_on_a_small_table_cycles_it_in_shuffled_passes(digits_dir: Path
     first, second = (torch.cat(list(dm_cap.train_dataloader())) for _ in range(2))
     assert len(first) == len(second) == 300 and len(torch.unique(first, dim=0)) == len(torch.unique(second, dim=0))
     assert not torch.equal(first, second)  # capped epochs: a fresh random share each time
+
+
+def test_robust_scaling_uses_median_and_iqr_so_one_huge_value_does_not_squash_the_rest() -> None:
+    from aeops.data.prepare import fit_scaler
+
+    x = np.r_[np.arange(99.0), [1e6]].reshape(-1, 1)
+    robust, standard = fit_scaler("robust", x, ["a"]), fit_scaler("standard", x, ["a"])
+    assert robust["offset"] == [pytest.approx(49.5)] and robust["scale"] == [pytest.approx(49.5)]
+    assert standard["scale"][0] > 1e4  # the outlier sets the unit: typical rows all map to ~0
+    assert np.ptp(apply_scaler(robust, x[:99])) > 1.5 > np.ptp(apply_scaler(standard, x[:99])) * 100

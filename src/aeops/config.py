@@ -40,7 +40,7 @@ class PrepareConfig(Strict):
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     max_train_rows: int | None = Field(None, gt=0)
-    scaling: Literal["auto", "standard", "minmax", "global_minmax", "none"] = "auto"
+    scaling: Literal["auto", "standard", "robust", "minmax", "global_minmax", "none"] = "auto"
     seed: int = 42
     output_dir: str = "data/prepared"
 

@@ -173,12 +173,15 @@ def resolve_scaling(kind: str, raw: RawData) -> str:
 
 def fit_scaler(kind: str, x: np.ndarray, feature_names: list[str]) -> dict[str, Any]:
     """Fit on train features: {"kind", "feature_names", "offset", "scale", "train_min", "train_max"} (zero scales → 1)."""
-    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
     d = x.shape[1]
     if kind == "standard":
         sk = StandardScaler().fit(x)
         offset, scale = sk.mean_, sk.scale_
+    elif kind == "robust":  # median and interquartile range: a few huge values do not squash the rest
+        sk = RobustScaler().fit(x)
+        offset, scale = sk.center_, sk.scale_
     elif kind == "minmax":
         sk = MinMaxScaler().fit(x)
         offset, scale = sk.data_min_, sk.data_range_
