@@ -29,9 +29,9 @@ def prepared(workdir: Path) -> Path:
 
 
 def tiny_train(**model: object) -> TrainConfig:
-    """A few fast epochs on CPU, no progress bar."""
+    """A few fast epochs of one network on CPU (plain epochs), no progress bar; the journeys run the defaults."""
     return TrainConfig(
-        max_epochs=3, patience=2, batch_size=128, accelerator="cpu", progress_bar=False,
+        max_epochs=3, patience=2, batch_size=128, accelerator="cpu", progress_bar=False, ensemble=1, min_epoch_rows=0,
         model={"latent_dim": 4, "mlp": {"hidden": [32]}, "conv": {"channels": [4, 8]}, **model},
     )
 

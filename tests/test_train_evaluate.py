@@ -113,7 +113,8 @@ def test_killed_training_resumes_from_the_last_checkpoint(prepared, workdir):
     import yaml
     from conftest import REPO
 
-    params = {"tune": {"enabled": False}, "train": {"max_epochs": 40, "patience": 40, "batch_size": 16, "accelerator": "cpu",
+    params = {"tune": {"enabled": False}, "train": {"max_epochs": 40, "patience": 40, "batch_size": 16, "accelerator": "cpu", "ensemble": 1,
+                        "min_epoch_rows": 0,
                         "progress_bar": False, "model": {"latent_dim": 4, "mlp": {"hidden": [256, 128]}}}}
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 def small_study(**kw) -> TuneConfig:
     """6 trials x 3 epochs on digits; the lr range reaches values too small to learn in 3 epochs."""
     base = {
-        "n_trials": 6, "max_epochs": 3, "patience": 3, "progress_bar": False,
+        "n_trials": 6, "max_epochs": 3, "patience": 3, "progress_bar": False, "min_epoch_rows": 0,
         "pruner": "median", "pruner_startup_trials": 2, "pruner_warmup_epochs": 0,
         "space": {
             "depth": 1, "width": {"low": 16, "high": 64, "log": True}, "latent_dim": {"low": 2, "high": 8},
