@@ -39,6 +39,7 @@ class Scorer:
         self.features = bundle.feature_names
         self.ignored = set(self.scaler.get("ignored_features", []))  # dropped by prepare: accepted, unused
         self.latent_dim = bundle.latent_dim
+        self.ensemble = bundle.members > 1
         self.expected_flagged = bundle.scoring.expected_flagged  # share of normal rows above the threshold
         self.range = None
         if "train_min" in self.scaler:
@@ -113,8 +114,9 @@ class Scorer:
         recon = self.model.decode(z)
         if output == "reconstruction":
             return pd.DataFrame(invert_scaler(self.scaler, recon.numpy()), columns=self.features, index=df.index)
-        members = reconstruct_members(self.model, x).numpy()  # (1, n, ...) for a single network
         x, recon = x.numpy(), recon.numpy()
+        # an ensemble's members all score; a single network's reconstruction is already at hand
+        members = reconstruct_members(self.model, torch.from_numpy(x)).numpy() if self.ensemble else recon[None]
         score, err = self.anomaly_score(x, members), anomaly_scores(x, recon)  # float64, as in evaluate
         out = pd.DataFrame(
             {"anomaly_score": score, "is_anomaly": score > self.threshold, "reconstruction_error": err},
