@@ -194,8 +194,9 @@ def main() -> None:
     done_keys = {(r["config"], r["set"], r["seed"]) for r in old if "error" not in r}
     wanted = [(c, s, seed) for c in configs for s in sets for seed in range(args.splits)]
     jobs = [j for j in wanted if j not in done_keys]
-    # the default config first, big sets first within it: the headline finishes early, packing is tight
-    jobs.sort(key=lambda j: (j[0] != "default", -(args.tables / f"{j[1]}.csv").stat().st_size))
+    # the default config first, then set by set (big sets first, packing is tight) with every config of a set
+    # together: a run cut short still compares configs on the sets it finished
+    jobs.sort(key=lambda j: (j[0] != "default", -(args.tables / f"{j[1]}.csv").stat().st_size, configs.index(j[0])))
     print(f"{len(wanted) - len(jobs)} of {len(wanted)} runs already in {log}; running {len(jobs)}", flush=True)
     start = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
