@@ -60,6 +60,9 @@ def test_study_prunes_and_train_uses_best_params(prepared, mlflow_cfg):
     nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(nested) == 6
     assert sorted(r.data.tags["state"] for r in nested).count("PRUNED") == result["trials"]["PRUNED"]
+    pruned = [r for r in nested if r.data.tags["state"] == "PRUNED"]  # the runs table shows it: status and name
+    assert all(r.info.status == "KILLED" and r.info.run_name.endswith("(pruned)") for r in pruned)
+    assert all(r.info.status == "FINISHED" for r in nested if r.data.tags["state"] == "COMPLETE")
     assert all("duration_s" in r.data.metrics for r in nested)
     # digit 9 is labelled: `auto` selects models by 1 - AUROC on validation normals vs held-out nines
     assert best["objective"] == "val_auroc" and 0.0 <= best["value"] < 0.5

@@ -1,9 +1,10 @@
-"""MLflow set-up shared by the stages: tracking URI, experiment, flattened params, provenance tags."""
+"""MLflow set-up shared by the stages: tracking URI, experiment, run names, params, lineage tags."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ HTTP_DEFAULTS = {
 
 # MLflow caps a param value at 6,000 characters; ours are far shorter, but stay safe.
 _MAX_PARAM = 6000
+# MLflow 3's UI opens an experiment in its GenAI view unless told it holds model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+LOSS_HISTORY = ("train/loss", "val/loss", "train/recon_loss", "val/recon_loss")  # the per-epoch curves plotted
+UI_QUERY = "?workflowType=machine_learning"  # MLflow 3.17's UI picks its view from this, not from the tag
 
 
 def tracking_uri(cfg: MlflowConfig) -> str:
@@ -48,12 +53,14 @@ def setup_experiment(cfg: MlflowConfig) -> str:
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise TrackingUnavailable(f"MLflow tracking server {mask_url(uri)} is unreachable ({first})") from None
     if exp is not None:
+        if exp.tags.get("mlflow.experimentKind") is None:
+            client.set_experiment_tag(exp.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return exp.experiment_id
     location = None
     if not uri.startswith(("http://", "https://", "databricks")):
         location = (Path.cwd() / cfg.artifact_root / cfg.experiment).resolve().as_uri()
     try:
-        return client.create_experiment(cfg.experiment, artifact_location=location)
+        return client.create_experiment(cfg.experiment, artifact_location=location, tags=EXPERIMENT_KIND)
     except MlflowException:  # created meanwhile by another process
         return client.get_experiment_by_name(cfg.experiment).experiment_id
 
@@ -81,16 +88,86 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def pipeline_outputs(dvc_file: str | Path = "dvc.yaml") -> list[str]:
+    """Paths the DVC pipeline writes (outs, metrics, plots of every stage), plus dvc.lock and .gitignore files."""
+    import yaml
+
+    paths = ["**/dvc.lock", "**/.gitignore"]
+    try:
+        stages = (yaml.safe_load(Path(dvc_file).read_text()) or {}).get("stages", {})
+    except (OSError, yaml.YAMLError):
+        return paths
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                paths.append(next(iter(entry)) if isinstance(entry, dict) else str(entry))
+    return paths
+
+
 def git_commit() -> str:
-    """HEAD's commit hash (with `-dirty` if the tree has changes), or `unknown` outside git."""
+    """HEAD's commit hash (with `-dirty` if tracked files changed), or `unknown` outside git.
+
+    Files the pipeline itself writes (dvc.lock, committed metrics, .gitignore entries) do not count:
+    DVC rewrites them while `dvc repro` runs, so they would mark every run of a clean checkout dirty.
+    """
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
+        excluded = [f":(exclude,glob){p}" if p.startswith("**") else f":(exclude){p}" for p in pipeline_outputs()]
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
             capture_output=True, text=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
+
+
+def effective_model(model: Mapping[str, Any]) -> dict[str, Any]:
+    """`train.model` without the sections of the variants and the architecture not in use."""
+    from aeops import variants
+
+    unused = {name for name in variants.names() if name != model["variant"]}
+    unused.add("conv" if model["architecture"] == "mlp" else "mlp")
+    return {k: v for k, v in model.items() if k not in unused}
+
+
+def data_label(prepare: Mapping[str, Any]) -> str:
+    """Short name of the data a run used: `digits[0-8]`, `mnist[0]`, `breastw` (a table's file name)."""
+    if prepare.get("source") == "table":
+        return Path(str(prepare.get("path", "table"))).stem
+    classes = prepare.get("normal_classes")
+    if not classes:
+        return str(prepare.get("source"))
+    contiguous = len(classes) > 2 and list(classes) == list(range(classes[0], classes[-1] + 1))
+    text = f"{classes[0]}-{classes[-1]}" if contiguous else ",".join(map(str, classes))
+    return f"{prepare['source']}[{text}]"
+
+
+def run_name(prepare: Mapping[str, Any], model: Mapping[str, Any], members: int = 1) -> str:
+    """`digits[0-8] denoising-mlp z16 x3`: the data, the model and its size at a glance."""
+    ensemble = f" x{members}" if members > 1 else ""
+    return f"{data_label(prepare)} {model['variant']}-{model['architecture']} z{model['latent_dim']}{ensemble}"
+
+
+def lineage_tags() -> dict[str, str]:
+    """The git commit and, under `dvc exp run`, the DVC experiment's name (DVC sets DVC_EXP_NAME)."""
+    return {"git_commit": git_commit(), "dvc_experiment": os.environ.get("DVC_EXP_NAME") or "none (dvc repro)"}
+
+
+def log_dataset(data_dir: str | Path, prepare: Mapping[str, Any], data_hash: str, context: str = "training") -> None:
+    """The prepared training split as the active run's MLflow dataset input (name, digest, source, schema)."""
+    import mlflow
+    import pandas as pd
+
+    from aeops.data.prepared import load_meta, load_split
+
+    meta = load_meta(data_dir)
+    train = load_split(data_dir, "train")
+    df = pd.DataFrame(train.x, columns=[str(c) for c in meta["feature_names"]])
+    source = str(prepare.get("path")) if prepare.get("source") == "table" else f"aeops builtin: {prepare.get('source')}"
+    with warnings.catch_warnings():  # MLflow guesses among source types ("interpreted in multiple ways"): moot here
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(df, source=source, name=data_label(prepare), digest=data_hash[:12])
+    mlflow.log_input(dataset, context=context)

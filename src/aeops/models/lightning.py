@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from aeops.models.autoencoder import Autoencoder
 from aeops.models.factory import build_autoencoder
 
 
@@ -32,6 +33,10 @@ class LitAutoencoder(L.LightningModule):
         shape = tuple(image_shape) if image_shape else None
         self.model = build_autoencoder(model_cfg, n_features, shape, unit_interval, members)
         self._sums: dict[str, tuple[Tensor, int]] = {}
+        # Without a penalty, loss = recon_loss and reg_loss = 0: log `loss` alone (plus val/recon_loss, the
+        # measure that tune compares across variants), so no curve hides under an identical one.
+        nets = getattr(self.model, "members", [self.model])
+        self._penalised = any(type(m).penalty is not Autoencoder.penalty for m in nets)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model.reconstruct(x)
@@ -58,10 +63,13 @@ class LitAutoencoder(L.LightningModule):
                 "(lower train.lr, raise train.gradient_clip_val or reduce the variant's penalty weight)"
             )
         self.log_dict(
-            {f"{stage}/{name}": means[i] for i, name in enumerate(LOSS_PARTS)},
+            {f"{stage}/{name}": means[i] for i, name in enumerate(LOSS_PARTS) if self._logs(stage, name)},
             prog_bar=stage != "train",
             sync_dist=True,  # means over all ranks (equal shards under DDP)
         )
+
+    def _logs(self, stage: str, part: str) -> bool:
+        return self._penalised or part == "loss" or (stage == "val" and part == "recon_loss")
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         return self.model_step(batch, "train")

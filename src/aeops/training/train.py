@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,18 +11,17 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from aeops import __version__
 from aeops.config import MlflowConfig, TrainConfig
-from aeops.data.prepared import load_meta, load_split
+from aeops.data.prepared import load_meta
 from aeops.errors import ConfigError, TrainingDiverged
 from aeops.io import hash_dir, read_json, write_json
 from aeops.models.lightning import LitAutoencoder
-from aeops.tracking import flatten, git_commit, mask_url, setup_experiment, tracking_uri
+from aeops.tracking import git_commit, mask_url, tracking_uri
 from aeops.training.datamodule import PreparedDataModule
 from aeops.training.resume import STATE, RecordRun, fingerprint, resume_point
+from aeops.training.run_log import log_training_run, training_logger
 
 
 def build_trainer(
@@ -134,7 +132,7 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
     data_hash = hash_dir(cfg.data_dir)
     key = fingerprint(cfg, data_hash)
     resume_from, run_id = resume_point(ckpt_dir, key)
-    logger = _logger(cfg, mlflow_cfg, choice, run_id)
+    logger = training_logger(cfg, mlflow_cfg, choice, run_id)
     lit = LitAutoencoder(
         model_cfg=cfg.model.model_dump(),
         n_features=meta["n_features"],
@@ -172,7 +170,7 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
         "n_parameters": sum(p.numel() for p in lit.model.parameters()),
     }
     info = _run_info(trainer, logger, mlflow_cfg, data_hash, metrics)
-    _log_run(lit, cfg, meta, info, logger)
+    log_training_run(lit, cfg, meta, info, logger)
     # The DVC metrics file holds reproducible numbers only (wall time lives in MLflow and run.json).
     write_json(cfg.metrics_file, {k: v for k, v in metrics.items() if k != "fit_seconds"})
     write_json(out_dir / "run.json", info)
@@ -180,29 +178,7 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
     return metrics
 
 
-def _logger(cfg: TrainConfig, mlflow_cfg: MlflowConfig, choice: ModelChoice, run_id: str | None) -> MLFlowLogger | bool:
-    """The run's MLflow logger (continuing an interrupted run if the store still has it).
-
-    Only rank 0 talks to MLflow: other ranks (started together by torchrun) must not race to
-    create the tracking store, so they get no logger at all (False).
-    """
-    if rank_zero_only.rank != 0:
-        return False
-    setup_experiment(mlflow_cfg)
-    tuned = choice.tuned
-    return MLFlowLogger(
-        experiment_name=mlflow_cfg.experiment,
-        tracking_uri=tracking_uri(mlflow_cfg),
-        run_id=run_id if run_id and _run_exists(mlflow_cfg, run_id) else None,
-        run_name=f"{cfg.model.variant}-{cfg.model.architecture}-z{cfg.model.latent_dim}",
-        tags={
-            "aeops.stage": "train", "model_config_source": choice.source, "model_config_reason": choice.reason,
-            **({"tuned_from": f"{tuned['study']}#{tuned['trial']}"} if tuned else {}),
-        },
-    )
-
-
-def _run_info(trainer: L.Trainer, logger: MLFlowLogger, mlflow_cfg: MlflowConfig, data_hash: str,
+def _run_info(trainer: L.Trainer, logger: Any, mlflow_cfg: MlflowConfig, data_hash: str,
               metrics: dict[str, Any]) -> dict[str, Any]:
     """models/run.json: the MLflow run, the best checkpoint (relative when inside the project) and provenance."""
     best = Path(trainer.checkpoint_callback.best_model_path)
@@ -217,69 +193,8 @@ def _run_info(trainer: L.Trainer, logger: MLFlowLogger, mlflow_cfg: MlflowConfig
     }
 
 
-def _run_exists(mlflow_cfg: MlflowConfig, run_id: str) -> bool:
-    """The interrupted run can be continued only if this tracking store still has it."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mlflow.MlflowClient(tracking_uri(mlflow_cfg)).get_run(run_id)
-        return True
-    except MlflowException:
-        return False
-
-
 def _epoch_of(checkpoint: str | None) -> int:
     """Epochs completed in a checkpoint (0 for a fresh run)."""
     if checkpoint is None:
         return 0
     return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"]) + 1
-
-
-def _log_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: dict, logger: MLFlowLogger) -> None:
-    """Params, provenance tags, data profile and plots in the training run (the model: the bundle `register` logs)."""
-    import mlflow
-
-    from aeops.evaluation import plots
-
-    client, run_id = logger.experiment, logger.run_id
-    data_dir = Path(cfg.data_dir)
-    params = flatten(cfg.model_dump(), "train.")
-    if (data_dir / "params.json").exists():
-        params.update(flatten(read_json(data_dir / "params.json"), "prepare."))
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_params(params)
-        mlflow.log_metrics({f"final/{k}": v for k, v in info["metrics"].items()})
-        mlflow.set_tags(
-            {
-                "git_commit": info["git_commit"],
-                "dvc_stage": "train",
-                "data_hash": info["data_hash"],
-                "variant": cfg.model.variant,
-                "architecture": cfg.model.architecture,
-                "aeops_version": __version__,
-            }
-        )
-        profile = read_json(data_dir / "profile.json")
-        dropped = profile.get("dropped_columns") or {}
-        mlflow.set_tag("dropped_columns", ", ".join(f"{k} ({v})" for k, v in dropped.items()) or "none")
-        mlflow.log_dict(profile, "data/profile.json")
-        mlflow.log_dict(meta, "data/meta.json")
-
-        model = lit.model.cpu().eval()
-        test = load_split(cfg.data_dir, "test")
-        with torch.no_grad():
-            x = torch.from_numpy(test.x)
-            codes, recon = model.encode(x).numpy(), model.reconstruct(x).numpy()
-        history = {
-            name: [m.value for m in client.get_metric_history(run_id, name)]
-            for name in ("train/loss", "val/loss", "train/recon_loss", "val/recon_loss")
-        }
-        with tempfile.TemporaryDirectory() as tmp:
-            shape = tuple(meta["image_shape"]) if meta["image_shape"] else None
-            for path in (
-                plots.plot_loss_curves(Path(tmp) / "loss_curves.png", history),
-                plots.plot_reconstructions(Path(tmp) / "reconstructions.png", test.x, recon, shape),
-                plots.plot_latent_2d(Path(tmp) / "latent_2d.png", codes, test.labels, cfg.seed),
-            ):
-                mlflow.log_artifact(str(path), "plots")

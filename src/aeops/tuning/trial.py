@@ -8,13 +8,13 @@ from typing import Any
 
 import lightning as L
 import optuna
-from lightning.pytorch.loggers import MLFlowLogger
 from optuna_integration import PyTorchLightningPruningCallback
 
 from aeops.config import TrainConfig, TuneConfig
 from aeops.data.prepared import load_meta
 from aeops.models.lightning import LitAutoencoder
 from aeops.training.datamodule import PreparedDataModule
+from aeops.training.logger import EpochMLFlowLogger
 from aeops.training.train import build_trainer
 from aeops.tuning.objectives import OBJECTIVE_METRIC, objective_callbacks, resolve_objective
 from aeops.tuning.space import sample_train_overrides
@@ -78,7 +78,7 @@ def run_trial(
             train_cfg.model.model_dump(), meta["n_features"], meta["image_shape"], meta["unit_interval"],
             train_cfg.lr, train_cfg.weight_decay,
         )
-        logger = MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
+        logger = EpochMLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
         pruning = PyTorchLightningPruningCallback(trial, monitor=monitor)
         # the objective is logged first, then recorded, then pruned on (pruning raises)
         trainer = build_trainer(train_cfg, logger, None, [*detection, record, pruning])
@@ -110,5 +110,9 @@ def run_trial(
     if value is not None:
         client.log_metric(run_id, "objective", value)
     client.set_tag(run_id, "state", state.name)
-    client.set_terminated(run_id, "FAILED" if state == optuna.trial.TrialState.FAIL else "FINISHED")
+    # the runs table shows the status and the name: a pruned trial reads "Killed", "trial-7 (pruned)"
+    status = {optuna.trial.TrialState.FAIL: "FAILED", optuna.trial.TrialState.PRUNED: "KILLED"}.get(state, "FINISHED")
+    if state != optuna.trial.TrialState.COMPLETE:
+        client.set_tag(run_id, "mlflow.runName", f"trial-{trial.number} ({state.name.lower()})")
+    client.set_terminated(run_id, status)
     return state, value, info
