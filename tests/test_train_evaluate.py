@@ -6,6 +6,7 @@ import json
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import tiny_train
@@ -38,6 +39,21 @@ def test_train_writes_checkpoints_and_tracks_everything(prepared, mlflow_cfg):
     assert tags["dropped_columns"] == "none"  # digits: prepare dropped no column
     history = client.get_metric_history(run.info.run_id, "val/loss")
     assert len(history) == 3 and len(client.get_metric_history(run.info.run_id, "train/loss")) == 3
+    assert [m.step for m in history] == [0, 1, 2]  # the x-axis is the epoch, not the batch count
+
+    # What the MLflow UI shows: a run name with data and model, the effective config once, lineage.
+    assert run.info.run_name == "digits[0-8] vanilla-mlp z4" and tags["data"] == "digits[0-8]"
+    assert tags["dvc_experiment"] == "none (dvc repro)" and tags["resumed_from_epoch"] == "0"
+    assert not [k for k in params if k.startswith("model_cfg") or ".conv." in k or ".sparse." in k]
+    assert "train.model.mlp.hidden" in params and params["n_parameters"] == str(metrics["n_parameters"])
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # not MLflow 3's GenAI view
+    [dataset] = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "digits[0-8]" and dataset.dataset.digest == info["data_hash"][:12]
+    assert "px_63" in dataset.dataset.schema and json.loads(dataset.dataset.profile)["num_rows"] == 1050
+    # vanilla has no penalty: one loss curve per split (plus val/recon_loss, tune's cross-variant measure)
+    assert {k for k in run.data.metrics if k.startswith(("train/", "val/", "test/"))} == {
+        "train/loss", "val/loss", "val/recon_loss", "test/loss", "val/best_loss"}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/loss_curves.png", "plots/latent_2d.png", "plots/reconstructions.png"}
     assert client.list_artifacts(run.info.run_id, "data")
@@ -98,8 +114,17 @@ def test_evaluate_compares_model_and_baselines_and_logs_to_the_training_run(prep
     assert {"roc_model.csv", "pr_pca.csv", "roc.png", "pr.png", "score_histograms.png"} <= plots
     _, client, run = _run(mlflow_cfg)
     assert run.data.metrics["test/auroc"] == pytest.approx(m["auroc"])
-    assert run.data.metrics["baseline/pca/recon_mse"] == pytest.approx(results["pca"]["recon_mse"])
+    assert run.data.metrics["baseline/knn_distance/auroc"] == pytest.approx(results["knn_distance"]["auroc"])
+    # Headline metrics only, no settings logged as metrics, nothing logged twice under two names.
+    logged = run.data.metrics
+    assert not [k for k in logged if k.rsplit("/", 1)[-1] in ("latent_dim", "ensemble", "score_smoothing")]
+    assert not [k for k in logged if k.startswith("final/")] and "baseline/pca/recon_mse" not in logged
+    logged_table = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/evaluate/comparison.json")  # mlflow.log_table
+    table = pd.DataFrame(logged_table["data"], columns=logged_table["columns"])  # the full comparison
+    assert list(table["method"]) == ["aeops", "pca", "isolation_forest", "knn_distance"]
+    assert table.set_index("method").loc["pca", "recon_mse"] == pytest.approx(results["pca"]["recon_mse"])
     assert client.list_artifacts(run.info.run_id, "evaluate/plots")
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "report")] == [f"report/{run.info.run_id}.html"]
 
 
 def test_killed_training_resumes_from_the_last_checkpoint(prepared, workdir):

@@ -242,6 +242,7 @@ class EvaluateConfig(Strict):
     metrics_file: str = "metrics/evaluate.json"
     plots_dir: str = "plots/evaluate"
     bundle_dir: str = "bundle"  # the scoring model: network, scaler, rule and threshold (register reads it)
+    report_dir: str = "reports"  # the run's offline HTML report (<run id>.html); not a DVC out
 
 
 # ---------------------------------------------------------------- register / promote / serve

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from aeops.config import EvaluateConfig, MlflowConfig
@@ -151,23 +153,71 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     record = {**results, "warnings": warnings}
     write_json(cfg.metrics_file, record)
     _log(bundle.run_id, cfg, mlflow_cfg, results, warnings)
+    _report(bundle.run_id, cfg, mlflow_cfg, results, warnings, test=test, recon=test_recon, codes=test_codes,
+            scores=coded.test_scores, image_shape=meta["image_shape"])
     return record
 
 
+def report_path(cfg: EvaluateConfig, run_id: str) -> Path:
+    return Path(cfg.report_dir) / f"{run_id}.html"
+
+
+def _report(run_id: str, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results: dict, warnings: list[str],
+            **data: Any) -> Path:
+    """The offline HTML report of this run: written to `report_dir` and logged to the run."""
+    import mlflow
+
+    from aeops.evaluation.report import build_report, report_title
+    from aeops.tracking import LOSS_HISTORY
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    history = {name: [m.value for m in client.get_metric_history(run_id, name)] for name in LOSS_HISTORY}
+    image_shape = data.pop("image_shape")
+    shape = tuple(image_shape) if image_shape else None
+    path = build_report(report_path(cfg, run_id), title=report_title(run, run_id), table=comparison_table(results),
+                        plots_dir=cfg.plots_dir, threshold=results["model"].get("threshold"), image_shape=shape,
+                        history=history, warnings=warnings, seed=cfg.seed, **data)
+    client.log_artifact(run_id, str(path), "report")
+    return path
+
+
+HEADLINE = {"model": ("auroc", "auprc", "f1", "recon_mse", "psnr", "threshold"), "baseline": ("auroc", "auprc")}
+CONSTANTS = ("latent_dim", "ensemble", "score_smoothing", "score_top_fraction", "score_standardized")
+
+
+def headline_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """`test/<key>` for the model and `baseline/<method>/<key>` for each baseline: the few numbers that compare."""
+    flat: dict[str, float] = {}
+    for method, values in methods(results).items():
+        prefix, keys = ("test", HEADLINE["model"]) if method == "model" else (f"baseline/{method}", HEADLINE["baseline"])
+        flat.update({f"{prefix}/{k}": float(values[k]) for k in keys if values.get(k) is not None})
+    return flat
+
+
+def comparison_table(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per method (the model first), one column per measured value; settings left out."""
+    rows = [{"method": "aeops" if m == "model" else m, **{k: v for k, v in values.items() if k not in CONSTANTS}}
+            for m, values in results.items()]
+    return pd.DataFrame(rows)
+
+
 def _log(run_id: str, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results: dict, warnings: list[str]) -> None:
-    """Metrics (`test/<key>` for the model, `baseline/<method>/<key>`), params and plots → training run."""
+    """Headline metrics (`test/auroc`, `baseline/<method>/auroc`, ...), the full comparison as a table artifact.
+
+    The scoring settings are tags, not params: a rerun of `evaluate` with other settings updates the
+    same training run, and MLflow params cannot change once logged.
+    """
     import mlflow
 
     from aeops.tracking import flatten, setup_experiment
 
     setup_experiment(mlflow_cfg)
-    flat: dict[str, float] = {}
-    for method, values in results.items():
-        prefix = "test" if method == "model" else f"baseline/{method}"
-        flat.update({f"{prefix}/{k}": float(v) for k, v in values.items() if v is not None})
+    flat = headline_metrics(results)
     with mlflow.start_run(run_id=run_id):
-        mlflow.set_tags(flatten(cfg.model_dump(), "evaluate."))  # tags: a rerun may change them
+        mlflow.set_tags(flatten(cfg.model_dump(), "evaluate."))
         mlflow.set_tag("evaluate.warnings", " | ".join(warnings) or "none")
         mlflow.log_metrics(flat)
+        mlflow.log_table(comparison_table(results), artifact_file="evaluate/comparison.json")
         mlflow.log_artifact(cfg.metrics_file, "evaluate")
         mlflow.log_artifacts(cfg.plots_dir, "evaluate/plots")

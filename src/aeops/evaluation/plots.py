@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
@@ -140,20 +141,25 @@ def plot_reconstructions(
     x: np.ndarray,
     recon: np.ndarray,
     image_shape: tuple[int, ...] | None,
+    errors: np.ndarray | None = None,
     n: int = 8,
 ) -> Path:
-    """Inputs vs reconstructions of the first n rows: an image grid, or two heatmaps for tables."""
+    """Inputs vs reconstructions of the first n rows, each labelled with its error when given."""
     x, recon = np.asarray(x)[:n], np.asarray(recon)[:n]
     lo, hi = float(min(x.min(), recon.min())), float(max(x.max(), recon.max()))
+    errs = None if errors is None else np.asarray(errors)[:n]
     if image_shape is None:
         fig = Figure(figsize=(10, 0.4 * len(x) + 1.5))
         axes = fig.subplots(1, 2)
         for ax, data, title in zip(axes, (x, recon), ("inputs", "reconstructions")):
             im = ax.imshow(data.reshape(len(data), -1), aspect="auto", vmin=lo, vmax=hi)
             ax.set(title=title, xlabel="feature", ylabel="row")
-        fig.colorbar(im, ax=list(axes))
+        if errs is not None:
+            axes[1].set_yticks(range(len(x)), [f"MSE {e:.3g}" for e in errs], fontsize="small")
+            axes[1].yaxis.tick_right()
+        fig.colorbar(im, ax=list(axes), location="bottom", shrink=0.6, label="scaled value")
         return _save(fig, path)
-    fig = Figure(figsize=(1.2 * len(x), 2.6))
+    fig = Figure(figsize=(1.25 * len(x), 2.9))
     axes = fig.subplots(2, len(x), squeeze=False)
     for j in range(len(x)):
         for i, data in enumerate((x, recon)):
@@ -162,9 +168,11 @@ def plot_reconstructions(
                 axes[i, j].imshow(np.clip((img - lo) / max(hi - lo, 1e-12), 0, 1))
             else:
                 axes[i, j].imshow(img, cmap="gray", vmin=lo, vmax=hi)
-            axes[i, j].set_axis_off()
-    axes[0, 0].set_title("input", fontsize="small", loc="left")
-    axes[1, 0].set_title("reconstruction", fontsize="small", loc="left")
+            axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
+        if errs is not None:
+            axes[1, j].set_xlabel(f"MSE {errs[j]:.3g}", fontsize="small")
+    axes[0, 0].set_ylabel("input", fontsize="small")
+    axes[1, 0].set_ylabel("reconstruction", fontsize="small")
     return _save(fig, path)
 
 
@@ -179,9 +187,13 @@ def _project_2d(codes: np.ndarray, seed: int) -> tuple[np.ndarray, str, str]:
 
 
 def plot_latent_2d(
-    path: str | Path, codes: np.ndarray, labels: np.ndarray | None, seed: int
+    path: str | Path, codes: np.ndarray, labels: np.ndarray | None, seed: int,
+    is_anomaly: np.ndarray | None = None,
 ) -> Path:
-    """Scatter of codes in 2-D (PCA when latent_dim > 2; 1-D against jitter), coloured by label."""
+    """Scatter of codes in 2-D (PCA when latent_dim > 2; 1-D against jitter), coloured by label.
+
+    Anomalies (when flagged) are ringed in black; the legend sits outside the axes, off the points.
+    """
     codes = np.asarray(codes)
     rng = np.random.default_rng(seed)
     idx = np.arange(len(codes))
@@ -199,22 +211,35 @@ def plot_latent_2d(
             for k, cls in enumerate(classes):
                 m = inv == k
                 ax.scatter(xy[m, 0], xy[m, 1], s=6, alpha=0.7, color=cmap(k), label=str(cls))
-            ax.legend(title="label", fontsize="small", markerscale=2, loc="best")
         else:
             sc = ax.scatter(xy[:, 0], xy[:, 1], c=np.asarray(labels)[idx], s=6, cmap="viridis")
             fig.colorbar(sc, ax=ax, label="label")
-    ax.set(xlabel=xlabel, ylabel=ylabel, title="latent space")
+    if is_anomaly is not None and np.asarray(is_anomaly)[idx].any():
+        bad = np.asarray(is_anomaly)[idx].astype(bool)
+        ax.scatter(xy[bad, 0], xy[bad, 1], s=28, facecolors="none", edgecolors="black", linewidths=0.8,
+                   label="anomaly")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(title="label" if labels is not None else None, fontsize="small", markerscale=2,
+                  loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title="latent space (test split)")
     return _save(fig, path)
 
 
 def plot_loss_curves(path: str | Path, history: dict[str, list[float]]) -> Path:
-    """One line per metric name (e.g. "train/loss", "val/loss") against epoch (0-based)."""
+    """Train (solid) vs val (dashed) per loss against epoch; `recon_loss` only where it differs from `loss`."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
+    colours = {"loss": "tab:blue", "recon_loss": "tab:orange", "reg_loss": "tab:green"}
     for name, values in history.items():
+        stage, _, part = name.partition("/")
         values = np.asarray(values, dtype=np.float64)
-        ax.plot(np.arange(len(values)), values, marker=".", label=name)
-    if history:
+        total = np.asarray(history.get(f"{stage}/loss", []), dtype=np.float64)
+        if not len(values) or (part != "loss" and total.shape == values.shape and np.allclose(total, values)):
+            continue
+        ax.plot(np.arange(len(values)), values, ls="-" if stage == "train" else "--", marker=".",
+                color=colours.get(part), label=f"{stage} {part.replace('_', ' ')}")
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
-    ax.set(xlabel="epoch", ylabel="value", title="training curves")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel="loss (mean over rows)", title="training curves: train vs validation")
     return _save(fig, path)
