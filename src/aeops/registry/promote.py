@@ -89,6 +89,9 @@ def _move(client: Any, name: str, target: str, current: str | None, reason: str)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for key, value in (("promoted_at", stamp), ("promotion_reason", reason), ("previous_version", current or "none")):
         client.set_model_version_tag(name, target, key, value)
+    described = client.get_model_version(name, target).description or ""
+    note = f"Promoted to `production` at {stamp}: {reason} (previous production: {current or 'none'})."
+    client.update_model_version(name, target, f"{described}\n\n{note}".strip())
 
 
 def promote(

@@ -16,13 +16,12 @@ from aeops.bundle import ModelBundle
 from aeops.config import MlflowConfig, RegisterConfig
 from aeops.data.prepared import invert_scaler, load_scaler, load_split
 from aeops.errors import AeopsError, DataError
-from aeops.evaluation.evaluate import methods
+from aeops.evaluation.evaluate import headline_metrics, methods
 from aeops.io import atomic_path, hash_dir, read_json, write_json
 from aeops.serving.scorer import Scorer
 from aeops.tracking import setup_experiment
 
 CHALLENGER, PRODUCTION, PREVIOUS = "challenger", "production", "previous"
-_TAG_LIMIT = 5000
 
 
 def raw_split(data_dir: str, name: str = "test") -> tuple[pd.DataFrame, Any]:
@@ -88,21 +87,38 @@ def log_scoring_model(bundle_dir: str, data_dir: str) -> Any:
         )
 
 
-def version_tags(bundle: ModelBundle, results: dict, train_params: dict) -> dict[str, str]:
-    tags = {"git_commit": str(bundle.git_commit), "data_hash": bundle.data_hash, "run_id": str(bundle.run_id),
-            "params": _json_within(train_params, _TAG_LIMIT)}
-    for method, values in methods(results).items():
-        prefix = "test" if method == "model" else f"baseline.{method}"
-        tags |= {f"{prefix}.{k}": str(v) for k, v in values.items() if v is not None}
-    return tags
+MODEL_DESCRIPTION = (
+    "Autoencoder anomaly scorer trained by the aeops pipeline (`make repro`). Input: the raw feature columns "
+    "of the data it was trained on; output per row: `anomaly_score` (reconstruction error) and `is_anomaly` "
+    "(score above the threshold set on normal validation rows). Alias `challenger`: the newest version; "
+    "`production`: the one served (`make promote` moves it only if not worse on the same test split)."
+)
+BASELINE_NAMES = {"knn_distance": "kNN distance", "isolation_forest": "IsolationForest", "pca": "PCA"}
 
 
-def _json_within(data: dict[str, str], limit: int) -> str:
-    """JSON of `data`, dropping trailing keys (never cutting the text) until it fits in `limit`."""
-    keys = sorted(data)
-    while keys and len(text := json.dumps({k: data[k] for k in keys}, sort_keys=True)) > limit:
-        keys.pop()
-    return text if keys else "{}"
+def version_tags(bundle: ModelBundle, run_tags: dict[str, str]) -> dict[str, str]:
+    """What users filter versions on: data, model and lineage (numbers live on the logged model)."""
+    keep = ("data", "variant", "architecture", "dvc_experiment")
+    return {"git_commit": str(bundle.git_commit), "data_hash": bundle.data_hash, "run_id": str(bundle.run_id),
+            "latent_dim": str(bundle.latent_dim), **{k: run_tags[k] for k in keep if k in run_tags}}
+
+
+def version_description(results: dict, run_tags: dict[str, str], run_id: str) -> str:
+    """Markdown: data, model, headline numbers vs the baselines on the same test split, and provenance."""
+    model = results["model"]
+    lines = [f"**{run_tags.get('mlflow.runName', 'aeops model')}**: data `{run_tags.get('data', '?')}` "
+             f"(hash {str(run_tags.get('data_hash', '?'))[:12]}), variant {run_tags.get('variant', '?')}, "
+             f"{run_tags.get('architecture', '?')}, code size {model.get('latent_dim')}, ensemble of {model.get('ensemble', 1)}."]
+    if model.get("auroc") is not None:
+        others = ", ".join(f"{BASELINE_NAMES.get(m, m)} {v['auroc']:.3f}" for m, v in methods(results).items()
+                           if m != "model" and v.get("auroc") is not None)
+        lines.append(f"Test AUROC **{model['auroc']:.3f}** (baselines on the same split: {others}); "
+                     f"AUPRC {model['auprc']:.3f}; F1 at the threshold {model['f1']:.3f}.")
+    lines.append(f"Reconstruction MSE {model['recon_mse']:.4g}; threshold {model['threshold']:.4g} "
+                 f"(percentile of normal validation scores).")
+    lines.append(f"Registered by the `register` stage from run {run_id} at commit "
+                 f"{str(run_tags.get('git_commit', '?'))[:12]}, alias `challenger`; promotion appends below.")
+    return "\n\n".join(lines)
 
 
 def register(cfg: RegisterConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
@@ -120,11 +136,15 @@ def register(cfg: RegisterConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
         raise AeopsError(f"register: refusing a model whose test {', '.join(bad)} is not a finite number")
     setup_experiment(mlflow_cfg)
     client = mlflow.MlflowClient()
-    train_params = {k: v for k, v in client.get_run(bundle.run_id).data.params.items() if k.startswith("train.")}
+    run_tags = client.get_run(bundle.run_id).data.tags
     model_info = log_scoring_model(cfg.bundle_dir, cfg.data_dir)
-    version = mlflow.register_model(
-        model_info.model_uri, cfg.model_name, tags=version_tags(bundle, results, train_params)
-    )
+    # MLflow 3: the numbers belong to the logged model itself (its page and the version page show them)
+    mlflow.log_metrics(headline_metrics(results), run_id=bundle.run_id, model_id=model_info.model_id)
+    version = mlflow.register_model(model_info.model_uri, cfg.model_name, tags=version_tags(bundle, run_tags))
+    if not client.get_registered_model(cfg.model_name).description:
+        client.update_registered_model(cfg.model_name, MODEL_DESCRIPTION)
+    client.update_model_version(cfg.model_name, version.version,
+                                version_description(results, run_tags, str(bundle.run_id)))
     client.set_registered_model_alias(cfg.model_name, CHALLENGER, version.version)
     record = {
         "name": cfg.model_name, "version": int(version.version), "alias": CHALLENGER,
