@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro test test-fast bench ui promote serve clean
+.PHONY: help setup repro test test-fast bench ui report compare promote serve clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/$$(PORT)/$(PORT)/' | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -31,6 +31,7 @@ repro: setup ## run the DVC pipeline (prepare → tune → train → evaluate �
 	@echo
 	@echo "metrics: metrics/evaluate.json, metrics/train.json   (dvc metrics show)"
 	@echo "plots:   plots/evaluate/                              (dvc plots show → dvc_plots/index.html)"
+	@echo "report:  reports/<run id>.html, offline                (make report prints its path)"
 	@echo "MLflow:  mlflow.db + mlartifacts/                     (make ui → http://127.0.0.1:$(PORT))"
 	@echo "model:   registry/registered.json (alias challenger)  (make promote, then make serve)"
 
@@ -50,8 +51,15 @@ promote: setup ## move alias production to the challenger if not worse (ARGS="--
 serve: setup ## serve models:/<register.model_name>@production on 127.0.0.1 (port: register.serve_port or AEOPS_SERVE_PORT)
 	aeops serve $(ARGS)
 
-ui: setup ## MLflow UI on 127.0.0.1:$(PORT)
+ui: setup ## MLflow UI on 127.0.0.1:$(PORT) (opens the model-training view)
+	@echo "MLflow UI: http://127.0.0.1:$(PORT)/#/experiments?workflowType=machine_learning"
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT)
 
+report: setup ## print the path of the current model's offline HTML report (written by evaluate)
+	@aeops report
+
+compare: setup ## training runs side by side: AUROC vs kNN distance, recon MSE, DVC experiment, commit
+	@aeops compare
+
 clean: ## remove generated outputs (keeps .venv, mlflow.db and the DVC cache)
-	rm -rf data/prepared models plots/evaluate dvc_plots tune/best_params.json tune/plots registry
+	rm -rf data/prepared models plots/evaluate dvc_plots tune/best_params.json tune/plots registry reports

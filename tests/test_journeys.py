@@ -41,8 +41,10 @@ DESCRIPTIVE = {
 }
 JOURNEY = [  # (command as in README, runs in the background until the journey ends)
     ("make repro", False),
+    ("make report", False),
     ("dvc metrics show", False),
     ("dvc plots show", False),
+    ("make compare", False),
     ("make ui", True),
     ("make help", False),
     ("source .venv/bin/activate", False),
@@ -181,8 +183,14 @@ def test_default_journey_from_repro_to_serving_and_experiments(project: Project)
     assert p.client().get_model_version_by_alias("aeops-autoencoder", "challenger").run_id == info["run_id"]
     assert "Data and pipelines are up to date" in p.run("dvc repro").stdout
     assert "evaluate.json" in p.run("dvc metrics show").stdout
+    report = Path(p.run("make report").stdout.strip().removeprefix("report: "))
+    assert report == p.root / "reports" / f"{run.info.run_id}.html" and "<table" in report.read_text()
+    assert not run.data.tags["git_commit"].endswith("-dirty")  # the pipeline's own writes do not count
     p.run("dvc plots show")
-    assert (p.root / "dvc_plots" / "index.html").is_file()
+    page = (p.root / "dvc_plots" / "index.html").read_text()
+    assert page.count("<img") == 3 and "https://" not in page  # static images: nothing to fetch from a CDN
+    table = p.run("make compare").stdout
+    assert run.info.run_name in table and "kNN AUROC" in table and run.info.run_name.startswith("digits[0-8] ")
     p.start("make ui", f"http://127.0.0.1:{p.ui_port}/health")
     assert "make repro" in p.run("make help").stdout
     assert p.run("source .venv/bin/activate && echo $VIRTUAL_ENV").stdout.strip()

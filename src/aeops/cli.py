@@ -1,4 +1,4 @@
-"""`aeops` console script: pipeline stages, promotion, serving, batch scoring and ONNX export.
+"""`aeops` console script: pipeline stages, promotion, serving, batch scoring, reports and ONNX export.
 
 Every command validates its params sections first; a user mistake (bad param, data file, missing
 model) stops it with one line on stderr (exit code 2) and nothing written; a refused promotion
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from aeops.config import load_params, parse_section
 from aeops.errors import AeopsError, DataError, PromotionRefused
 from aeops.paths import refuse_dvc_out
+from aeops.quiet import quiet
 
 
 def _section(params: dict, name: str):
@@ -151,6 +152,25 @@ def _export(params: dict, args: argparse.Namespace) -> None:
     print("export: " + ", ".join(str(p) for p in paths.values()))
 
 
+def _report(params: dict, args: argparse.Namespace) -> None:
+    from aeops.bundle import ModelBundle
+    from aeops.evaluation.evaluate import report_path
+
+    cfg = _section(params, "evaluate")
+    path = report_path(cfg, ModelBundle.load(cfg.bundle_dir).run_id)
+    if not path.is_file():
+        raise DataError(f"{path}: no report for the current model; run `dvc repro evaluate`")
+    print(f"report: {path.resolve()}")
+
+
+def _compare(params: dict, args: argparse.Namespace) -> None:
+    from aeops.compare import compare_runs, render
+    from aeops.tracking import tracking_uri
+
+    cfg = _section(params, "mlflow")
+    print(render(compare_runs(cfg.experiment, tracking_uri(cfg), args.last, args.data)))
+
+
 COMMANDS: dict[str, tuple[Callable, str]] = {
     "prepare": (_prepare, "stage: load, split, scale the data"),
     "tune": (_tune, "stage: Optuna search → tune/best_params.json"),
@@ -162,6 +182,8 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "serve": (_serve, "serve models:/<name>@production over REST on 127.0.0.1"),
     "score": (_score, "score a CSV/Parquet file in chunks → Parquet"),
     "export": (_export, "export encoder/decoder to ONNX"),
+    "report": (_report, "print the path of the current model's offline HTML report"),
+    "compare": (_compare, "training runs side by side: AUROC vs kNN, recon MSE, lineage"),
     "sample": (_sample, "write rows of a prepared split in raw units (CSV/Parquet/JSON request body)"),
 }
 
@@ -212,6 +234,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--format", choices=("onnx",), default="onnx")
             p.add_argument("--bundle", help="model bundle folder (default: register.bundle_dir, written by evaluate)")
             p.add_argument("--output-dir", default="exports/onnx", help="default: exports/onnx (outside DVC outs)")
+        if name == "compare":
+            p.add_argument("--last", type=int, default=10, help="newest N runs (default 10)")
+            p.add_argument("--data", help="only runs on this data (the run tag `data`, e.g. 'digits[0-8]')")
         if name == "sample":
             p.add_argument("output", help="file to write: .csv, .parquet, or .json (a REST request body)")
             p.add_argument("--split", choices=("train", "val", "test"), default="test")
@@ -227,6 +252,7 @@ def run_stage(command: str, params_file: str = "params.yaml", args: argparse.Nam
     """
     from mlflow.exceptions import MlflowException
 
+    quiet()
     debug = os.environ.get("AEOPS_DEBUG", "") not in ("", "0")
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None  # killed: MLflow run ends KILLED

@@ -17,10 +17,30 @@ from aeops.io import atomic_path  # noqa: E402
 
 log = logging.getLogger(__name__)
 
+MAX_AXES = 6  # a parallel-coordinates plot with more axes is unreadable
+
+
+def shared_params(study: optuna.Study, limit: int = MAX_AXES) -> list[str]:
+    """Knobs every complete trial has (a variant's own knobs would draw "None" axes), most important first."""
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    names = sorted(set.intersection(*(set(t.params) for t in trials))) if trials else []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ranked = list(optuna.importance.get_param_importances(study, params=names))
+    except (ValueError, RuntimeError):  # fewer than 2 complete trials, or a knob that never varied
+        ranked = names
+    return ranked[:limit]
+
+
+def _parallel(study: optuna.Study):
+    return ovm.plot_parallel_coordinate(study, params=shared_params(study) or None)
+
+
 PLOTS = {
     "optimization_history.png": ovm.plot_optimization_history,
     "param_importances.png": ovm.plot_param_importances,
-    "parallel_coordinate.png": ovm.plot_parallel_coordinate,
+    "parallel_coordinate.png": _parallel,
 }
 
 
@@ -34,7 +54,7 @@ def write_study_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
                 warnings.simplefilter("ignore")
                 ax = plot(study)
             fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
-            fig.set_size_inches(10, 6)
+            fig.set_size_inches(12, 6)
             fig.tight_layout()
             with atomic_path(out_dir / name) as tmp:
                 fig.savefig(tmp, dpi=100, format="png")

@@ -48,6 +48,9 @@ def _worker_main(cfg: dict, mlflow_cfg: dict, parent_run_id: str, worker: int, g
     if gpus:  # one trial per GPU: this process sees only its own (set before torch starts CUDA)
         os.environ["CUDA_VISIBLE_DEVICES"] = str(worker % gpus)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from aeops.quiet import quiet
+
+    quiet()
     work(TuneConfig.model_validate(cfg), MlflowConfig.model_validate(mlflow_cfg), parent_run_id, worker)
 
 
