@@ -52,8 +52,7 @@ serve: setup ## serve models:/<register.model_name>@production on 127.0.0.1 (por
 	aeops serve $(ARGS)
 
 ui: setup ## MLflow UI on 127.0.0.1:$(PORT) (opens the model-training view)
-	@echo "MLflow UI: http://127.0.0.1:$(PORT)/#/experiments?workflowType=machine_learning"
-	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT)
+	mlflow ui --app-name aeops --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT)
 
 report: setup ## print the path of the current model's offline HTML report (written by evaluate)
 	@aeops report

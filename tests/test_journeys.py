@@ -192,6 +192,12 @@ def test_default_journey_from_repro_to_serving_and_experiments(project: Project)
     table = p.run("make compare").stdout
     assert run.info.run_name in table and "kNN AUROC" in table and run.info.run_name.startswith("digits[0-8] ")
     p.start("make ui", f"http://127.0.0.1:{p.ui_port}/health")
+    chromium = shutil.which("chromium")
+    if chromium:  # what a user sees at the experiment's plain address: the training runs, not the GenAI view
+        exp = f"http://127.0.0.1:{p.ui_port}/#/experiments/{run.info.experiment_id}"
+        dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
+                              "--dump-dom", exp], capture_output=True, text=True, timeout=120).stdout
+        assert run.info.run_name in dom and "Training runs" not in dom and "Model registry" in dom
     assert "make repro" in p.run("make help").stdout
     assert p.run("source .venv/bin/activate && echo $VIRTUAL_ENV").stdout.strip()
 
@@ -222,6 +228,8 @@ def test_default_journey_from_repro_to_serving_and_experiments(project: Project)
     assert "Running stage 'train'" in out and "Running stage 'register'" in out
     assert "Running stage 'tune'" not in out and "Running stage 'prepare'" not in out
     assert p.alias("challenger") == "2"
+    exp_name = p.last_run().data.tags["dvc_experiment"]  # DVC names the experiment; the run carries the name
+    assert exp_name != "none (dvc repro)" and exp_name in p.run("dvc exp list").stdout
     p.run("make promote")  # same capped config, deterministic: not worse
     assert p.alias("production") == "2"
     p.run("make promote ARGS=--rollback")

@@ -37,6 +37,7 @@ def test_report_is_self_contained(report):
                     "Reconstructions of the 8 highest-scored", "Latent space, anomalies ringed", "Loss curves"):
         assert heading in html, heading
     assert re.search(r"<td>knn_distance|<th>knn_distance", html) and "digits[0-8] vanilla-mlp z4" in html
+    assert "worst-reconstructed features" in html and re.search(r"<td>px_\d+, px_\d+, px_\d+</td>", html)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian package `chromium`; .ci/run installs it)")

@@ -154,7 +154,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     write_json(cfg.metrics_file, record)
     _log(bundle.run_id, cfg, mlflow_cfg, results, warnings)
     _report(bundle.run_id, cfg, mlflow_cfg, results, warnings, test=test, recon=test_recon, codes=test_codes,
-            scores=coded.test_scores, image_shape=meta["image_shape"])
+            scores=coded.test_scores, image_shape=meta["image_shape"], feature_names=list(meta["feature_names"]))
     return record
 
 

@@ -46,10 +46,15 @@ def _by_metric(table: pd.DataFrame) -> pd.DataFrame:
     return table.set_index("method").T.rename_axis("measure").reset_index()
 
 
-def worst_rows(test: Split, scores: np.ndarray, threshold: float | None, n: int = WORST_ROWS) -> pd.DataFrame:
-    """The n highest-scored test rows: their index, score, whether flagged, and the truth where known."""
+def worst_rows(test: Split, scores: np.ndarray, threshold: float | None, recon: np.ndarray | None = None,
+               feature_names: list[str] | None = None, n: int = WORST_ROWS) -> pd.DataFrame:
+    """The n highest-scored test rows: index, score, flagged or not, the truth where known, and the
+    features reconstructed worst (largest squared residual first) — where to look in the row."""
     order = np.argsort(-np.asarray(scores))[:n]
     df = pd.DataFrame({"test row": order, "anomaly score": np.asarray(scores)[order]})
+    if recon is not None and feature_names is not None:
+        sq = (test.x[order].reshape(len(order), -1) - recon[order].reshape(len(order), -1)) ** 2
+        df["worst-reconstructed features"] = [", ".join(feature_names[j] for j in np.argsort(-r)[:3]) for r in sq]
     if threshold is not None:
         df["flagged"] = np.where(df["anomaly score"] > threshold, "yes", "no")
     if test.is_anomaly is not None:
@@ -63,6 +68,7 @@ def build_report(
     path: str | Path, *, title: dict[str, str], table: pd.DataFrame, plots_dir: str | Path, test: Split,
     recon: np.ndarray, codes: np.ndarray, scores: np.ndarray, threshold: float | None,
     image_shape: tuple[int, ...] | None, history: dict[str, list[float]], warnings: list[str], seed: int = 0,
+    feature_names: list[str] | None = None,
 ) -> Path:
     """Write the report atomically. `title` holds the run's name, ids and lineage, shown as a table."""
     order = np.argsort(-np.asarray(scores))
@@ -85,7 +91,7 @@ def build_report(
                 _img(plots_dir / f, f) for f in ("roc.png", "pr.png") if (plots_dir / f).exists())
              + "</div>" if (plots_dir / "roc.png").exists() else "<p>No labelled anomalies in the test split.</p>"),
             ("Anomaly scores with the threshold", _img(plots_dir / "score_histograms.png", "score histograms")),
-            ("Highest-scored test rows", _table(worst_rows(test, scores, threshold))),
+            ("Highest-scored test rows", _table(worst_rows(test, scores, threshold, recon, feature_names))),
             ("Reconstructions of the 8 highest-scored test rows (MSE per row)", _img(figs["recon_worst"], "worst")),
             ("Reconstructions of 8 typical test rows (median scores)", _img(figs["recon_typical"], "typical")),
             ("Latent space, anomalies ringed", _img(figs["latent"], "latent map")),

@@ -24,6 +24,15 @@ from aeops.training.resume import STATE, RecordRun, fingerprint, resume_point
 from aeops.training.run_log import log_training_run, training_logger
 
 
+class ProgressBar(RichProgressBar):
+    """Lightning's rich bar without `v_num` (the MLflow run id's tail, which means nothing there)."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+
 def build_trainer(
     cfg: TrainConfig, logger: Any, ckpt_dir: Path | None, callbacks: list[Any] | None = None
 ) -> L.Trainer:
@@ -43,7 +52,7 @@ def build_trainer(
             )
         )
     if cfg.progress_bar:
-        callbacks.append(RichProgressBar())
+        callbacks.append(ProgressBar())
     return L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
