@@ -143,7 +143,24 @@ def summarize(runs: list[dict]) -> dict:
         common = [s for s in entry["per_set"] if s in ref]
         entry["aeops_wins"] = sum(ref[s]["auroc"][0] > entry["per_set"][s]["auroc"][0] + 5e-4 for s in common)
         entry["aeops_ties"] = sum(abs(ref[s]["auroc"][0] - entry["per_set"][s]["auroc"][0]) <= 5e-4 for s in common)
+    for config in {r["config"] for r in runs if "error" not in r} - {"default"}:
+        table[f"aeops ({config})"] |= paired(runs, config)
     return table
+
+
+def paired(runs: list[dict], config: str) -> dict:
+    """A training config against the default on exactly the same (set, split) pairs: unlike splits never meet."""
+    keyed = {(r["config"], r["set"], r["seed"]): r for r in runs if "error" not in r}
+    pairs = [(keyed[k], keyed[("default", *k[1:])]) for k in keyed if k[0] == config and ("default", *k[1:]) in keyed]
+    per_set: dict[str, list[tuple[float, float]]] = {}
+    for c, d in pairs:
+        per_set.setdefault(c["set"], []).append((c["model"]["auroc"], d["model"]["auroc"]))
+    means = {s: (statistics.mean(a for a, _ in v), statistics.mean(b for _, b in v)) for s, v in per_set.items()}
+    return {"paired_sets": len(means), "paired_splits": len(pairs),
+            "paired_mean_auroc": statistics.mean(a for a, _ in means.values()) if means else None,
+            "paired_default_auroc": statistics.mean(b for _, b in means.values()) if means else None,
+            "paired_config_wins": sum(a > b + 5e-4 for a, b in means.values()),
+            "paired_default_wins": sum(b > a + 5e-4 for a, b in means.values())}
 
 
 def markdown(table: dict, splits: int) -> str:
@@ -151,8 +168,16 @@ def markdown(table: dict, splits: int) -> str:
     lines = [f"| method | mean AUROC | mean AUPRC | sets aeops (default) wins / ties (of {len(rows[0][1]['per_set'])}) |",
              "| --- | --- | --- | --- |"]
     for method, e in rows:
+        if "paired_sets" in e:  # a training config: only against the default on its own splits (below)
+            continue
         wins = "—" if method == "aeops" else f"{e['aeops_wins']} / {e['aeops_ties']}"
         lines.append(f"| {method} | {e['mean_auroc']:.3f} | {e['mean_auprc']:.3f} | {wins} |")
+    configs = [(m, e) for m, e in rows if e.get("paired_sets")]
+    if configs:
+        lines += ["", "Training configs against the default on the same splits (AUROC, mean over sets):", "",
+                  "| config | its AUROC | default's | sets it wins / loses | sets (splits) |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {m} | {e['paired_mean_auroc']:.3f} | {e['paired_default_auroc']:.3f} | {e['paired_config_wins']} / "
+                  f"{e['paired_default_wins']} | {e['paired_sets']} ({e['paired_splits']}) |" for m, e in configs]
     sets = sorted(next(iter(table.values()))["per_set"])
     shown = [m for m, _ in rows if m in ("aeops", *BASELINES)]
     lines += ["", f"Per set, AUROC mean ± std over {splits} splits:", "",
@@ -179,6 +204,8 @@ def main() -> None:
                     "(default: the --out file with .jsonl, started afresh)")
     ap.add_argument("--resume", action="store_true", help="keep the runs already in --runs and run only the missing "
                     "ones (only after no code or params change: a stale run would be counted silently)")
+    ap.add_argument("--summary-only", action="store_true", help="run nothing: summarise the runs already in --runs "
+                    "(e.g. after separate invocations gave small sets more splits than large ones)")
     args = ap.parse_args()
     if not args.tables.is_dir():
         sys.exit(f"tabular benchmark skipped: {args.tables} not found (the shared tabular sets)")
@@ -188,12 +215,12 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown config(s) {unknown}; known: {list(CONFIGS)}")
     log = Path(args.runs or Path(args.out).with_suffix(".jsonl"))
-    if not args.resume:
+    if not (args.resume or args.summary_only):
         log.unlink(missing_ok=True)
     old = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     done_keys = {(r["config"], r["set"], r["seed"]) for r in old if "error" not in r}
     wanted = [(c, s, seed) for c in configs for s in sets for seed in range(args.splits)]
-    jobs = [j for j in wanted if j not in done_keys]
+    jobs = [] if args.summary_only else [j for j in wanted if j not in done_keys]
     # the default config first, then set by set (big sets first, packing is tight) with every config of a set
     # together: a run cut short still compares configs on the sets it finished
     jobs.sort(key=lambda j: (j[0] != "default", -(args.tables / f"{j[1]}.csv").stat().st_size, configs.index(j[0])))

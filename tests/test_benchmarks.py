@@ -82,8 +82,14 @@ def test_tabular_summary_averages_splits_then_sets_and_counts_wins():
     assert table["aeops"]["per_set"]["a"]["auroc"][1] == pytest.approx(0.1)  # std over splits
     assert table["knn_distance"]["aeops_wins"] == 1 and table["pca"]["aeops_wins"] == 2
     assert table["aeops (single network)"]["sets"] == 1
+    # a config meets the default only on its own splits: set a, split 0 (0.5 vs 0.9), never split 1 or set b
+    single = table["aeops (single network)"]
+    assert (single["paired_mean_auroc"], single["paired_default_auroc"]) == pytest.approx((0.5, 0.9))
+    assert (single["paired_config_wins"], single["paired_default_wins"], single["paired_splits"]) == (0, 1, 1)
     text = tabular.markdown(table, 2)
     assert "| aeops | 0.875 |" in text and "| b | " in text and "0.950 ± 0.050" in text
+    assert "| aeops (single network) | 0.500 | 0.900 | 0 / 1 | 1 (1) |" in text
+    assert "| aeops (single network) | 0.500 | 0.800" not in text  # not in the unpaired table
 
 
 @pytest.mark.slow
