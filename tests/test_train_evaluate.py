@@ -114,11 +114,11 @@ def test_evaluate_compares_model_and_baselines_and_logs_to_the_training_run(prep
     assert {"roc_model.csv", "pr_pca.csv", "roc.png", "pr.png", "score_histograms.png"} <= plots
     _, client, run = _run(mlflow_cfg)
     assert run.data.metrics["test/auroc"] == pytest.approx(m["auroc"])
-    assert run.data.metrics["baseline/knn_distance/auroc"] == pytest.approx(results["knn_distance"]["auroc"])
+    assert run.data.metrics["vs_baseline/knn_distance/auroc"] == pytest.approx(results["knn_distance"]["auroc"])
     # Headline metrics only, no settings logged as metrics, nothing logged twice under two names.
     logged = run.data.metrics
     assert not [k for k in logged if k.rsplit("/", 1)[-1] in ("latent_dim", "ensemble", "score_smoothing")]
-    assert not [k for k in logged if k.startswith("final/")] and "baseline/pca/recon_mse" not in logged
+    assert not [k for k in logged if k.startswith("final/")] and "vs_baseline/pca/recon_mse" not in logged
     logged_table = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/evaluate/comparison.json")  # mlflow.log_table
     table = pd.DataFrame(logged_table["data"], columns=logged_table["columns"])  # the full comparison
     assert list(table["method"]) == ["aeops", "pca", "isolation_forest", "knn_distance"]

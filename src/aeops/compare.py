@@ -10,7 +10,7 @@ COLUMNS = {  # MLflow column → header
     "tags.mlflow.runName": "run",
     "tags.data_hash": "data hash",
     "metrics.test/auroc": "AUROC",
-    "metrics.baseline/knn_distance/auroc": "kNN AUROC",
+    "metrics.vs_baseline/knn_distance/auroc": "kNN AUROC",
     "metrics.test/auprc": "AUPRC",
     "metrics.test/recon_mse": "recon MSE",
     "metrics.val/best_loss": "best val loss",

@@ -182,15 +182,18 @@ def _report(run_id: str, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results:
     return path
 
 
-HEADLINE = {"model": ("auroc", "auprc", "f1", "recon_mse", "psnr", "threshold"), "baseline": ("auroc", "auprc")}
+HEADLINE = {"model": ("auroc", "auprc", "recon_mse", "threshold"), "baseline": ("auroc", "auprc")}
+# MLflow's metrics tab sorts chart sections by name: `test` (the model's numbers), then the `train` and `val`
+# curves, then `vs_baseline/<method>`; a `baseline/…` prefix would put three sections before the curves.
+BASELINE_PREFIX = "vs_baseline"
 CONSTANTS = ("latent_dim", "ensemble", "score_smoothing", "score_top_fraction", "score_standardized")
 
 
 def headline_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """`test/<key>` for the model and `baseline/<method>/<key>` for each baseline: the few numbers that compare."""
+    """`test/<key>` for the model and `vs_baseline/<method>/<key>` for each baseline: the few numbers that compare."""
     flat: dict[str, float] = {}
     for method, values in methods(results).items():
-        prefix, keys = ("test", HEADLINE["model"]) if method == "model" else (f"baseline/{method}", HEADLINE["baseline"])
+        prefix, keys = ("test", HEADLINE["model"]) if method == "model" else (f"{BASELINE_PREFIX}/{method}", HEADLINE["baseline"])
         flat.update({f"{prefix}/{k}": float(values[k]) for k in keys if values.get(k) is not None})
     return flat
 
@@ -203,7 +206,7 @@ def comparison_table(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
 
 
 def _log(run_id: str, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results: dict, warnings: list[str]) -> None:
-    """Headline metrics (`test/auroc`, `baseline/<method>/auroc`, ...), the full comparison as a table artifact.
+    """Headline metrics (`test/auroc`, `vs_baseline/<method>/auroc`, ...), the full comparison as a table artifact.
 
     The scoring settings are tags, not params: a rerun of `evaluate` with other settings updates the
     same training run, and MLflow params cannot change once logged.

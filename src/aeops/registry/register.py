@@ -106,7 +106,7 @@ def version_tags(bundle: ModelBundle, run_tags: dict[str, str]) -> dict[str, str
 def version_description(results: dict, run_tags: dict[str, str], run_id: str) -> str:
     """Markdown: data, model, headline numbers vs the baselines on the same test split, and provenance."""
     model = results["model"]
-    lines = [f"**{run_tags.get('mlflow.runName', 'aeops model')}**: data `{run_tags.get('data', '?')}` "
+    lines = [f"{run_tags.get('mlflow.runName', 'aeops model')}: data `{run_tags.get('data', '?')}` "
              f"(hash {str(run_tags.get('data_hash', '?'))[:12]}), variant {run_tags.get('variant', '?')}, "
              f"{run_tags.get('architecture', '?')}, code size {model.get('latent_dim')}, ensemble of {model.get('ensemble', 1)}."]
     if model.get("auroc") is not None:
