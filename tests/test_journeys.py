@@ -38,6 +38,7 @@ DESCRIPTIVE = {
     "mlflow models serve --env-manager local": "what `aeops serve` runs",
     "aeops score --model URI IN OUT": "a synopsis of the score command run in the production block",
     "aeops serve --host": "an option of `make serve`",
+    "mlflow ui --app-name aeops": "what `make ui` runs",
 }
 JOURNEY = [  # (command as in README, runs in the background until the journey ends)
     ("make repro", False),
@@ -187,7 +188,7 @@ def test_default_journey_from_repro_to_serving_and_experiments(project: Project)
     assert p.client().get_model_version_by_alias("aeops-autoencoder", "challenger").run_id == info["run_id"]
     assert "Data and pipelines are up to date" in p.run("dvc repro").stdout
     assert "evaluate.json" in p.run("dvc metrics show").stdout
-    report = Path(p.run("make report").stdout.strip().removeprefix("report: "))
+    report = Path(next(line for line in p.run("make report").stdout.splitlines() if line.startswith("report: "))[8:])
     assert report == p.root / "reports" / f"{run.info.run_id}.html" and "<table" in report.read_text()
     assert not run.data.tags["git_commit"].endswith("-dirty")  # the pipeline's own writes do not count
     p.run("dvc plots show")
