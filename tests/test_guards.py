@@ -217,3 +217,16 @@ def test_synthetic_anomalies_keep_the_marginals_and_break_rows(tmp_path: Path):
     with pytest.raises(ConfigError, match="tune.objective = 'val_auroc' needs labelled anomalies"):
         objective_callbacks("val_auroc", str(tmp_path), 0)
     assert len(objective_callbacks("val_synthetic_auroc", str(tmp_path), 0)) == 1
+
+
+def test_auto_objective_follows_the_labels_and_the_data_kind(tmp_path: Path):
+    """Labels: val_auroc. None: val_synthetic_auroc for a table (measured best), val_recon_loss for images."""
+    from aeops.tuning.objectives import resolve_objective
+
+    (tmp_path / "meta.json").write_text('{"feature_names": ["a"], "image_shape": null}')
+    assert resolve_objective("auto", str(tmp_path)) == "val_synthetic_auroc"
+    assert resolve_objective("val_recon_loss", str(tmp_path)) == "val_recon_loss"  # an explicit choice stands
+    (tmp_path / "meta.json").write_text('{"feature_names": ["a"], "image_shape": [1, 1, 1]}')
+    assert resolve_objective("auto", str(tmp_path)) == "val_recon_loss"
+    pd.DataFrame({"a": [5.0]}).to_parquet(tmp_path / "val_anomalies.parquet")
+    assert resolve_objective("auto", str(tmp_path)) == "val_auroc"

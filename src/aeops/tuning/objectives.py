@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from aeops.data.prepared import VAL_ANOMALIES, has_split, load_split
+from aeops.data.prepared import VAL_ANOMALIES, has_split, load_meta, load_split
 from aeops.errors import ConfigError
 
 OBJECTIVE_METRIC = {"val_recon_loss": "val/recon_loss", "val_auroc": "val/auroc_loss",
@@ -25,10 +25,15 @@ SWAP_SHARE = 0.25  # share of features a synthetic anomaly takes from another ro
 
 
 def resolve_objective(objective: str, data_dir: str) -> str:
-    """`auto` → val_auroc where prepare kept labelled anomalies outside test, else val_recon_loss."""
+    """`auto` → val_auroc where prepare kept labelled anomalies outside test; else, for tables,
+    val_synthetic_auroc (on the 14 shared tables, split 0, labels hidden from tune: mean AUROC 0.902
+    vs 0.897 for val_recon_loss and 0.901 for val_auroc with labels); for images, val_recon_loss
+    (the synthetic objective was not measured on images)."""
     if objective != "auto":
         return objective
-    return "val_auroc" if has_split(data_dir, VAL_ANOMALIES) else "val_recon_loss"
+    if has_split(data_dir, VAL_ANOMALIES):
+        return "val_auroc"
+    return "val_recon_loss" if load_meta(data_dir)["image_shape"] else "val_synthetic_auroc"
 
 
 def synthetic_anomalies(x: np.ndarray, seed: int, share: float = SWAP_SHARE) -> np.ndarray:
