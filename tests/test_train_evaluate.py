@@ -40,6 +40,7 @@ def test_train_writes_checkpoints_and_tracks_everything(prepared, mlflow_cfg):
     history = client.get_metric_history(run.info.run_id, "val/loss")
     assert len(history) == 3 and len(client.get_metric_history(run.info.run_id, "train/loss")) == 3
     assert [m.step for m in history] == [0, 1, 2]  # the x-axis is the epoch, not the batch count
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test/loss")] == [0]  # one value: a bar
 
     # What the MLflow UI shows: a run name with data and model, the effective config once, lineage.
     assert run.info.run_name == "digits[0-8] vanilla-mlp z4" and tags["data"] == "digits[0-8]"

@@ -20,6 +20,8 @@ class EpochMLFlowLogger(MLFlowLogger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         values = dict(metrics)
         epoch = values.pop("epoch", None)  # Lightning adds it to every call: it becomes the x-axis instead
+        if values and all(k.startswith("test/") for k in values):
+            epoch = 0  # one number per run: step 0, drawn as a bar like evaluate's test metrics, not a lone point
         if values:
             super().log_metrics(values, int(epoch) if epoch is not None else step)
 
