@@ -210,6 +210,16 @@ def test_table_labels_and_parquet(tmp_path: Path) -> None:
     assert profile["test"]["class_balance"].keys() == {"0", "1"}
 
 
+def test_a_feature_named_like_a_label_is_kept_and_warned_about(tmp_path: Path, caplog) -> None:
+    """No anomaly_column set: `is_anomaly` is a feature (as asked), read back as one, and prepare warns."""
+    path = tmp_path / "t.csv"
+    _table().drop(columns="y").rename(columns={"anom": "is_anomaly"}).to_csv(path, index=False)
+    prepare(_cfg(tmp_path, source="table", path=str(path)))
+    split = load_split(tmp_path / "prepared", "train")
+    assert split.x.shape[1] == 4 and split.is_anomaly is None  # the feature is not mistaken for the flags
+    assert "['is_anomaly'] are used as features" in caplog.text and "prepare.anomaly_column" in caplog.text
+
+
 def test_constant_and_duplicate_columns_are_dropped_with_a_warning(tmp_path: Path, caplog) -> None:
     df = _table().drop(columns="anom").assign(k=3.0, c2=lambda d: d["c"], a_copy=lambda d: d["a"])
     path = tmp_path / "t.csv"

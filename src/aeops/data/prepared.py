@@ -71,7 +71,7 @@ def load_split(data_dir: str | Path, name: Literal["train", "val", "test", "val_
     missing = [c for c in features if c not in present]
     if missing:
         raise DataError(f"{path}: feature columns {missing[:5]} from meta.json are missing; {HINT}")
-    extra = [c for c in (LABEL_COLUMN, ANOMALY_COLUMN) if c in present]
+    extra = [c for c in (LABEL_COLUMN, ANOMALY_COLUMN) if c in present and c not in features]  # a feature named so stays one
     table = pq.read_table(path, columns=features + extra)
     x = np.column_stack([table.column(c).to_numpy() for c in features]).astype(np.float32, copy=False)
     labels = table.column(LABEL_COLUMN).to_numpy().astype(np.int64) if LABEL_COLUMN in extra else None

@@ -276,6 +276,9 @@ def _anomaly(path: Path, col: pd.Series) -> np.ndarray:
     return values.astype(np.int64)
 
 
+LABEL_LIKE = {"is_anomaly", "anomaly", "label", "labels", "target", "class", "y", "outlier", "is_outlier"}
+
+
 def load_table(cfg: PrepareConfig) -> RawData:
     """CSV/Parquet table: numeric features, optional label and 0/1 anomaly columns."""
     path = Path(cfg.path)
@@ -295,6 +298,10 @@ def load_table(cfg: PrepareConfig) -> RawData:
         shown = ", ".join(f"'{n}' ({why})" for n, why in list(dropped.items())[:8])
         log.warning("%s: dropped %d uninformative feature column(s): %s%s", path, len(dropped), shown,
                     ", …" if len(dropped) > 8 else "")
+    flags = [n for n in names if n.lower() in LABEL_LIKE]
+    if flags:  # a label used as a feature makes detection trivially (and silently) wrong
+        log.warning("%s: column(s) %s are used as features; if they are labels, set prepare.anomaly_column or "
+                    "prepare.label_column (or prepare.feature_columns)", path, flags)
     labels, label_names = (None, None)
     if cfg.label_column is not None:
         labels, label_names = _labels(path, df[cfg.label_column])
