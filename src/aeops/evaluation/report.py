@@ -38,12 +38,15 @@ def _img(path: Path, alt: str) -> str:
 
 
 def _table(df: pd.DataFrame) -> str:
+    df = df.map(lambda v: np.nan if v is None else v)  # a measure a method lacks shows as "—", not "None"
     return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, na_rep="—")
 
 
 def _by_metric(table: pd.DataFrame) -> pd.DataFrame:
     """Methods as columns, measures as rows: four methods fit a page, a dozen measures do not."""
-    return table.set_index("method").T.rename_axis("measure").reset_index()
+    wide = table.set_index("method").T
+    wide.columns.name = None
+    return wide.rename_axis("measure").reset_index()
 
 
 def worst_rows(test: Split, scores: np.ndarray, threshold: float | None, recon: np.ndarray | None = None,
