@@ -114,7 +114,7 @@ def test_promotion_gate_force_and_rollback(registry, capsys):
     assert r["production"] == "2" and r["previous"] == "1" and "forced" in r["reason"]
     mv = client.get_model_version_by_alias(CFG.model_name, "production")
     assert mv.tags["previous_version"] == "1" and "promoted_at" in mv.tags
-    assert "Promoted to `production`" in mv.description and "(forced)" in mv.description
+    assert "Alias `production` set at" in mv.description and "(forced)" in mv.description
     assert str(client.get_model_version_by_alias(CFG.model_name, "previous").version) == "1"
 
     assert main(["promote", "--rollback"]) == 0

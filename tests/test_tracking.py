@@ -28,6 +28,19 @@ def test_git_commit_ignores_what_the_pipeline_writes(workdir):
     assert git_commit() == sha
     (workdir / "src.py").write_text("x = 2")  # a code change is not the pipeline's
     assert git_commit() == f"{sha}-dirty"
+    # an out outside the project (git would refuse the pathspec) is skipped, not a reason to report clean
+    (workdir / "dvc.yaml").write_text("stages:\n  s:\n    cmd: x\n    outs: [../elsewhere, 'a[1]*']\n")
+    assert git_commit() == f"{sha}-dirty"
+
+
+def test_promotion_notes_keep_the_description_within_mlflows_limit():
+    from aeops.registry.promote import MAX_DESCRIPTION, _append_note
+
+    text = "version story"
+    for i in range(200):
+        text = _append_note(text, f"Alias `production` set at t{i}: reason {i} (previous production: 1).")
+    assert len(text) <= MAX_DESCRIPTION and text.startswith("version story")
+    assert text.endswith("reason 199 (previous production: 1).") and "reason 0 " not in text
 
 
 @pytest.mark.parametrize("prepare,expected", [

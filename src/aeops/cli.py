@@ -159,7 +159,8 @@ def _report(params: dict, args: argparse.Namespace) -> None:
     cfg = _section(params, "evaluate")
     path = report_path(cfg, ModelBundle.load(cfg.bundle_dir).run_id)
     if not path.is_file():
-        raise DataError(f"{path}: no report for the current model; run `dvc repro evaluate`")
+        raise DataError(f"{path}: no report for the current model (reports/ is not a DVC out); run "
+                        "`dvc repro -f evaluate`, or open the run's report/ artifact in `make ui`")
     print(f"report: {path.resolve()}")
 
 
@@ -210,6 +211,12 @@ def _require_model(model_uri: str, uri: str) -> None:
         raise DataError(f"{model_uri} not found in the registry at {mask_url(uri)}: {hint}") from None
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number ≥ 1")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aeops", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -235,7 +242,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--bundle", help="model bundle folder (default: register.bundle_dir, written by evaluate)")
             p.add_argument("--output-dir", default="exports/onnx", help="default: exports/onnx (outside DVC outs)")
         if name == "compare":
-            p.add_argument("--last", type=int, default=10, help="newest N runs (default 10)")
+            p.add_argument("--last", type=_positive, default=10, help="newest N runs (default 10)")
             p.add_argument("--data", help="only runs on this data (the run tag `data`, e.g. 'digits[0-8]')")
         if name == "sample":
             p.add_argument("output", help="file to write: .csv, .parquet, or .json (a REST request body)")

@@ -27,20 +27,21 @@ def compare_runs(experiment: str, tracking_uri: str, last: int = 10, data: str |
     """
     import mlflow
 
+    mlflow.set_tracking_uri(tracking_uri)  # search_runs below uses the global URI
     client = mlflow.MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return pd.DataFrame(columns=list(COLUMNS.values()))
     query = "tags.`aeops.stage` = 'train' and attributes.status = 'FINISHED'"
     if data:
-        query += f" and tags.data = '{data}'"
+        query += " and tags.data = '{}'".format(data.replace("'", "\\'"))
     runs = mlflow.search_runs([exp.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"],
                               max_results=last)
     if runs.empty:
         return pd.DataFrame(columns=list(COLUMNS.values()))
     table = runs.reindex(columns=list(COLUMNS)).rename(columns=COLUMNS)
-    table["data hash"] = table["data hash"].str[:8]
-    table["git commit"] = table["git commit"].str.replace(r"^(\w{8})\w*", r"\1", regex=True)
+    table["data hash"] = table["data hash"].astype("string").str[:8]  # a run killed early may lack the tags
+    table["git commit"] = table["git commit"].astype("string").str.replace(r"^(\w{8})\w*", r"\1", regex=True)
     table["started"] = pd.to_datetime(table["started"]).dt.strftime("%Y-%m-%d %H:%M")
     return table
 

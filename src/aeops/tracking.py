@@ -89,19 +89,24 @@ def mask_url(url: str) -> str:
 
 
 def pipeline_outputs(dvc_file: str | Path = "dvc.yaml") -> list[str]:
-    """Paths the DVC pipeline writes (outs, metrics, plots of every stage), plus dvc.lock and .gitignore files."""
+    """Paths the DVC pipeline writes (outs, metrics, plots of every stage, relative to the repo), as git
+    pathspecs, plus dvc.lock and .gitignore files. Paths outside the project are left out (git refuses them)."""
     import yaml
 
-    paths = ["**/dvc.lock", "**/.gitignore"]
+    specs = [":(exclude,glob)**/dvc.lock", ":(exclude,glob)**/.gitignore"]
     try:
         stages = (yaml.safe_load(Path(dvc_file).read_text()) or {}).get("stages", {})
     except (OSError, yaml.YAMLError):
-        return paths
+        return specs
+    root = Path(dvc_file).resolve().parent
     for stage in stages.values():
+        wdir = root / str(stage.get("wdir", "."))
         for kind in ("outs", "metrics", "plots"):
             for entry in stage.get(kind) or []:
-                paths.append(next(iter(entry)) if isinstance(entry, dict) else str(entry))
-    return paths
+                path = (wdir / (next(iter(entry)) if isinstance(entry, dict) else str(entry))).resolve()
+                if path.is_relative_to(root):
+                    specs.append(f":(exclude,literal){path.relative_to(root)}")
+    return specs
 
 
 def git_commit() -> str:
@@ -109,19 +114,28 @@ def git_commit() -> str:
 
     Files the pipeline itself writes (dvc.lock, committed metrics, .gitignore entries) do not count:
     DVC rewrites them while `dvc repro` runs, so they would mark every run of a clean checkout dirty.
+    If git cannot tell (an error), the commit counts as dirty: never claim a clean tree unchecked.
     """
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
-        excluded = [f":(exclude,glob){p}" if p.startswith("**") else f":(exclude){p}" for p in pipeline_outputs()]
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *pipeline_outputs()],
             capture_output=True, text=True, timeout=10,
-        ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return f"{sha}-dirty" if dirty else sha
+    return f"{sha}-dirty" if status.returncode != 0 or status.stdout.strip() else sha
+
+
+def loss_curves(client: Any, run_id: str) -> dict[str, list[float]]:
+    """The per-epoch loss curves of a run, one value per epoch (a resumed run's repeated epoch: the last)."""
+    curves = {}
+    for name in LOSS_HISTORY:
+        by_step = {m.step: m.value for m in sorted(client.get_metric_history(run_id, name), key=lambda m: m.timestamp)}
+        curves[name] = [by_step[k] for k in sorted(by_step)]
+    return curves
 
 
 def effective_model(model: Mapping[str, Any]) -> dict[str, Any]:

@@ -168,11 +168,11 @@ def _report(run_id: str, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results:
     import mlflow
 
     from aeops.evaluation.report import build_report, report_title
-    from aeops.tracking import LOSS_HISTORY
+    from aeops.tracking import loss_curves
 
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
-    history = {name: [m.value for m in client.get_metric_history(run_id, name)] for name in LOSS_HISTORY}
+    history = loss_curves(client, run_id)
     image_shape = data.pop("image_shape")
     shape = tuple(image_shape) if image_shape else None
     path = build_report(report_path(cfg, run_id), title=report_title(run, run_id), table=comparison_table(results),
@@ -221,6 +221,7 @@ def _log(run_id: str, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results: di
         mlflow.set_tags(flatten(cfg.model_dump(), "evaluate."))
         mlflow.set_tag("evaluate.warnings", " | ".join(warnings) or "none")
         mlflow.log_metrics(flat)
-        mlflow.log_table(comparison_table(results), artifact_file="evaluate/comparison.json")
+        # the table as JSON {"columns", "data"} (mlflow.log_table's format): log_table would append a rerun's rows
+        mlflow.log_text(comparison_table(results).to_json(orient="split", index=False), "evaluate/comparison.json")
         mlflow.log_artifact(cfg.metrics_file, "evaluate")
         mlflow.log_artifacts(cfg.plots_dir, "evaluate/plots")

@@ -82,6 +82,18 @@ def _head(names: list[str]) -> str:
     return ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
 
 
+MAX_DESCRIPTION = 4000  # MLflow's SQL stores keep 5,000 characters of a version description
+
+
+def _append_note(description: str, note: str) -> str:
+    """The description with one more promotion note; the oldest notes go first once it would not fit."""
+    head, *notes = description.split("\n\nAlias `production` set at ")
+    notes = [f"Alias `production` set at {n}" for n in notes] + [note]
+    while notes and len("\n\n".join([head, *notes])) > MAX_DESCRIPTION:
+        notes.pop(0)
+    return "\n\n".join([head, *notes]).strip()
+
+
 def _move(client: Any, name: str, target: str, current: str | None, reason: str) -> None:
     if current is not None:
         client.set_registered_model_alias(name, PREVIOUS, current)
@@ -90,8 +102,8 @@ def _move(client: Any, name: str, target: str, current: str | None, reason: str)
     for key, value in (("promoted_at", stamp), ("promotion_reason", reason), ("previous_version", current or "none")):
         client.set_model_version_tag(name, target, key, value)
     described = client.get_model_version(name, target).description or ""
-    note = f"Promoted to `production` at {stamp}: {reason} (previous production: {current or 'none'})."
-    client.update_model_version(name, target, f"{described}\n\n{note}".strip())
+    note = f"Alias `production` set at {stamp}: {reason} (previous production: {current or 'none'})."
+    client.update_model_version(name, target, _append_note(described, note))
 
 
 def promote(

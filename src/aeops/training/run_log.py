@@ -14,7 +14,8 @@ from aeops.config import MlflowConfig, TrainConfig
 from aeops.data.prepared import load_split
 from aeops.io import read_json
 from aeops.tracking import (
-    LOSS_HISTORY, effective_model, flatten, lineage_tags, log_dataset, run_name, setup_experiment, tracking_uri,
+    data_label, effective_model, flatten, lineage_tags, log_dataset, loss_curves, run_name, setup_experiment,
+    tracking_uri,
 )
 from aeops.training.logger import EpochMLFlowLogger
 
@@ -67,7 +68,7 @@ def _run_exists(mlflow_cfg: MlflowConfig, run_id: str) -> bool:
 
 def effective_params(cfg: TrainConfig, prepare: dict[str, Any]) -> dict[str, str]:
     """`train.*` (only the variant and architecture in use) and `prepare.*`: what made this model."""
-    train = cfg.model_dump()
+    train = cfg.model_dump(exclude={"progress_bar", "num_workers"})  # display knobs: a resumed run may change them
     train["model"] = effective_model(train["model"])
     return {**flatten(train, "train."), **flatten(prepare, "prepare.")}
 
@@ -91,7 +92,7 @@ def log_training_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: di
         mlflow.set_tags({
             **lineage_tags(),
             "dvc_stage": "train",
-            "data": run_name(prepare, cfg.model.model_dump()).split(" ")[0],
+            "data": data_label(prepare),
             "data_hash": info["data_hash"],
             "variant": cfg.model.variant,
             "architecture": cfg.model.architecture,
@@ -110,7 +111,7 @@ def log_training_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: di
         with torch.no_grad():
             x = torch.from_numpy(test.x)
             codes, recon = model.encode(x).numpy(), model.reconstruct(x).numpy()
-        history = {name: [m.value for m in client.get_metric_history(run_id, name)] for name in LOSS_HISTORY}
+        history = loss_curves(client, run_id)
         errors = ((recon.reshape(len(x), -1) - test.x.reshape(len(x), -1)) ** 2).mean(1)
         with tempfile.TemporaryDirectory() as tmp:
             shape = tuple(meta["image_shape"]) if meta["image_shape"] else None
