@@ -1,9 +1,10 @@
 """Benchmark: scoring speed in process and over REST (`mlflow models serve`), and a load test.
 
 Builds a model on digits in a temporary directory (prepare → train → evaluate → register →
-promote), then measures: in-process pyfunc rows/s at batch 1,000; sequential REST latency p50/p99
-for 1 and 1,000 rows; and 8 concurrent clients x 200 one-row requests (errors, p50/p99, req/s).
-Usage: python benchmarks/serving.py [--requests 200] [--clients 8]
+promote), then measures: in-process pyfunc rows/s at batch 1,000; and for each server size
+(`aeops serve --workers N`, default 1 and 2): sequential REST latency p50/p99 for 1 and 1,000 rows,
+and 8 concurrent clients x 200 one-row requests (errors, p50/p99, req/s).
+Usage: python benchmarks/serving.py [--requests 200] [--clients 8] [--workers 1 2]
 """
 
 from __future__ import annotations
@@ -67,10 +68,44 @@ def post(port: int, body: bytes) -> tuple[int, float]:
     return status, time.perf_counter() - start
 
 
+def rest(workers: int, bodies: dict[int, bytes], clients: int, requests: int) -> dict:
+    """Start `aeops serve --workers N`, measure sequential latency and the concurrent load, stop it."""
+    from aeops.serving.http import wait_until_up
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "aeops.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    out: dict = {}
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/ping", server)
+        for n, body in bodies.items():
+            for _ in range(2 * workers):  # every worker warm
+                post(port, body)
+            lat = [post(port, body)[1] for _ in range(50)]
+            out[f"rest_{n}_rows"] = percentiles(lat)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            results = list(pool.map(lambda _: post(port, bodies[1]), range(clients * requests)))
+        wall = time.perf_counter() - start
+        out["load"] = {
+            "clients": clients, "requests": len(results), "errors": sum(1 for status, _ in results if status != 200),
+            **percentiles([t for _, t in results]), "requests_per_s": round(len(results) / wall, 1),
+        }
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="requests per client in the load test")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server processes to measure")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
     args = parser.parse_args()
     report: dict = {"benchmark": "serving", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
@@ -92,50 +127,23 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         report["in_process_rows_per_s"] = round(1000 / float(np.median(times)))
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = subprocess.Popen(
-            [sys.executable, "-m", "aeops.cli", "serve", "--port", str(port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        try:
-            from aeops.serving.http import wait_until_up
-
-            wait_until_up(f"http://127.0.0.1:{port}/ping", server)
-            bodies = {
-                n: json.dumps({"dataframe_split": batch.head(n).to_dict(orient="split")}).encode() for n in (1, 1000)
-            }
-            for n, body in bodies.items():
-                post(port, body)
-                lat = [post(port, body)[1] for _ in range(50)]
-                report[f"rest_{n}_rows"] = percentiles(lat)
-            start = time.perf_counter()
-            with ThreadPoolExecutor(args.clients) as pool:
-                results = list(pool.map(lambda _: post(port, bodies[1]), range(args.clients * args.requests)))
-            wall = time.perf_counter() - start
-            report["load"] = {
-                "clients": args.clients, "requests": len(results),
-                "errors": sum(1 for status, _ in results if status != 200),
-                **percentiles([t for _, t in results]), "requests_per_s": round(len(results) / wall, 1),
-            }
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+        bodies = {n: json.dumps({"dataframe_split": batch.head(n).to_dict(orient="split")}).encode() for n in (1, 1000)}
+        report["workers"] = {str(w): rest(w, bodies, args.clients, args.requests) for w in args.workers}
+        first = report["workers"][str(args.workers[0])]  # the flat keys: one worker, as before
+        report |= {k: first[k] for k in ("rest_1_rows", "rest_1000_rows", "load")}
 
     from aeops.io import write_json
 
     write_json(args.out, report)
     print("| measure | value |\n| --- | --- |")
     print(f"| in-process pyfunc, batch 1,000 | {report['in_process_rows_per_s']:,} rows/s |")
-    for n in (1, 1000):
-        r = report[f"rest_{n}_rows"]
-        print(f"| REST /invocations, {n:,} row(s) | p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms |")
-    ld = report["load"]
-    print(
-        f"| load: {ld['clients']} clients x {args.requests} one-row requests | {ld['errors']} errors, "
-        f"p50 {ld['p50_ms']} ms, p99 {ld['p99_ms']} ms, {ld['requests_per_s']} req/s |"
-    )
+    for w, r in report["workers"].items():
+        for n in (1, 1000):
+            lat = r[f"rest_{n}_rows"]
+            print(f"| {w} worker(s): REST /invocations, {n:,} row(s) | p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms |")
+        ld = r["load"]
+        print(f"| {w} worker(s): load, {ld['clients']} clients x {args.requests} one-row requests | {ld['errors']} errors, "
+              f"p50 {ld['p50_ms']} ms, p99 {ld['p99_ms']} ms, {ld['requests_per_s']} req/s |")
 
 
 if __name__ == "__main__":

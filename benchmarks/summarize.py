@@ -36,12 +36,14 @@ def pipeline(d: dict) -> list[str]:
 
 
 def serving(d: dict) -> list[str]:
-    load = d["load"]
-    rows = [["in-process pyfunc, batch 1,000", f"{d['in_process_rows_per_s']:,} rows/s"],
-            ["REST 1 row", f"p50 {d['rest_1_rows']['p50_ms']} ms, p99 {d['rest_1_rows']['p99_ms']} ms"],
-            ["REST 1,000 rows", f"p50 {d['rest_1000_rows']['p50_ms']} ms, p99 {d['rest_1000_rows']['p99_ms']} ms"],
-            [f"load, {load['clients']} clients, {load['requests']} requests",
-             f"{load['errors']} errors, p50 {load['p50_ms']} ms, p99 {load['p99_ms']} ms, {load['requests_per_s']} req/s"]]
+    rows = [["in-process pyfunc, batch 1,000", f"{d['in_process_rows_per_s']:,} rows/s"]]
+    for workers, r in (d.get("workers") or {"1": d}).items():
+        load = r["load"]
+        rows += [[f"{workers} worker(s): REST 1 row", f"p50 {r['rest_1_rows']['p50_ms']} ms, p99 {r['rest_1_rows']['p99_ms']} ms"],
+                 [f"{workers} worker(s): REST 1,000 rows",
+                  f"p50 {r['rest_1000_rows']['p50_ms']} ms, p99 {r['rest_1000_rows']['p99_ms']} ms"],
+                 [f"{workers} worker(s): load, {load['clients']} clients, {load['requests']} requests",
+                  f"{load['errors']} errors, p50 {load['p50_ms']} ms, p99 {load['p99_ms']} ms, {load['requests_per_s']} req/s"]]
     return ["## Serving", "", *_table(["measure", "value"], rows)]
 
 

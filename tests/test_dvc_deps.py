@@ -10,7 +10,7 @@ import yaml
 from conftest import REPO
 
 SRC = REPO / "src"
-STAGES = ("prepare", "tune", "train", "evaluate", "register")
+STAGES = ("prepare", "tune", "train", "evaluate", "register", "monitor")
 
 
 def _module_file(name: str) -> Path | None:

@@ -230,3 +230,17 @@ def test_auto_objective_follows_the_labels_and_the_data_kind(tmp_path: Path):
     assert resolve_objective("auto", str(tmp_path)) == "val_recon_loss"
     pd.DataFrame({"a": [5.0]}).to_parquet(tmp_path / "val_anomalies.parquet")
     assert resolve_objective("auto", str(tmp_path)) == "val_auroc"
+
+
+def test_serve_passes_workers_to_mlflows_server_and_refuses_zero(workdir: Path, monkeypatch, capsys):
+    (workdir / "params.yaml").write_text("register: {}\n")
+    started = []
+    monkeypatch.setattr(cli, "_require_model", lambda *a: None)
+    monkeypatch.setattr(cli.os, "execvpe", lambda file, cmd, env: started.append(cmd))
+    assert cli.main(["serve", "--model", "models:/m/1", "--workers", "2"]) == 0
+    cmd = started[0]
+    assert cmd[cmd.index("-w") + 1] == "2" and cmd[cmd.index("-h") + 1] == "127.0.0.1"
+    assert "(2 workers)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--workers", "0"])
+    assert "not a whole number ≥ 1" in capsys.readouterr().err

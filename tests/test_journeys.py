@@ -39,6 +39,9 @@ DESCRIPTIVE = {
     "aeops score --model URI IN OUT": "a synopsis of the score command run in the production block",
     "aeops serve --host": "an option of `make serve`",
     "mlflow ui --app-name aeops": "what `make ui` runs",
+    "aeops serve --workers 2": "an option of `make serve` (tests/test_guards.py checks it reaches MLflow)",
+    'make serve ARGS="--workers 2"': "the same option through make",
+    "aeops monitor DATA [--model URI]": "a synopsis of the monitor command run in the monitoring block",
 }
 JOURNEY = [  # (command as in README, runs in the background until the journey ends)
     ("make repro", False),
@@ -63,6 +66,9 @@ JOURNEY = [  # (command as in README, runs in the background until the journey e
     ("dvc pull", False),
     ("dvc exp run -S tune.enabled=false -S train.model.variant=sparse", False),
     ("dvc exp show --only-changed", False),
+    ("aeops monitor rows.csv", False),
+    ("sed -i '/frozen: true/d' dvc.yaml", False),
+    ("dvc exp run -S monitor.path=rows.csv", False),
 ]
 MNIST = next(c for c in readme.runnable() if "prepare.source=mnist" in c)
 TABLE = next(c for c in readme.runnable() if "prepare.source=table" in c)
@@ -251,6 +257,19 @@ def test_default_journey_from_repro_to_serving_and_experiments(project: Project)
     assert run.data.tags["model_config_source"] == "train.model"
     assert run.data.tags["model_config_reason"] == "tune.enabled is false" and run.data.tags["variant"] == "sparse"
     assert "workspace" in p.run("dvc exp show --only-changed").stdout
+
+    # monitoring: rows.csv is the test split's head, digit 9 (the anomaly class) included: ok or drift
+    checked = p.run("aeops monitor rows.csv", ok=False)
+    assert checked.returncode in (0, 1) and "Traceback" not in checked.stderr, checked.stderr[-2000:]
+    reports = sorted((p.root / "monitoring").glob("*.json"))
+    verdict = json.loads(reports[-1].read_text())["verdict"]
+    assert (verdict, checked.returncode) in (("ok", 0), ("drift", 1)) and f"monitor: {verdict}:" in checked.stdout
+    assert json.loads(reports[-1].read_text())["model"]["version"] == p.alias("production")
+    assert "Running stage 'monitor'" not in p.run("dvc repro").stdout  # frozen: optional
+    p.run("sed -i '/frozen: true/d' dvc.yaml")
+    staged = p.run("dvc exp run -S monitor.path=rows.csv", ok=False)  # exit 1 on drift fails the stage
+    assert "Running stage 'monitor'" in staged.stdout and "Running stage 'train'" not in staged.stdout
+    assert len(list((p.root / "monitoring").glob("*.json"))) == 2 and "Traceback" not in staged.stderr
 
 
 

@@ -305,3 +305,49 @@ def test_a_nan_model_is_never_registered(registry):
     finally:
         path.write_text(good)
     assert len(mlflow.MlflowClient().search_model_versions(f"name='{CFG.model_name}'")) == versions
+
+
+def test_monitor_says_ok_on_normal_rows_drift_on_shifted_ones_and_refuses_bad_input(registry, tmp_path, capsys):
+    root, last = registry
+    client = mlflow.MlflowClient()
+    # the reference profile travels inside the registered model: the one evaluate wrote into the bundle
+    scorer = mlflow.pyfunc.load_model(last["model_uri"]).unwrap_python_model().scorer
+    assert scorer.profile.to_dict() == json.loads((root / "bundle" / "profile.json").read_text())
+    df, split = raw_split(str(root / "data/prepared"))
+    normal = df[split.is_anomaly == 0].reset_index(drop=True)
+    normal.to_csv(tmp_path / "normal.csv", index=False)
+    shifted = normal.copy()
+    col = df.std().idxmax()
+    shifted[col] += df[col].std()  # one feature shifted by one standard deviation
+    shifted.to_parquet(tmp_path / "shifted.parquet", index=False)
+    args = ["--params", str(root / "params.yaml"), "--model", last["model_uri"]]
+
+    assert main(["monitor", str(tmp_path / "normal.csv"), *args]) == 0
+    assert "monitor: ok:" in capsys.readouterr().out
+    assert main(["monitor", str(tmp_path / "shifted.parquet"), *args]) == 1  # exit 1 on drift, for cron and CI
+    out = capsys.readouterr().out
+    assert "monitor: drift:" in out and f"driven by {col}" in out
+    reports = sorted((root / "monitoring").glob("*.json"))
+    assert len(reports) == 2 and len(list((root / "monitoring").glob("*.md"))) == 2
+    result = json.loads(reports[-1].read_text()) if "shifted" in reports[-1].name else json.loads(reports[0].read_text())
+    assert result["verdict"] == "drift" and result["features"][0]["feature"] == col
+    assert result["model"] == {"uri": last["model_uri"], "name": CFG.model_name, "version": str(last["version"])}
+    runs = client.search_runs([client.get_experiment_by_name("aeops-monitoring").experiment_id],
+                              f"tags.model_version = '{last['version']}'")
+    assert sorted(r.data.tags["verdict"] for r in runs) == ["drift", "ok"]
+    assert all(r.data.tags["model_name"] == CFG.model_name for r in runs)
+
+    scored = main(["score", str(tmp_path / "normal.csv"), str(tmp_path / "s.parquet"), *args])
+    share = float(capsys.readouterr().out.split("flagged, ")[1].split("%")[0]) / 100
+    per_row = pd.read_parquet(tmp_path / "s.parquet")
+    assert scored == 0 and share == pytest.approx((per_row["out_of_range"] > 0).mean(), abs=1e-3) and share < 0.05
+    assert per_row["score_percentile"].between(0, 100).all() and 40 < per_row["score_percentile"].median() < 60
+
+    bad = {"strings.csv": normal.astype(object).assign(**{col: "x"}), "nan.csv": normal.assign(**{col: np.nan}),
+           "columns.csv": normal.drop(columns=[col]), "empty.csv": normal.head(0)}
+    for name, frame in bad.items():
+        frame.to_csv(tmp_path / name, index=False)
+        assert main(["monitor", str(tmp_path / name), *args]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert len(list((root / "monitoring").glob("*.json"))) == 2  # nothing written for bad input

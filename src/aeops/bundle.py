@@ -1,8 +1,9 @@
 """The saved-model format: one `ModelBundle` holds everything that turns raw rows into scores.
 
 On disk it is a folder: `network.pt` (the network's config and weights, a plain dict that loads
-with `torch.load(weights_only=True)`) and `bundle.json` (scaler, feature names, scoring rule and
-threshold, provenance). `evaluate` writes it as its DVC out; `register` logs it inside the MLflow
+with `torch.load(weights_only=True)`), `bundle.json` (scaler, feature names, scoring rule and
+threshold, provenance) and `profile.json` (the reference profile that `aeops monitor` compares
+batches with; absent in bundles made before it existed). `evaluate` writes it as its DVC out; `register` logs it inside the MLflow
 pyfunc; serving, promotion, batch scoring and ONNX export read it back.
 """
 
@@ -18,7 +19,7 @@ from aeops.errors import DataError
 from aeops.io import atomic_path, read_json, write_json
 
 FORMAT = 1
-NETWORK, META = "network.pt", "bundle.json"
+NETWORK, META, PROFILE = "network.pt", "bundle.json", "profile.json"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class ModelBundle:
     git_commit: str | None = None
     scoring: ScoringRule | None = None
     members: int = 1  # > 1: an ensemble of that many networks of model_cfg (scores average their residuals)
+    profile: dict[str, Any] | None = field(default=None, repr=False)  # monitoring reference (aeops.monitoring.profile)
 
     @property
     def feature_names(self) -> list[str]:
@@ -69,8 +71,8 @@ class ModelBundle:
         model.load_state_dict(self.state_dict)
         return model.eval()
 
-    def with_scoring(self, rule: ScoringRule) -> ModelBundle:
-        return ModelBundle(**{**self._fields(), "scoring": rule})
+    def with_scoring(self, rule: ScoringRule, profile: dict[str, Any] | None = None) -> ModelBundle:
+        return ModelBundle(**{**self._fields(), "scoring": rule, "profile": profile})
 
     def save(self, path: str | Path) -> Path:
         """Write the folder atomically (a failed write leaves the old bundle, or none)."""
@@ -81,6 +83,8 @@ class ModelBundle:
             torch.save(net, tmp / NETWORK)
             meta = {k: getattr(self, k) for k in ("scaler", "data_hash", "run_id", "git_commit")}
             write_json(tmp / META, {"format": FORMAT, **meta, "scoring": asdict(self.scoring) if self.scoring else None})
+            if self.profile is not None:
+                write_json(tmp / PROFILE, self.profile)
         return Path(path)
 
     @classmethod
@@ -93,8 +97,9 @@ class ModelBundle:
             raise DataError(f"{path}/{META}: bundle format {meta.get('format')!r}, this aeops reads {FORMAT}")
         net = torch.load(path / NETWORK, map_location="cpu", weights_only=True)
         scoring = ScoringRule(**meta["scoring"]) if meta.get("scoring") else None
+        profile = read_json(path / PROFILE) if (path / PROFILE).is_file() else None
         return cls(**net, scaler=meta["scaler"], data_hash=meta["data_hash"], run_id=meta.get("run_id"),
-                   git_commit=meta.get("git_commit"), scoring=scoring)
+                   git_commit=meta.get("git_commit"), scoring=scoring, profile=profile)
 
     @classmethod
     def from_training(cls, model_dir: str | Path, data_dir: str | Path) -> ModelBundle:

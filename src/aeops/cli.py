@@ -2,7 +2,7 @@
 
 Every command validates its params sections first; a user mistake (bad param, data file, missing
 model) stops it with one line on stderr (exit code 2) and nothing written; a refused promotion
-exits with code 1. Anything else is a bug and keeps its traceback; `AEOPS_DEBUG=1` shows the
+and a drifted batch (`monitor`) exit with code 1. Anything else is a bug and keeps its traceback; `AEOPS_DEBUG=1` shows the
 traceback of the one-line errors too. The project root is the folder of the params file.
 """
 
@@ -110,9 +110,10 @@ def _serve(params: dict, args: argparse.Namespace) -> None:
     # MLflow starts `uvicorn` by name: find it beside this Python even when the venv is not activated
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     _require_model(uri, env["MLFLOW_TRACKING_URI"])
+    workers = getattr(args, "workers", 1)
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-           "-h", args.host, "-p", port]
-    print(f"serve: {uri} on http://{args.host}:{port}/invocations", flush=True)
+           "-h", args.host, "-p", port, "-w", str(workers)]
+    print(f"serve: {uri} on http://{args.host}:{port}/invocations ({workers} worker{'s' * (workers > 1)})", flush=True)
     os.execvpe(cmd[0], cmd, env)
 
 
@@ -131,8 +132,40 @@ def _score(params: dict, args: argparse.Namespace) -> None:
     summary = score_file(model, args.input, args.output, args.chunk_rows, args.output_mode)
     for line in summary.warnings:
         print(f"warning: score: {line}", file=sys.stderr)
-    flagged = f", {summary.flagged_share:.1%} flagged" if summary.flagged_share is not None else ""
+    flagged = (f", {summary.flagged_share:.1%} flagged, {summary.out_of_range_share:.1%} with a feature out of "
+               "the training range" if summary.flagged_share is not None else "")
     print(f"score: {summary.rows} rows{flagged} → {args.output}")
+
+
+def _monitor(params: dict, args: argparse.Namespace) -> int:
+    """`aeops monitor [DATA]` (default monitor.path, the served model) or the stage; exit code 1 on drift."""
+    import mlflow
+
+    from aeops.io import read_json
+    from aeops.monitoring.monitor import log_run, monitor_file, summary_line, write_outputs
+    from aeops.tracking import tracking_uri
+
+    cfg, mlflow_cfg = _section(params, "monitor"), _section(params, "mlflow")
+    data = getattr(args, "input", None) or cfg.path
+    uri = tracking_uri(mlflow_cfg)
+    mlflow.set_tracking_uri(uri)
+    model = getattr(args, "model", None) or cfg.model
+    if model is None:
+        register = _section(params, "register")
+        if hasattr(args, "input"):  # the command: the served model
+            model = f"models:/{register.model_name}@production"
+        else:  # the stage (no command-line arguments): the model the pipeline just registered
+            if not os.path.isfile(register.output_file):
+                raise DataError(f"{register.output_file}: not found; run `dvc repro register` first")
+            model = read_json(register.output_file)["model_uri"]
+    refuse_dvc_out(cfg.output_dir)
+    _require_model(model, uri)
+    result = monitor_file(model, data, cfg.chunk_rows, cfg.alpha, cfg.psi_threshold)
+    paths = write_outputs(result, cfg.output_dir)
+    run_id = log_run(result, paths, mlflow_cfg)
+    print(f"monitor: {summary_line(result)}")
+    print(f"  report: {paths[1]} (JSON {paths[0].name}); MLflow run {run_id} in '{mlflow_cfg.experiment}-monitoring'")
+    return 1 if result["verdict"] == "drift" else 0
 
 
 def _sample(params: dict, args: argparse.Namespace) -> None:
@@ -182,6 +215,7 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "promote": (_promote, "move alias production (quality gate; --force, --rollback)"),
     "serve": (_serve, "serve models:/<name>@production over REST on 127.0.0.1"),
     "score": (_score, "score a CSV/Parquet file in chunks → Parquet"),
+    "monitor": (_monitor, "drift check of a CSV/Parquet batch against the model's training profile (exit 1 on drift)"),
     "export": (_export, "export encoder/decoder to ONNX"),
     "report": (_report, "print the path of the current model's offline HTML report"),
     "compare": (_compare, "training runs side by side: AUROC vs kNN, recon MSE, lineage"),
@@ -227,10 +261,13 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--version", help="version to promote (default: the 'challenger' alias)")
             p.add_argument("--force", action="store_true", help="promote even if worse than production")
             p.add_argument("--rollback", action="store_true", help="move production back to 'previous'")
-        if name in ("serve", "score"):
+        if name in ("serve", "score", "monitor"):
             p.add_argument("--model", help="model URI (default: models:/<register.model_name>@production)")
+        if name == "monitor":
+            p.add_argument("input", nargs="?", help="CSV or Parquet batch in raw units (default: monitor.path)")
         if name == "serve":
             p.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+            p.add_argument("--workers", type=_positive, default=1, help="server processes (default 1)")
             p.add_argument("--port", type=int, help="port (default: AEOPS_SERVE_PORT, else register.serve_port)")
         if name == "score":
             p.add_argument("input", help="CSV or Parquet file with the model's feature columns")
@@ -264,7 +301,7 @@ def run_stage(command: str, params_file: str = "params.yaml", args: argparse.Nam
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None  # killed: MLflow run ends KILLED
     try:
-        COMMANDS[command][0](load_params(params_file), args or argparse.Namespace())
+        code = COMMANDS[command][0](load_params(params_file), args or argparse.Namespace())
     except PromotionRefused as err:
         if debug:
             raise
@@ -281,7 +318,7 @@ def run_stage(command: str, params_file: str = "params.yaml", args: argparse.Nam
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, old)
-    return 0
+    return code or 0  # a command may return 1 (monitor: drift)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -263,6 +263,16 @@ class RegisterConfig(Strict):
         return PROMOTION_METRICS[self.promotion_metric]
 
 
+# ---------------------------------------------------------------- monitor
+class MonitorConfig(Strict):
+    path: str = Field("data/incoming/batch.csv", min_length=1)  # the batch (raw units) the DVC stage checks
+    model: str | None = None  # model URI for the stage; null = the version `register` just registered
+    alpha: float = Field(0.01, gt=0, lt=0.5)  # false-alarm budget of a clean batch (features, scores, flagged share)
+    psi_threshold: float = Field(0.1, ge=0)  # a feature drifts only with PSI at least this
+    chunk_rows: int = Field(50_000, ge=1)
+    output_dir: str = "monitoring"  # JSON + Markdown report per check; not a DVC out
+
+
 # ---------------------------------------------------------------- mlflow
 class MlflowConfig(Strict):
     experiment: str = "aeops"
@@ -276,6 +286,7 @@ SECTIONS: dict[str, type[Strict]] = {
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
     "register": RegisterConfig,
+    "monitor": MonitorConfig,
     "mlflow": MlflowConfig,
 }
 

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from aeops.config import EvaluateConfig, MlflowConfig
-from aeops.data.prepared import Split, load_meta, load_split
+from aeops.data.prepared import Split, invert_scaler, load_meta, load_split
 from aeops.errors import ConfigError, DataError
 from aeops.evaluation import plots
 from aeops.bundle import ModelBundle, ScoringRule
@@ -19,6 +19,7 @@ from aeops.evaluation.baselines import QUANT_BITS, Coded, model_metrics, run_bas
 from aeops.evaluation.metrics import quantize_codes
 from aeops.evaluation.scoring import ScoreFn, residual_scale, score_rule
 from aeops.models.ensemble import reconstruct_members
+from aeops.monitoring.profile import build_profile
 from aeops.io import atomic_path, hash_dir, write_json
 
 MIN_TEST_ANOMALIES = 10  # fewer: AUROC/AUPRC swing with a single row (a warning, not an error)
@@ -149,7 +150,9 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
         plots.plot_score_histograms(
             tmp, scores, test.is_anomaly, {m: r.get("threshold") for m, r in results.items()}
         )
-    bundle.with_scoring(rule).save(cfg.bundle_dir)  # what register registers and serving scores with
+    profile = build_profile(list(meta["feature_names"]), invert_scaler(bundle.scaler, train.x), coded.val_scores,
+                            rule.threshold, rule.expected_flagged or 0.0)
+    bundle.with_scoring(rule, profile.to_dict()).save(cfg.bundle_dir)  # what register registers and serving scores with
     record = {**results, "warnings": warnings}
     write_json(cfg.metrics_file, record)
     _log(bundle.run_id, cfg, mlflow_cfg, results, warnings)

@@ -14,7 +14,7 @@ from aeops.io import atomic_path
 FORMATS = (".csv", ".parquet", ".pq")
 
 
-def _chunks(path: Path, rows: int) -> tuple[Iterator[pd.DataFrame], int | None]:
+def read_chunks(path: Path, rows: int) -> tuple[Iterator[pd.DataFrame], int | None]:
     """Chunks of the input and the total row count when the format knows it (Parquet)."""
     if path.suffix.lower() == ".csv":
         return iter(pd.read_csv(path, chunksize=rows)), None
@@ -24,7 +24,7 @@ def _chunks(path: Path, rows: int) -> tuple[Iterator[pd.DataFrame], int | None]:
     return (b.to_pandas() for b in f.iter_batches(batch_size=rows)), f.metadata.num_rows
 
 
-def _guard(src: Path, chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def guard(src: Path, chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """Re-raise a reader's parse error as one line naming the file."""
     try:
         yield from chunks
@@ -34,11 +34,25 @@ def _guard(src: Path, chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 
 @dataclass
 class ScoreSummary:
-    """What a batch scoring wrote: rows, the share flagged as anomalies, warnings about the input."""
+    """What a batch scoring wrote: rows, the shares flagged and out of range, warnings about the input."""
 
     rows: int
     flagged_share: float | None = None
+    out_of_range_share: float | None = None  # rows with a feature outside the training range ± 10 % span
     warnings: list[str] = field(default_factory=list)
+
+
+def check_paths(src: Path, dst: Path | None = None) -> None:
+    """One line if the input is not an existing CSV/Parquet file or the output is not named *.parquet."""
+    if src.suffix.lower() not in FORMATS or not src.is_file():
+        raise DataError(f"{src}: need an existing file ending in {', '.join(FORMATS)}")
+    if dst is not None and dst.suffix.lower() not in (".parquet", ".pq"):
+        raise DataError(f"{dst}: the output is written as Parquet; name it *.parquet")
+
+
+def numeric_float32(chunk: pd.DataFrame) -> pd.DataFrame:
+    """The signature says float32; files hold float64 (or ints): cast the numeric columns."""
+    return chunk.astype({c: "float32" for c in chunk.columns if pd.api.types.is_numeric_dtype(chunk[c])})
 
 
 def score_file(
@@ -53,27 +67,23 @@ def score_file(
     from rich.progress import Progress
 
     src, dst = Path(input_path), Path(output_path)
-    if src.suffix.lower() not in FORMATS or not src.is_file():
-        raise DataError(f"{src}: need an existing file ending in {', '.join(FORMATS)}")
-    if dst.suffix.lower() not in (".parquet", ".pq"):
-        raise DataError(f"{dst}: the output is written as Parquet; name it *.parquet")
+    check_paths(src, dst)
     model = mlflow.pyfunc.load_model(model_uri)
     scorer = getattr(model.unwrap_python_model(), "scorer", None)
-    chunks, total = _chunks(src, chunk_rows)
+    chunks, total = read_chunks(src, chunk_rows)
     done, writer, flagged, outside = 0, None, 0, 0
     with atomic_path(dst) as tmp, Progress(disable=not progress) as bar:
         task = bar.add_task(f"score {src.name}", total=total)
         try:
-            for chunk in _guard(src, chunks):
-                # The signature says float32; files hold float64 (or ints): cast numeric columns.
-                chunk = chunk.astype({c: "float32" for c in chunk.columns if pd.api.types.is_numeric_dtype(chunk[c])})
+            for chunk in guard(src, chunks):
+                chunk = numeric_float32(chunk)
                 try:
                     out = model.predict(chunk, params={"output": output})
                 except MlflowException as err:
                     raise DataError(f"{src}: rows {done}–{done + len(chunk) - 1}: {err.message}") from None
                 if scorer is not None and output == "scores":
                     flagged += int(out["is_anomaly"].sum())
-                    outside += int((scorer.out_of_range(scorer.matrix(chunk[scorer.features])) > 0).sum())
+                    outside += int((out["out_of_range"] > 0).sum())
                 table = pa.Table.from_pandas(out, preserve_index=False)
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
@@ -86,4 +96,4 @@ def score_file(
             raise AeopsError(f"{src}: no rows to score")
     if scorer is None or output != "scores":
         return ScoreSummary(done)
-    return ScoreSummary(done, flagged / done, scorer.batch_warnings(done, outside, flagged))
+    return ScoreSummary(done, flagged / done, outside / done, scorer.batch_warnings(done, outside, flagged))

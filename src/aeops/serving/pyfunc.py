@@ -1,7 +1,7 @@
 """The registered MLflow model: a pyfunc that scores raw feature columns.
 
 `mlflow.pyfunc.load_model("models:/<name>@production").predict(df)` returns per row
-`anomaly_score`, `is_anomaly`, `reconstruction_error`, `z_0 … z_k`; with
+`anomaly_score`, `is_anomaly`, `reconstruction_error`, `score_percentile`, `out_of_range`, `z_0 … z_k`; with
 `params={"output": "reconstruction"}` it returns the reconstructed rows in raw units.
 Bad input raises an MlflowException with INVALID_PARAMETER_VALUE, which the REST server turns into
 a 400 with the message.
@@ -34,8 +34,7 @@ class AutoencoderScorer(mlflow.pyfunc.PythonModel):
         except InputError as err:
             raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
         if output == "scores" and len(out) >= 20:  # the server's log says when a batch looks mis-scaled
-            x = self.scorer.matrix(model_input)
-            lines = self.scorer.batch_warnings(len(x), int((self.scorer.out_of_range(x) > 0).sum()),
+            lines = self.scorer.batch_warnings(len(out), int((out["out_of_range"] > 0).sum()),
                                                int(out["is_anomaly"].sum()))
             for line in lines:
                 logging.getLogger("aeops.serving").warning(line)

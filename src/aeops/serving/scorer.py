@@ -13,6 +13,7 @@ from aeops.bundle import ModelBundle
 from aeops.data.prepared import apply_scaler, invert_scaler
 from aeops.evaluation.scoring import anomaly_scores, score_rule
 from aeops.models.ensemble import reconstruct_members
+from aeops.monitoring.profile import Profile
 
 OUTPUTS = ("scores", "reconstruction")
 # Raw values more than this many training scales from the training offset are refused: no real
@@ -41,6 +42,7 @@ class Scorer:
         self.latent_dim = bundle.latent_dim
         self.ensemble = bundle.members > 1
         self.expected_flagged = bundle.scoring.expected_flagged  # share of normal rows above the threshold
+        self.profile = Profile.from_dict(bundle.profile) if bundle.profile else None
         self.range = None
         if "train_min" in self.scaler:
             lo, hi = np.asarray(self.scaler["train_min"]), np.asarray(self.scaler["train_max"])
@@ -78,12 +80,16 @@ class Scorer:
             )
         return x
 
+    def outside(self, x: np.ndarray) -> np.ndarray:
+        """(rows, features): which raw values lie outside the training range (± the margin); none if unknown."""
+        if self.range is None:
+            return np.zeros(x.shape, dtype=bool)
+        lo, hi = self.range
+        return (x < lo) | (x > hi)
+
     def out_of_range(self, x: np.ndarray) -> np.ndarray:
         """Per row: how many raw features lie outside the training range (± the margin); zeros if unknown."""
-        if self.range is None:
-            return np.zeros(len(x), dtype=np.int64)
-        lo, hi = self.range
-        return ((x < lo) | (x > hi)).sum(axis=1)
+        return self.outside(x).sum(axis=1)
 
     def batch_warnings(self, rows: int, out_of_range_rows: int, flagged: int) -> list[str]:
         """Warnings for a whole batch: mostly out-of-range or mostly flagged rows point at wrong units."""
@@ -103,13 +109,16 @@ class Scorer:
 
     @torch.no_grad()
     def score(self, df: pd.DataFrame, output: str = "scores") -> pd.DataFrame:
-        """Per row: anomaly_score (the evaluated rule), is_anomaly, reconstruction_error (plain MSE), z_0..z_k.
+        """Per row: anomaly_score (the evaluated rule), is_anomaly, reconstruction_error (plain MSE),
+        score_percentile (rank among normal validation scores, 0–100; NaN without a profile),
+        out_of_range (features outside the training range ± 10 % of its span), z_0..z_k.
 
         With output="reconstruction": the reconstructed rows in raw units instead.
         """
         if output not in OUTPUTS:
             raise InputError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
-        x = torch.from_numpy(apply_scaler(self.scaler, self.matrix(df)))
+        raw = self.matrix(df)
+        x = torch.from_numpy(apply_scaler(self.scaler, raw))
         z = self.model.encode(x)
         recon = self.model.decode(z)
         if output == "reconstruction":
@@ -118,8 +127,10 @@ class Scorer:
         # an ensemble's members all score; a single network's reconstruction is already at hand
         members = reconstruct_members(self.model, torch.from_numpy(x)).numpy() if self.ensemble else recon[None]
         score, err = self.anomaly_score(x, members), anomaly_scores(x, recon)  # float64, as in evaluate
+        percentile = self.profile.score_percentile(score) if self.profile else np.full(len(score), np.nan)
         out = pd.DataFrame(
-            {"anomaly_score": score, "is_anomaly": score > self.threshold, "reconstruction_error": err},
+            {"anomaly_score": score, "is_anomaly": score > self.threshold, "reconstruction_error": err,
+             "score_percentile": percentile, "out_of_range": self.out_of_range(raw).astype(np.int64)},
             index=df.index,
         )
         codes = z.numpy().astype(np.float64)

@@ -1,0 +1,132 @@
+"""`aeops monitor`: compare a batch file with a registered model's reference profile; write and log the verdict."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aeops.errors import AeopsError, DataError
+from aeops.io import atomic_path, write_json
+from aeops.monitoring.drift import BatchStats, assess
+from aeops.monitoring.report import markdown
+
+
+def model_version(model_uri: str) -> tuple[str | None, str | None]:
+    """(registered name, version) of a `models:/name/N` or `models:/name@alias` URI; (None, None) otherwise."""
+    import mlflow
+
+    ref = model_uri.removeprefix("models:/")
+    if ref == model_uri:
+        return None, None
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
+    name, _, version = ref.rpartition("/")
+    return (name, version) if name else (ref, None)
+
+
+def monitor_file(model_uri: str, input_path: str, chunk_rows: int = 50_000, alpha: float = 0.01,
+                 psi_threshold: float = 0.1, progress: bool = True) -> dict[str, Any]:
+    """Stream the file through the model (constant memory but the scores) and assess it against the profile."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from rich.progress import Progress
+
+    from aeops.serving.batch import check_paths, guard, numeric_float32, read_chunks
+
+    src = Path(input_path)
+    check_paths(src)
+    start = time.perf_counter()
+    model = mlflow.pyfunc.load_model(model_uri)
+    scorer = getattr(model.unwrap_python_model(), "scorer", None)
+    if scorer is None or scorer.profile is None:
+        raise DataError(f"{model_uri}: has no reference profile (registered before aeops wrote one); "
+                        "run `dvc repro` to register a model that has one")
+    batch = BatchStats(scorer.profile)
+    chunks, total = read_chunks(src, chunk_rows)
+    scoring_started = time.perf_counter()
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task(f"monitor {src.name}", total=total)
+        for chunk in guard(src, chunks):
+            chunk = numeric_float32(chunk)
+            try:
+                out = model.predict(chunk)
+            except MlflowException as err:
+                raise DataError(f"{src}: rows {batch.rows}–{batch.rows + len(chunk) - 1}: {err.message}") from None
+            x = scorer.matrix(chunk[scorer.features])
+            batch.add(x, out["anomaly_score"].to_numpy(), out["is_anomaly"].to_numpy(), scorer.outside(x))
+            bar.update(task, completed=batch.rows)
+    if batch.rows == 0:
+        raise DataError(f"{src}: no rows to check")
+    result = assess(batch, alpha, psi_threshold)
+    seconds = time.perf_counter() - start
+    name, version = model_version(model_uri)
+    result |= {
+        "model": {"uri": model_uri, "name": name, "version": version},
+        "data": str(src), "checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3), "rows_per_second": round(batch.rows / max(time.perf_counter() - scoring_started, 1e-9), 1),
+    }
+    return result
+
+
+def write_outputs(result: dict[str, Any], output_dir: str | Path) -> tuple[Path, Path]:
+    """`<output_dir>/<time>_<model>-v<version>.json` and `.md`, each written atomically."""
+    stamp = result["checked_at"].replace(":", "").replace("-", "").replace("+0000", "Z")
+    model = result["model"]
+    label = f"{model['name'] or 'model'}-v{model['version'] or 'na'}"
+    stem = Path(output_dir) / f"{stamp}_{label}_{Path(result['data']).stem}"
+    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+    write_json(json_path, result)
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(markdown(result))
+    return json_path, md_path
+
+
+def log_run(result: dict[str, Any], paths: tuple[Path, Path], mlflow_cfg: Any) -> str:
+    """An MLflow run in `<experiment>-monitoring`, tagged with the model name and version; returns its id."""
+    import mlflow
+
+    from aeops.tracking import setup_experiment
+
+    cfg = mlflow_cfg.model_copy(update={"experiment": f"{mlflow_cfg.experiment}-monitoring"})
+    experiment_id = setup_experiment(cfg)
+    model = result["model"]
+    name = f"{Path(result['data']).name} → {model['name'] or model['uri']} v{model['version'] or '?'}: {result['verdict']}"
+    tags = {"model_name": str(model["name"]), "model_version": str(model["version"]), "model_uri": model["uri"],
+            "verdict": result["verdict"], "data_file": result["data"], "drivers": ", ".join(result["drivers"]) or "none"}
+    metrics = {
+        "rows": result["rows"], "features_drifted": result["features_drifted"], "max_psi": result["max_psi"],
+        "score_ks": result["score"]["ks"], "score_median_percentile": result["score"]["median_percentile"],
+        "flagged_share": result["flagged"]["share"], "expected_flagged_share": result["flagged"]["expected"],
+        "out_of_range_share": result["out_of_range_share"], "rows_per_second": result["rows_per_second"],
+    }
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_params(result["settings"])
+        for path in paths:
+            mlflow.log_artifact(str(path), "monitor")
+    return run.info.run_id
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    drivers = ", ".join(result["drivers"][:5]) + (" …" if len(result["drivers"]) > 5 else "")
+    return (f"{result['verdict']}: {result['rows']} rows, {result['features_drifted']}/{result['features_checked']} "
+            f"features drifted, flagged {result['flagged']['share']:.1%} (expected {result['flagged']['expected']:.1%}), "
+            f"median score percentile {result['score']['median_percentile']:.0f}"
+            + (f"; driven by {drivers}" if drivers else ""))
+
+
+def frame_check(scorer: Any, df: pd.DataFrame, alpha: float = 0.01, psi_threshold: float = 0.1) -> dict[str, Any]:
+    """Assess an in-memory table with a `Scorer` (benchmarks and tests: no MLflow, no files)."""
+    if scorer.profile is None:
+        raise AeopsError("the scorer's bundle has no reference profile")
+    batch = BatchStats(scorer.profile)
+    out = scorer.score(df)
+    x = scorer.matrix(df)
+    batch.add(x, out["anomaly_score"].to_numpy(), out["is_anomaly"].to_numpy(), scorer.outside(x))
+    return assess(batch, alpha, psi_threshold)
