@@ -23,6 +23,8 @@ import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +174,14 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def run_set(name: str, args: argparse.Namespace) -> dict:
+    """Build the set's model in a temporary project and measure it."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = measure(name, build(name, Path(tmp), args.epochs), args)
+    return result | {"wall_s": round(time.perf_counter() - start, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default=",".join(SETS))
@@ -185,20 +195,14 @@ def main() -> None:
     report = {"benchmark": "monitoring", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
               "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"test_fraction": TEST_FRACTION},
               "sets": {}}
-    here = Path.cwd()
     for name in args.sets.split(","):
         needs = SETS[name].get("path")
         if needs and not Path(needs).exists():
             print(f"{name}: skipped, {needs} not found", file=sys.stderr)
             continue
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                model = build(name, Path(tmp), args.epochs)
-                report["sets"][name] = measure(name, model, args)
-            finally:
-                os.chdir(here)
-        report["sets"][name]["wall_s"] = round(time.perf_counter() - start, 1)
+        # a fresh process per set: MLflow keeps per-store state that a deleted temp folder would strand
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            report["sets"][name] = pool.submit(run_set, name, args).result()
         print(f"{name}: done in {report['sets'][name]['wall_s']} s", file=sys.stderr)
     report["table_md"] = markdown(report)
     from aeops.io import write_json

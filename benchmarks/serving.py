@@ -30,7 +30,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build_model() -> pd.DataFrame:
+def build_model(ensemble: int | None = None) -> pd.DataFrame:
     from aeops.config import EvaluateConfig, MlflowConfig, PrepareConfig, RegisterConfig, TrainConfig
     from aeops.data.prepare import prepare
     from aeops.evaluation.evaluate import evaluate
@@ -40,7 +40,8 @@ def build_model() -> pd.DataFrame:
 
     mlflow_cfg = MlflowConfig(experiment="bench")
     prepare(PrepareConfig(normal_classes=list(range(9))))
-    train(TrainConfig(max_epochs=10, patience=5, batch_size=128, accelerator="cpu", progress_bar=False), mlflow_cfg)
+    size = {} if ensemble is None else {"ensemble": ensemble}  # default: train.ensemble's default
+    train(TrainConfig(max_epochs=10, patience=5, batch_size=128, accelerator="cpu", progress_bar=False, **size), mlflow_cfg)
     evaluate(EvaluateConfig(), mlflow_cfg)
     register(RegisterConfig(), mlflow_cfg)
     promote(RegisterConfig(), mlflow_cfg)
@@ -106,15 +107,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests per client in the load test")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server processes to measure")
+    parser.add_argument("--ensemble", type=int, help="networks in the model (default: train.ensemble's default)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
     args = parser.parse_args()
+    from aeops.config import TrainConfig
+
     report: dict = {"benchmark": "serving", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
 
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         Path("params.yaml").write_text("register: {}\nmlflow: {experiment: bench}\n")
-        df = build_model()
+        df = build_model(args.ensemble)
+        report["ensemble"] = args.ensemble or TrainConfig().ensemble
         import mlflow
 
         model = mlflow.pyfunc.load_model("models:/aeops-autoencoder@production")

@@ -86,8 +86,14 @@ def tabular(d: dict) -> list[str]:
             d["table_md"], ""]
 
 
+def monitoring(d: dict) -> list[str]:
+    s = d["settings"]
+    return [f"## Monitoring ({s['batches']} clean and {s['shifted']} shifted batches of {s['rows']} rows per set)", "",
+            d["table_md"], ""]
+
+
 SECTIONS = {"training_speed": speed, "pipeline": pipeline, "serving": serving,
-            "tune_pruning": tune_pruning, "quality": quality, "tabular": tabular}
+            "tune_pruning": tune_pruning, "quality": quality, "tabular": tabular, "monitoring": monitoring}
 
 
 def summarize(results: Path) -> str:

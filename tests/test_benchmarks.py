@@ -120,3 +120,23 @@ def test_tabular_benchmark_runs_the_real_pipeline_on_a_table_folder(tmp_path):
     assert run["set"] == "toy" and 0.5 < run["model"]["auroc"] <= 1.0 and run["latent_dim"] <= 2  # 5 features / 2
     assert {"standardised residual", "latent kNN", "knn_distance"} <= set(run)
     assert "| aeops |" in result["table_md"] and (tmp_path / "tabular.jsonl").is_file()
+
+
+@pytest.mark.slow
+def test_monitoring_benchmark_builds_a_model_and_counts_alarms(tmp_path):
+    """`make bench` runs benchmarks/monitoring.py; here on digits, sizes capped."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "monitoring.json"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks/monitoring.py"), "--sets", "digits", "--epochs", "2",
+                           "--batches", "4", "--shifted", "2", "--throughput-rows", "2000", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    digits = json.loads(out.read_text())["sets"]["digits"]
+    assert digits["false_alarms"]["batches"] == 4 and digits["batch_rows"] == 500
+    assert set(digits["detection"]) == {"anomalies 10 %", "anomalies 50 %", "rotated 15°", "noise σ 10 % of range"}
+    assert digits["detection"]["noise σ 10 % of range"]["rate"] == 1.0  # every pixel moves: never missed
+    assert digits["throughput"]["rows"] == 2000 and digits["throughput"]["rows_per_s"] > 0

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -101,7 +102,7 @@ class Project:
     """A copy of the repo where README commands run with the user's PATH and capped sizes."""
 
     def __init__(self, root: Path):
-        self.root, self.background = root, []
+        self.root, self.background, self.timings = root, [], []
         self.serve_port, self.ui_port = _free_port(), _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPTUNA_", "AEOPS_"))}
         self.env = env | {
@@ -112,8 +113,10 @@ class Project:
 
     def run(self, command: str, ok: bool = True) -> subprocess.CompletedProcess:
         command = command.replace("127.0.0.1:5001", f"127.0.0.1:{self.serve_port}")
+        start = time.perf_counter()
         proc = subprocess.run(["bash", "-c", command], cwd=self.root, env=self.env, capture_output=True,
                               text=True, timeout=600)
+        self.timings.append((time.perf_counter() - start, command))
         if ok:
             assert proc.returncode == 0, f"{command} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         return proc
@@ -124,9 +127,14 @@ class Project:
         proc = subprocess.Popen(["bash", "-c", command], cwd=self.root, env=self.env, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.background.append(proc)
+        start = time.perf_counter()
         wait_until_up(url, proc, timeout=180)
+        self.timings.append((time.perf_counter() - start, f"{command} (until up)"))
 
     def stop(self) -> None:
+        """Stop the servers; print where the time went (`pytest -s`, or beside a failure)."""
+        for seconds, command in sorted(self.timings, reverse=True)[:12]:
+            print(f"{seconds:7.1f} s  {command}")
         for proc in self.background:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)

