@@ -35,11 +35,16 @@ repro: setup ## run the DVC pipeline (prepare → tune → train → evaluate �
 	@echo "MLflow:  mlflow.db + mlartifacts/                     (make ui → http://127.0.0.1:$(PORT))"
 	@echo "model:   registry/registered.json (alias challenger)  (make promote, then make serve)"
 
+# Test files run in parallel (pytest-xdist, one file per worker at a time: module fixtures stay whole),
+# the two README journeys first; `TEST_WORKERS=1 make test` runs them one after another in one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+
 test: setup ## run every test (the README journeys, DDP and PostgreSQL included; ≤ 10 min on 2 cores)
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST)
 
 test-fast: setup ## the inner loop: every test not marked slow (< 3 min)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(XDIST) -m "not slow"
 
 bench: setup ## run the benchmarks (benchmarks/results/*.json + SUMMARY.md; ~2.5 h on 2 cores)
 	for b in $(filter-out benchmarks/summarize.py,$(wildcard benchmarks/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -162,7 +162,7 @@ def test_a_failed_tune_leaves_its_parent_run_failed(prepared: Path, mlflow_cfg, 
     def boom(*args, **kwargs):
         raise RuntimeError("worker crashed")
 
-    monkeypatch.setattr(study, "run_workers", boom)
+    monkeypatch.setattr("aeops.tuning.workers.run_workers", boom)  # study imports it when a study runs
     cfg = TuneConfig(n_trials=1, max_epochs=1, progress_bar=False)
     with pytest.raises(RuntimeError):
         study.tune(cfg, mlflow_cfg)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from aeops.errors import DataError
 from aeops.io import atomic_path, read_json, write_json
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = 1
 NETWORK, META, PROFILE = "network.pt", "bundle.json", "profile.json"
@@ -76,6 +77,8 @@ class ModelBundle:
 
     def save(self, path: str | Path) -> Path:
         """Write the folder atomically (a failed write leaves the old bundle, or none)."""
+        import torch
+
         with atomic_path(path) as tmp:
             tmp.mkdir()
             net = {k: getattr(self, k)
@@ -89,12 +92,10 @@ class ModelBundle:
 
     @classmethod
     def load(cls, path: str | Path) -> ModelBundle:
+        import torch
+
         path = Path(path)
-        if not (path / NETWORK).is_file() or not (path / META).is_file():
-            raise DataError(f"{path}: not a model bundle ({NETWORK} and {META} expected); run `dvc repro evaluate` first")
-        meta = read_json(path / META)
-        if meta.get("format") != FORMAT:
-            raise DataError(f"{path}/{META}: bundle format {meta.get('format')!r}, this aeops reads {FORMAT}")
+        meta = _meta(path)
         net = torch.load(path / NETWORK, map_location="cpu", weights_only=True)
         scoring = ScoringRule(**meta["scoring"]) if meta.get("scoring") else None
         profile = read_json(path / PROFILE) if (path / PROFILE).is_file() else None
@@ -105,7 +106,7 @@ class ModelBundle:
     def from_training(cls, model_dir: str | Path, data_dir: str | Path) -> ModelBundle:
         """The trained network (best checkpoint, `run.json`) with the prepared data's scaler; no scoring yet."""
         from aeops.data.prepared import load_scaler
-        from aeops.models.lightning import load_autoencoder
+        from aeops.models.factory import load_autoencoder
 
         run_path = Path(model_dir) / "run.json"
         if not run_path.is_file():
@@ -121,3 +122,17 @@ class ModelBundle:
 
     def _fields(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _meta(path: Path) -> dict[str, Any]:
+    if not (path / NETWORK).is_file() or not (path / META).is_file():
+        raise DataError(f"{path}: not a model bundle ({NETWORK} and {META} expected); run `dvc repro evaluate` first")
+    meta = read_json(path / META)
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{path}/{META}: bundle format {meta.get('format')!r}, this aeops reads {FORMAT}")
+    return meta
+
+
+def bundle_run_id(path: str | Path) -> str | None:
+    """The training run a bundle came from, read without loading the network (or importing torch)."""
+    return _meta(Path(path)).get("run_id")

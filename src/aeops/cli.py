@@ -169,7 +169,7 @@ def _monitor(params: dict, args: argparse.Namespace) -> int:
 
 
 def _sample(params: dict, args: argparse.Namespace) -> None:
-    from aeops.registry.register import write_sample
+    from aeops.data.raw import write_sample
 
     refuse_dvc_out(args.output)
     n = write_sample(_section(params, "register").data_dir, args.output, args.split, args.rows)
@@ -186,11 +186,11 @@ def _export(params: dict, args: argparse.Namespace) -> None:
 
 
 def _report(params: dict, args: argparse.Namespace) -> None:
-    from aeops.bundle import ModelBundle
-    from aeops.evaluation.evaluate import report_path
+    from aeops.bundle import bundle_run_id
+    from aeops.evaluation.results import report_path
 
     cfg = _section(params, "evaluate")
-    path = report_path(cfg, ModelBundle.load(cfg.bundle_dir).run_id)
+    path = report_path(cfg, bundle_run_id(cfg.bundle_dir))
     if not path.is_file():
         raise DataError(f"{path}: no report for the current model (reports/ is not a DVC out); run "
                         "`dvc repro -f evaluate`, or open the run's report/ artifact in `make ui`")

@@ -14,6 +14,9 @@ from aeops.config import EvaluateConfig, MlflowConfig
 from aeops.data.prepared import Split, invert_scaler, load_meta, load_split
 from aeops.errors import ConfigError, DataError
 from aeops.evaluation import plots
+from aeops.evaluation.results import (  # noqa: F401 (methods and headline_metrics re-exported)
+    comparison_table, headline_metrics, methods, report_path,
+)
 from aeops.bundle import ModelBundle, ScoringRule
 from aeops.evaluation.baselines import QUANT_BITS, Coded, model_metrics, run_baselines
 from aeops.evaluation.metrics import quantize_codes
@@ -23,12 +26,7 @@ from aeops.monitoring.profile import build_profile
 from aeops.io import atomic_path, hash_dir, write_json
 
 MIN_TEST_ANOMALIES = 10  # fewer: AUROC/AUPRC swing with a single row (a warning, not an error)
-INFO_KEYS = ("warnings",)  # keys of metrics/evaluate.json that are not methods
 
-
-def methods(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The per-method entries of an evaluation (model and baselines), without warnings/provenance."""
-    return {k: v for k, v in results.items() if k not in INFO_KEYS}
 
 
 def evaluation_warnings(latent_dim: int, n_features: int, test_is_anomaly: np.ndarray | None) -> list[str]:
@@ -161,10 +159,6 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     return record
 
 
-def report_path(cfg: EvaluateConfig, run_id: str) -> Path:
-    return Path(cfg.report_dir) / f"{run_id}.html"
-
-
 def _report(run_id: str, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results: dict, warnings: list[str],
             **data: Any) -> Path:
     """The offline HTML report of this run: written to `report_dir` and logged to the run."""
@@ -183,29 +177,6 @@ def _report(run_id: str, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results:
                         history=history, warnings=warnings, seed=cfg.seed, **data)
     client.log_artifact(run_id, str(path), "report")
     return path
-
-
-HEADLINE = {"model": ("auroc", "auprc", "recon_mse", "threshold"), "baseline": ("auroc", "auprc")}
-# MLflow's metrics tab sorts chart sections by name: `test` (the model's numbers), then the `train` and `val`
-# curves, then `vs_baseline/<method>`; a `baseline/…` prefix would put three sections before the curves.
-BASELINE_PREFIX = "vs_baseline"
-CONSTANTS = ("latent_dim", "ensemble", "score_smoothing", "score_top_fraction", "score_standardized")
-
-
-def headline_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """`test/<key>` for the model and `vs_baseline/<method>/<key>` for each baseline: the few numbers that compare."""
-    flat: dict[str, float] = {}
-    for method, values in methods(results).items():
-        prefix, keys = ("test", HEADLINE["model"]) if method == "model" else (f"{BASELINE_PREFIX}/{method}", HEADLINE["baseline"])
-        flat.update({f"{prefix}/{k}": float(values[k]) for k in keys if values.get(k) is not None})
-    return flat
-
-
-def comparison_table(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """One row per method (the model first), one column per measured value; settings left out."""
-    rows = [{"method": "aeops" if m == "model" else m, **{k: v for k, v in values.items() if k not in CONSTANTS}}
-            for m, values in results.items()]
-    return pd.DataFrame(rows)
 
 
 def _log(run_id: str, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results: dict, warnings: list[str]) -> None:

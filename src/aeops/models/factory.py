@@ -55,3 +55,21 @@ def build_autoencoder(
 
     section = getattr(cfg, spec.name) if spec.config is not None else None
     return spec.build(encoder, decoder, section, n_features)
+
+
+def load_autoencoder(checkpoint: str) -> tuple[Autoencoder | AutoencoderEnsemble, dict[str, Any]]:
+    """Rebuild the trained network from a Lightning checkpoint (`weights_only=True`), in evaluation mode.
+
+    Reads the checkpoint's hyperparameters and the wrapped model's weights without importing
+    Lightning (~4 s per process for `evaluate`).
+    """
+    import torch
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    hp = dict(ckpt["hyper_parameters"])
+    shape = tuple(hp["image_shape"]) if hp.get("image_shape") else None
+    model = build_autoencoder(hp["model_cfg"], int(hp["n_features"]), shape, bool(hp.get("unit_interval", False)),
+                              int(hp.get("members", 1)))
+    prefix = "model."
+    model.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
+    return model.eval(), hp

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from aeops.models.autoencoder import Autoencoder
-from aeops.models.factory import build_autoencoder
+from aeops.models.factory import build_autoencoder, load_autoencoder  # noqa: F401 (re-exported)
 
 
 LOSS_PARTS = ("loss", "recon_loss", "reg_loss")
@@ -93,12 +93,3 @@ class LitAutoencoder(L.LightningModule):
         return torch.optim.AdamW(
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
-
-
-def load_autoencoder(checkpoint: str) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the trained `Autoencoder` from a Lightning checkpoint (loaded with weights_only=True)."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    hparams = dict(ckpt["hyper_parameters"])
-    lit = LitAutoencoder(**hparams)
-    lit.load_state_dict(ckpt["state_dict"])
-    return lit.model.eval(), hparams

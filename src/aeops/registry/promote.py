@@ -16,7 +16,8 @@ from typing import Any
 
 from aeops.config import MlflowConfig, RegisterConfig
 from aeops.errors import AeopsError, PromotionRefused
-from aeops.registry.register import PREVIOUS, PRODUCTION, raw_split
+from aeops.data.raw import raw_split
+from aeops.registry.register import PREVIOUS, PRODUCTION
 from aeops.tracking import setup_experiment
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -15,21 +14,14 @@ import torch
 import aeops
 from aeops.bundle import ModelBundle
 from aeops.config import MlflowConfig, RegisterConfig
-from aeops.data.prepared import invert_scaler, load_scaler, load_split
+from aeops.data.raw import raw_split, write_sample  # noqa: F401 (re-exported)
 from aeops.errors import AeopsError, DataError
-from aeops.evaluation.evaluate import headline_metrics, methods
-from aeops.io import atomic_path, hash_dir, read_json, write_json
+from aeops.evaluation.results import headline_metrics, methods
+from aeops.io import hash_dir, read_json, write_json
 from aeops.serving.scorer import Scorer
 from aeops.tracking import setup_experiment
 
 CHALLENGER, PRODUCTION, PREVIOUS = "challenger", "production", "previous"
-
-
-def raw_split(data_dir: str, name: str = "test") -> tuple[pd.DataFrame, Any]:
-    """A prepared split back in raw units, as the columns a user sends (and its labels)."""
-    split, scaler = load_split(data_dir, name), load_scaler(data_dir)
-    df = pd.DataFrame(invert_scaler(scaler, split.x), columns=scaler["feature_names"])
-    return df, split
 
 
 def pip_requirements() -> list[str]:
@@ -43,27 +35,6 @@ def pip_requirements() -> list[str]:
         f"pandas=={pd.__version__}", f"numpy=={np.__version__}", f"pydantic=={pydantic.__version__}",
         f"PyYAML=={yaml.__version__}", f"scipy=={scipy.__version__}",
     ]
-
-
-def write_sample(data_dir: str, output: str, split: str = "test", rows: int = 500) -> int:
-    """Write the first `rows` rows of a prepared split in raw units (the model's input), atomically.
-
-    `.csv`/`.parquet`: a table for `aeops score`; `.json`: a REST request body (`dataframe_split`).
-    """
-    if rows < 1:
-        raise DataError(f"--rows must be at least 1, got {rows}")
-    df = raw_split(data_dir, split)[0].head(rows)
-    suffix = Path(output).suffix.lower()
-    with atomic_path(output) as tmp:
-        if suffix == ".csv":
-            df.to_csv(tmp, index=False)
-        elif suffix in (".parquet", ".pq"):
-            df.to_parquet(tmp, index=False)
-        elif suffix == ".json":
-            tmp.write_text(json.dumps({"dataframe_split": df.to_dict(orient="split", index=False)}))
-        else:
-            raise DataError(f"{output}: name the file *.csv, *.parquet or *.json (a REST request body)")
-    return len(df)
 
 
 def log_scoring_model(bundle_dir: str, data_dir: str) -> Any:

@@ -14,8 +14,6 @@ from aeops.errors import AeopsError
 from aeops.io import write_json
 from aeops.tracking import flatten, mask_url, setup_experiment, tracking_uri
 from aeops.tuning.storage import fingerprint, interrupted, open_study, recover_interrupted, storage_url
-from aeops.tuning.objectives import resolve_objective
-from aeops.tuning.workers import run_workers
 
 
 def tune(cfg: TuneConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
@@ -32,6 +30,7 @@ def tune(cfg: TuneConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     import mlflow
 
     from aeops.training.train import check_accelerator
+    from aeops.tuning.workers import run_workers  # Lightning: imported only when a study runs (~9 s)
 
     check_accelerator(cfg.accelerator, "tune.accelerator")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -76,6 +75,7 @@ def _summarise(study: optuna.Study, cfg: TuneConfig, client: Any, parent: str) -
     best = study.best_trial
     from aeops.data.prepared import load_meta
     from aeops.io import hash_dir
+    from aeops.tuning.objectives import resolve_objective
     from aeops.tuning.space import sample_train_overrides
 
     n_features = load_meta(cfg.data_dir)["n_features"]
