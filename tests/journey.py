@@ -21,6 +21,7 @@ BIN = Path(sys.executable).parent
 CAP = "epochs=2,trials=2,rows=1500"
 MNIST = next(c for c in readme.runnable() if "prepare.source=mnist" in c)
 TABLE = next(c for c in readme.runnable() if "prepare.source=table" in c)
+IMAGES = next(c for c in readme.runnable() if "prepare.source=image_folder" in c)
 RESET = "git checkout params.yaml"
 
 

@@ -1,4 +1,4 @@
-"""The README's second journey: a table, then MNIST, and no promotion across their schemas (see test_journeys.py)."""
+"""The README's data examples: an image folder, a table, MNIST, and no promotion across schemas (see test_journeys.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SHARED
-from journey import MNIST, RESET, TABLE, Project, make_project
+from journey import IMAGES, MNIST, RESET, TABLE, Project, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,21 @@ def project(tmp_path: Path):
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"MNIST and tabular sets expected in {SHARED}")
-def test_table_and_mnist_examples_and_no_promotion_across_schemas(project: Project):
+def _image_folder(root: Path) -> None:
+    """data/images/good: 240 MNIST ones, data/images/defect: 40 sevens, as PNG files (the README's example)."""
+    from PIL import Image
+
+    from aeops.data.sources import load_idx_dir
+
+    mnist = load_idx_dir(SHARED / "mnist")
+    for name, digit, n in (("good", 1, 240), ("defect", 7, 40)):
+        folder = root / "data" / "images" / name
+        folder.mkdir(parents=True)
+        for i, row in enumerate(mnist.x[mnist.labels == digit][:n]):
+            Image.fromarray(row.reshape(28, 28).astype("uint8")).save(folder / f"{i:04d}.png")
+
+
+def test_table_mnist_and_image_folder_examples_and_no_promotion_across_schemas(project: Project):
     p = project
     p.run(RESET)
     p.run(TABLE)
@@ -43,3 +57,11 @@ def test_table_and_mnist_examples_and_no_promotion_across_schemas(project: Proje
         assert "not the same input schema" in refused.stderr, refused.stderr[-500:]
         assert "Traceback" not in refused.stderr
     assert p.alias("production") == "1"
+
+    _image_folder(p.root)
+    p.run(RESET)
+    p.run(IMAGES)  # 24x24 = 576 columns: production (the table's) stays
+    meta = json.loads((p.root / "data" / "prepared" / "meta.json").read_text())
+    assert meta["image_shape"] == [1, 24, 24] and p.last_run().data.tags["architecture"] == "conv"
+    assert 0 <= json.loads((p.root / "metrics" / "evaluate.json").read_text())["model"]["auroc"] <= 1  # 2 capped epochs
+    assert p.alias("production") == "1" and p.alias("challenger") == "3"

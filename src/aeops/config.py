@@ -31,12 +31,18 @@ Activation = Literal["relu", "leaky_relu", "gelu", "elu", "tanh", "sigmoid", "si
 
 # ---------------------------------------------------------------- prepare
 class PrepareConfig(Strict):
-    source: Literal["digits", "mnist", "fashion_mnist", "table"] = "digits"
+    source: Literal["digits", "mnist", "fashion_mnist", "table", "image_folder"] = "digits"
     path: str = "data/raw"
     feature_columns: list[str] | None = None
     label_column: str | None = None
     anomaly_column: str | None = None
-    normal_classes: list[int] | None = Field(default_factory=lambda: list(range(9)))  # digits 0-8; 9 is the anomaly
+    # digits 0-8 (9 is the anomaly); class names (image folders, string table labels) or their integer codes
+    normal_classes: list[int | str] | None = Field(default_factory=lambda: list(range(9)))
+    normal_dir: str | None = None  # image_folder, anomalib style: normal images in path/<normal_dir>
+    abnormal_dir: str | None = None  # and anomalies in path/<abnormal_dir>
+    image_size: list[int] | None = Field(None, min_length=2, max_length=2)  # [height, width]; null = as stored
+    image_mode: Literal["auto", "grayscale", "rgb"] = "auto"
+    image_fit: Literal["resize", "center_crop"] = "resize"
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     max_train_rows: int | None = Field(None, gt=0)
@@ -58,6 +64,17 @@ class PrepareConfig(Strict):
             for key in ("feature_columns", "label_column", "anomaly_column"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"{key} applies only to source 'table' (source is '{self.source}'); set it to null")
+        if self.source != "image_folder":
+            changed = [k for k in ("normal_dir", "abnormal_dir", "image_size") if getattr(self, k) is not None]
+            changed += [k for k, v in (("image_mode", "auto"), ("image_fit", "resize")) if getattr(self, k) != v]
+            if changed:
+                raise ValueError(f"{changed[0]} applies only to source 'image_folder' (source is '{self.source}')")
+        if (self.normal_dir is None) != (self.abnormal_dir is None):
+            raise ValueError("normal_dir and abnormal_dir go together (anomalib style): set both or neither")
+        if self.normal_dir is not None and self.normal_classes is not None:
+            raise ValueError("normal_dir/abnormal_dir set the anomaly protocol; set normal_classes to null")
+        if self.image_size is not None and min(self.image_size) < 4:
+            raise ValueError(f"image_size {self.image_size} is too small: [height, width] of at least 4 pixels")
         columns = self.feature_columns
         if columns is not None:
             if not columns:

@@ -118,17 +118,30 @@ def _check_classes(raw: RawData, cfg: PrepareConfig) -> None:
             "params.yaml: prepare.normal_classes needs labels: set prepare.label_column for a table "
             "(or use anomaly_column)"
         )
-    parts = [raw.labels] + ([raw.test.labels] if raw.test is not None and raw.test.labels is not None else [])
-    codes = [int(c) for c in np.unique(np.concatenate(parts))]
+    codes = _codes(raw)
     shown = _class_list(codes, raw.label_names)
-    unknown = [c for c in cfg.normal_classes or [] if c not in codes]
+    normal = _normal_codes(raw, cfg)
+    unknown = [c for c, code in zip(cfg.normal_classes or [], normal) if code not in codes]
     if unknown:
         raise ConfigError(f"params.yaml: prepare.normal_classes {unknown} not in the data (classes: {shown})")
-    if set(codes) <= set(cfg.normal_classes or []):
+    if set(codes) <= set(normal):
         raise ConfigError(
             f"params.yaml: prepare.normal_classes lists every class ({shown}); the anomaly protocol "
             "needs at least one class left out as anomalies"
         )
+
+
+def _codes(raw: RawData) -> list[int]:
+    parts = [raw.labels] + ([raw.test.labels] if raw.test is not None and raw.test.labels is not None else [])
+    return [int(c) for c in np.unique(np.concatenate(parts))]
+
+
+def _normal_codes(raw: RawData, cfg: PrepareConfig) -> list[int]:
+    """normal_classes as label codes: an integer is a code, a string a class name (-1 if unknown)."""
+    names = raw.label_names or []
+    by_name = {str(n): c for c, n in zip(_codes(raw), names)} if len(names) == len(_codes(raw)) else {}
+    return [c if isinstance(c, int) else by_name.get(c, int(c) if c.lstrip("-").isdigit() else -1)
+            for c in cfg.normal_classes or []]
 
 
 def _class_list(codes: list[int], names: list[Any] | None) -> str:
@@ -144,7 +157,7 @@ def apply_protocol(splits: dict[str, Split], raw: RawData, cfg: PrepareConfig) -
         return splits
     if protocol == "normal_classes":
         _check_classes(raw, cfg)
-        normal = np.asarray(cfg.normal_classes, dtype=np.int64)
+        normal = np.asarray(_normal_codes(raw, cfg), dtype=np.int64)
         for part in splits.values():
             part.is_anomaly = (~np.isin(part.labels, normal)).astype(np.int64)
     out = {name: _select(part, part.is_anomaly == 0) for name, part in splits.items() if name != "test"}

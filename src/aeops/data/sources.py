@@ -1,4 +1,4 @@
-"""Load raw data (sklearn digits, MNIST/Fashion-MNIST IDX files, CSV/Parquet tables) into `RawData`."""
+"""Load raw data (sklearn digits, MNIST/Fashion-MNIST IDX files, CSV/Parquet tables, image folders) into `RawData`."""
 
 from __future__ import annotations
 
@@ -51,6 +51,10 @@ def load_raw(cfg: PrepareConfig) -> RawData:
         return load_digits()
     if cfg.source in ("mnist", "fashion_mnist"):
         return load_idx_dir(cfg.path)
+    if cfg.source == "image_folder":
+        from aeops.data.images import load_image_folder
+
+        return load_image_folder(cfg)
     return load_table(cfg)
 
 

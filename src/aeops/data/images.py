@@ -1,0 +1,152 @@
+"""Folders of PNG/JPEG images as `RawData`: class subfolders, optional train/test folders, or normal/abnormal dirs.
+
+Layouts under `prepare.path`:
+- class subfolders `<path>/<class>/*.png` (labels: the folder names; integer names keep their value);
+- the same under `<path>/train/` and `<path>/test/`: `test` becomes the predefined test set (as t10k);
+- anomalib style: `prepare.normal_dir` and `prepare.abnormal_dir` (relative to `path`) hold normal
+  and anomalous images; the anomaly flag comes from the folder.
+Images are decoded with Pillow, converted to grayscale or RGB (`prepare.image_mode`) and, when
+`prepare.image_size` is set, resized or center-cropped to it. A first pass reads only the headers
+(mode and size: mixed ones are named before any decoding), a second decodes into one preallocated
+uint8 array, so decoding holds n × channels × height × width bytes plus one image.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aeops.errors import DataError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = (".png", ".jpg", ".jpeg")
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+def _images(folder: Path) -> list[Path]:
+    """Image files directly in `folder`, sorted; other files are skipped (a count is logged)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in EXTENSIONS]
+    if len(images) < len(files):
+        log.warning("%s: skipped %d file(s) that are not %s", folder, len(files) - len(images), "/".join(EXTENSIONS))
+    return images
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _class_names(roots: list[Path]) -> list[Any]:
+    """Sorted class folder names over `roots` (integers when every name is one)."""
+    names = sorted({f.name for root in roots for f in _subfolders(root)})
+    if not names:
+        raise DataError(f"{roots[0]}: no class subfolders (expected {roots[0]}/<class>/*.png, or set prepare.normal_dir)")
+    return [int(n) for n in names] if all(n.isdigit() for n in names) else names
+
+
+def _classes(root: Path, names: list[Any]) -> tuple[list[Path], np.ndarray]:
+    """Files and integer labels of `<root>/<class>/*` (an integer name is its own label, else its index)."""
+    files, labels = [], []
+    for folder in _subfolders(root):
+        name = int(folder.name) if isinstance(names[0], int) else folder.name
+        found = _images(folder)
+        files += found
+        labels += [name if isinstance(name, int) else names.index(name)] * len(found)
+    return files, np.asarray(labels, np.int64)
+
+
+def _header(path: Path) -> tuple[str, tuple[int, int]]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.mode, im.size
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable image ({str(err).splitlines()[0][:120]})") from None
+
+
+def _plan(files: list[Path], mode: str, size: list[int] | None) -> tuple[str, tuple[int, int]]:
+    """The Pillow mode ('L' or 'RGB') and (width, height) every image is turned into; one line on a mix."""
+    headers = [_header(p) for p in files]
+    if mode == "auto":
+        gray = [m in GRAY_MODES for m, _ in headers]
+        if any(gray) and not all(gray):
+            minority = gray.count(True) < len(gray) / 2
+            odd = next(p for p, g in zip(files, gray) if g == minority)
+            kind = "grayscale" if minority else "colour"
+            raise DataError(f"{odd}: {kind} among {'colour' if minority else 'grayscale'} images (mixed modes); "
+                            "set prepare.image_mode to grayscale or rgb")
+        mode = "grayscale" if all(gray) else "rgb"
+    if size is None:
+        first = headers[0][1]
+        odd = next((p for p, (_, s) in zip(files, headers) if s != first), None)
+        if odd is not None:
+            raise DataError(f"{odd}: {_header(odd)[1][0]}x{_header(odd)[1][1]} pixels but {files[0].name} is "
+                            f"{first[0]}x{first[1]} (mixed sizes); set prepare.image_size: [height, width]")
+        target = first
+    else:
+        target = (size[1], size[0])
+    return ("L" if mode == "grayscale" else "RGB"), target
+
+
+def _decode(files: list[Path], pil_mode: str, size: tuple[int, int], fit: str) -> np.ndarray:
+    """(n, channels, height, width) uint8."""
+    from PIL import Image, ImageOps
+
+    channels = 1 if pil_mode == "L" else 3
+    out = np.empty((len(files), channels, size[1], size[0]), dtype=np.uint8)
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path) as im:
+                im = im.convert(pil_mode)
+                if im.size != size:
+                    im = ImageOps.fit(im, size) if fit == "center_crop" else im.resize(size, Image.Resampling.BILINEAR)
+                pixels = np.asarray(im, dtype=np.uint8)
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: cannot be decoded ({str(err).splitlines()[0][:120]})") from None
+        out[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+    return out
+
+
+def _raw(x: np.ndarray, labels: np.ndarray | None, is_anomaly: np.ndarray | None, names: list[Any] | None,
+         test: Any = None) -> Any:
+    from aeops.data.sources import RawData
+
+    c, h, w = x.shape[1:]
+    features = [f"px_{i}" for i in range(h * w)] if c == 1 else [f"c{k}_px_{i}" for k in range(c) for i in range(h * w)]
+    return RawData(x.reshape(len(x), -1).astype(np.float64), labels, is_anomaly, features, (c, h, w), names, test)
+
+
+def load_image_folder(cfg: Any) -> Any:
+    """`RawData` from an image folder (see the module docstring for the layouts)."""
+    root = Path(cfg.path)
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    if cfg.normal_dir is not None:
+        parts = [(root / cfg.normal_dir, 0), (root / cfg.abnormal_dir, 1)]
+        files, flags = [], []
+        for folder, flag in parts:
+            if not folder.is_dir():
+                raise DataError(f"{folder}: folder not found (prepare.{'ab' * flag}normal_dir)")
+            found = _images(folder)
+            if not found:
+                raise DataError(f"{folder}: no {'/'.join(EXTENSIONS)} images")
+            files += found
+            flags += [flag] * len(found)
+        pil_mode, size = _plan(files, cfg.image_mode, cfg.image_size)
+        return _raw(_decode(files, pil_mode, size, cfg.image_fit), None, np.asarray(flags, np.int64), None)
+    sets = {"train": root / "train", "test": root / "test"}
+    roots = sets if all(p.is_dir() for p in sets.values()) else {"train": root}
+    names = _class_names(list(roots.values()))
+    listed = {k: _classes(p, names) for k, p in roots.items()}
+    every = [f for files, _ in listed.values() for f in files]
+    if not every:
+        raise DataError(f"{root}: no {'/'.join(EXTENSIONS)} images in its class subfolders")
+    pil_mode, size = _plan(every, cfg.image_mode, cfg.image_size)
+    decoded = {k: _decode(files, pil_mode, size, cfg.image_fit) for k, (files, _) in listed.items()}
+    test = _raw(decoded["test"], listed["test"][1], None, names) if "test" in listed else None
+    return _raw(decoded["train"], listed["train"][1], None, names, test)

@@ -1,0 +1,168 @@
+"""Image folders (`prepare.source: image_folder`): layouts, modes and sizes, bad files, and MNIST as PNGs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED, tiny_train
+from PIL import Image
+
+from aeops.config import EvaluateConfig, PrepareConfig
+from aeops.data.prepare import prepare
+from aeops.data.prepared import load_meta, load_split
+from aeops.errors import ConfigError, DataError
+
+
+def _write(folder: Path, images: np.ndarray, fmt: str = "png") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"{i:05d}.{fmt}")
+
+
+def _blobs(rng: np.random.Generator, n: int, shape: tuple[int, ...], level: int) -> np.ndarray:
+    return np.clip(rng.normal(level, 20, size=(n, *shape)), 0, 255).astype(np.uint8)
+
+
+def _cfg(path: Path, **kw) -> PrepareConfig:
+    return PrepareConfig(source="image_folder", path=str(path), output_dir=str(path.parent / "prepared"), **kw)
+
+
+def test_class_subfolders_of_colour_images_resized_and_named(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    _write(tmp_path / "imgs" / "good", _blobs(rng, 40, (12, 10, 3), 100))
+    _write(tmp_path / "imgs" / "scratch", _blobs(rng, 10, (12, 10, 3), 200), "jpg")
+    (tmp_path / "imgs" / "good" / "notes.txt").write_text("not an image")  # skipped, with a warning
+    prepare(_cfg(tmp_path / "imgs", normal_classes=["good"], image_size=[8, 6]))
+    meta = load_meta(tmp_path / "prepared")
+    assert meta["image_shape"] == [3, 8, 6] and meta["n_features"] == 3 * 8 * 6
+    test = load_split(tmp_path / "prepared", "test")
+    assert test.is_anomaly.sum() > 0 and set(test.labels) <= {0, 1}  # 'scratch' (code 1) is the anomaly
+
+
+def test_normal_and_abnormal_dirs_and_center_crop(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    _write(tmp_path / "imgs" / "ok", _blobs(rng, 50, (20, 16), 80))
+    _write(tmp_path / "imgs" / "bad", _blobs(rng, 12, (20, 16), 220))
+    cfg = _cfg(tmp_path / "imgs", normal_classes=None, normal_dir="ok", abnormal_dir="bad",
+               image_size=[16, 16], image_fit="center_crop")
+    prepare(cfg)
+    assert load_meta(tmp_path / "prepared")["image_shape"] == [1, 16, 16]
+    assert load_split(tmp_path / "prepared", "train").is_anomaly.sum() == 0
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("empty", "no class subfolders"),
+    ("unreadable", "not a readable image"),
+    ("mixed_modes", "mixed modes"),
+    ("mixed_sizes", "mixed sizes"),
+])
+def test_bad_folders_get_one_line_naming_the_file(tmp_path: Path, problem: str, message: str):
+    rng = np.random.default_rng(2)
+    root = tmp_path / "imgs"
+    root.mkdir()
+    if problem != "empty":
+        _write(root / "0", _blobs(rng, 6, (8, 8), 50))
+        _write(root / "1", _blobs(rng, 6, (8, 8), 150))
+    if problem == "unreadable":
+        (root / "1" / "broken.png").write_bytes(b"\x89PNG not really")
+    if problem == "mixed_modes":
+        _write(root / "1", _blobs(rng, 1, (8, 8, 3), 150))
+    if problem == "mixed_sizes":
+        Image.fromarray(_blobs(rng, 1, (9, 8), 1)[0]).save(root / "1" / "odd.png")
+    with pytest.raises(DataError, match=message) as err:
+        prepare(_cfg(root, normal_classes=[0]))
+    assert "\n" not in str(err.value)
+    if problem != "empty":
+        assert str(root) in str(err.value)
+    assert not (tmp_path / "prepared").exists()  # nothing half-written
+
+
+def test_folder_settings_belong_to_image_folders():
+    with pytest.raises(ConfigError, match="applies only to source 'image_folder'"):
+        from aeops.config import parse_section
+
+        parse_section("prepare", {"source": "digits", "image_size": [8, 8]})
+    with pytest.raises(ConfigError, match="abnormal_dir"):
+        from aeops.config import parse_section
+
+        parse_section("prepare", {"source": "image_folder", "normal_classes": None, "normal_dir": "ok"})
+
+
+def _idx(path: Path, array: np.ndarray, magic: int) -> None:
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason=f"MNIST expected in {SHARED / 'mnist'}")
+def test_mnist_as_png_folders_gives_the_idx_paths_auroc(workdir: Path, mlflow_cfg):
+    """The same 2,000 training and 600 test images as IDX files and as PNG class folders: same AUROC."""
+    from aeops.data.sources import IDX_IMAGES, IDX_LABELS, IDX_FILES, load_idx_dir
+    from aeops.evaluation.evaluate import evaluate
+    from aeops.training.train import train
+
+    full = load_idx_dir(SHARED / "mnist")
+    parts = {"train": (full.x[:2000], full.labels[:2000]), "test": (full.test.x[:600], full.test.labels[:600])}
+    (workdir / "idx").mkdir()
+    for name, (x, y) in parts.items():
+        images, labels = IDX_FILES[name]
+        _idx(workdir / "idx" / f"{images}.gz", x.reshape(-1, 28, 28), IDX_IMAGES)
+        _idx(workdir / "idx" / f"{labels}.gz", y, IDX_LABELS)
+        for digit in range(10):
+            _write(workdir / "png" / name / str(digit), x[y == digit].reshape(-1, 28, 28).astype(np.uint8))
+    aurocs = {}
+    for source, path in (("mnist", "idx"), ("image_folder", "png")):
+        out = f"prepared_{source}"
+        prepare(PrepareConfig(source=source, path=str(workdir / path), normal_classes=[1], output_dir=out))
+        cfg = tiny_train()  # ~190 training images of digit 1: enough epochs to learn them
+        cfg.max_epochs, cfg.patience, cfg.lr = 30, 30, 3e-3
+        cfg.data_dir, cfg.output_dir, cfg.metrics_file = out, f"models_{source}", f"metrics/train_{source}.json"
+        train(cfg, mlflow_cfg)
+        ev = EvaluateConfig(data_dir=out, model_dir=f"models_{source}", metrics_file=f"metrics/{source}.json",
+                            plots_dir=f"plots_{source}", bundle_dir=f"bundle_{source}", isolation_forest_trees=10)
+        aurocs[source] = evaluate(ev, mlflow_cfg)["model"]["auroc"]
+        assert json.loads((workdir / out / "meta.json").read_text())["image_shape"] == [1, 28, 28]
+    print(f"AUROC, digit 1 normal: IDX {aurocs['mnist']:.4f}, PNG folders {aurocs['image_folder']:.4f}")
+    # PNG is lossless; the rows come in another order (by class folder), so the split and the model differ a little
+    assert aurocs["mnist"] > 0.95 and aurocs["image_folder"] == pytest.approx(aurocs["mnist"], abs=0.01), aurocs
+
+
+@pytest.mark.slow
+def test_colour_conv_model_trains_serves_and_exports(workdir: Path, mlflow_cfg):
+    """channels = 3 end to end: conv training, evaluate, the registered pyfunc and ONNX."""
+    import mlflow
+    import onnxruntime as ort
+
+    from aeops.config import RegisterConfig
+    from aeops.data.raw import raw_split
+    from aeops.evaluation.evaluate import evaluate
+    from aeops.registry.register import register
+    from aeops.serving.onnx_export import export_onnx
+    from aeops.training.train import train
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 255, size=(1, 16, 16, 3))
+    normal = np.clip(base + rng.normal(0, 10, size=(120, 16, 16, 3)), 0, 255).astype(np.uint8)
+    odd = np.clip(255 - base + rng.normal(0, 10, size=(30, 16, 16, 3)), 0, 255).astype(np.uint8)
+    _write(workdir / "imgs" / "ok", normal)
+    _write(workdir / "imgs" / "odd", odd)
+    prepare(PrepareConfig(source="image_folder", path="imgs", normal_classes=["ok"]))
+    cfg = tiny_train(architecture="conv")
+    cfg.max_epochs, cfg.patience, cfg.lr = 40, 40, 3e-3
+    train(cfg, mlflow_cfg)
+    results = evaluate(EvaluateConfig(isolation_forest_trees=10), mlflow_cfg)
+    assert results["model"]["auroc"] > 0.9  # inverted colours are far from the normal image
+    record = register(RegisterConfig(), mlflow_cfg)
+    df, split = raw_split("data/prepared")
+    assert list(df.columns[:2]) == ["c0_px_0", "c0_px_1"] and df.shape[1] == 3 * 16 * 16
+    out = mlflow.pyfunc.load_model(record["model_uri"]).predict(df.astype("float32"))
+    assert (out["anomaly_score"][split.is_anomaly == 1].min() > out["anomaly_score"][split.is_anomaly == 0].median())
+    paths = export_onnx("bundle", "exports/onnx")
+    x = np.asarray(df.head(4), np.float32) / 255.0  # global_minmax scaling of 0..255 pixels
+    z = ort.InferenceSession(str(paths["encoder"])).run(None, {"x": x})[0]
+    assert z.shape == (4, 4)
