@@ -43,7 +43,7 @@ XDIST = $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist l
 test: setup ## run every test (the README journeys, DDP and PostgreSQL included; ≤ 10 min on 2 cores)
 	$(PY) -m pytest $(XDIST)
 
-test-fast: setup ## the inner loop: every test not marked slow (< 3 min)
+test-fast: setup ## the inner loop: every test not marked slow
 	$(PY) -m pytest $(XDIST) -m "not slow"
 
 bench: setup ## run the benchmarks (benchmarks/results/*.json + SUMMARY.md; ~2.5 h on 2 cores)

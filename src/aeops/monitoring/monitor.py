@@ -96,7 +96,8 @@ def log_run(result: dict[str, Any], paths: tuple[Path, Path], mlflow_cfg: Any) -
     cfg = mlflow_cfg.model_copy(update={"experiment": f"{mlflow_cfg.experiment}-monitoring"})
     experiment_id = setup_experiment(cfg)
     model = result["model"]
-    name = f"{Path(result['data']).name} → {model['name'] or model['uri']} v{model['version'] or '?'}: {result['verdict']}"
+    # verdict first: the runs table cuts long names
+    name = f"{result['verdict']}: {Path(result['data']).name} → {model['name'] or model['uri']} v{model['version'] or '?'}"
     tags = {"model_name": str(model["name"]), "model_version": str(model["version"]), "model_uri": model["uri"],
             "verdict": result["verdict"], "data_file": result["data"], "drivers": ", ".join(result["drivers"]) or "none"}
     metrics = {
