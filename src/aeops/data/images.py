@@ -83,9 +83,9 @@ def _plan(files: list[Path], mode: str, size: list[int] | None) -> tuple[str, tu
         mode = "grayscale" if all(gray) else "rgb"
     if size is None:
         first = headers[0][1]
-        odd = next((p for p, (_, s) in zip(files, headers) if s != first), None)
+        odd = next(((p, s) for p, (_, s) in zip(files, headers) if s != first), None)
         if odd is not None:
-            raise DataError(f"{odd}: {_header(odd)[1][0]}x{_header(odd)[1][1]} pixels but {files[0].name} is "
+            raise DataError(f"{odd[0]}: {odd[1][0]}x{odd[1][1]} pixels but {files[0].name} is "
                             f"{first[0]}x{first[1]} (mixed sizes); set prepare.image_size: [height, width]")
         target = first
     else:

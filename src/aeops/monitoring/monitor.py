@@ -58,8 +58,7 @@ def monitor_file(model_uri: str, input_path: str, chunk_rows: int = 50_000, alph
                 out = model.predict(chunk)
             except MlflowException as err:
                 raise DataError(f"{src}: rows {batch.rows}–{batch.rows + len(chunk) - 1}: {err.message}") from None
-            x = scorer.matrix(chunk[scorer.features])
-            batch.add(x, out["anomaly_score"].to_numpy(), out["is_anomaly"].to_numpy(), scorer.outside(x))
+            _add(batch, scorer, chunk, out)
             bar.update(task, completed=batch.rows)
     if batch.rows == 0:
         raise DataError(f"{src}: no rows to check")
@@ -127,7 +126,11 @@ def frame_check(scorer: Any, df: pd.DataFrame, alpha: float = 0.01, psi_threshol
     if scorer.profile is None:
         raise AeopsError("the scorer's bundle has no reference profile")
     batch = BatchStats(scorer.profile)
-    out = scorer.score(df)
-    x = scorer.matrix(df)
-    batch.add(x, out["anomaly_score"].to_numpy(), out["is_anomaly"].to_numpy(), scorer.outside(x))
+    _add(batch, scorer, df, out=scorer.score(df))
     return assess(batch, alpha, psi_threshold)
+
+
+def _add(batch: BatchStats, scorer: Any, frame: pd.DataFrame, out: pd.DataFrame) -> None:
+    """One scored chunk into the batch: its raw features (bins, range) and its scores and flags."""
+    x = scorer.matrix(frame[scorer.features])
+    batch.add(x, out["anomaly_score"].to_numpy(), out["is_anomaly"].to_numpy(), scorer.outside(x))
