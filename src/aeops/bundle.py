@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import torch
 
 FORMAT = 1
-NETWORK, META, PROFILE = "network.pt", "bundle.json", "profile.json"
+NETWORK, META, PROFILE, PRIOR = "network.pt", "bundle.json", "profile.json", "prior.json"
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class ModelBundle:
     scoring: ScoringRule | None = None
     members: int = 1  # > 1: an ensemble of that many networks of model_cfg (scores average their residuals)
     profile: dict[str, Any] | None = field(default=None, repr=False)  # monitoring reference (aeops.monitoring.profile)
+    latent_prior: dict[str, Any] | None = field(default=None, repr=False)  # image models: aeops.compression.prior
 
     @property
     def feature_names(self) -> list[str]:
@@ -72,8 +73,9 @@ class ModelBundle:
         model.load_state_dict(self.state_dict)
         return model.eval()
 
-    def with_scoring(self, rule: ScoringRule, profile: dict[str, Any] | None = None) -> ModelBundle:
-        return ModelBundle(**{**self._fields(), "scoring": rule, "profile": profile})
+    def with_scoring(self, rule: ScoringRule, profile: dict[str, Any] | None = None,
+                     latent_prior: dict[str, Any] | None = None) -> ModelBundle:
+        return ModelBundle(**{**self._fields(), "scoring": rule, "profile": profile, "latent_prior": latent_prior})
 
     def save(self, path: str | Path) -> Path:
         """Write the folder atomically (a failed write leaves the old bundle, or none)."""
@@ -86,8 +88,9 @@ class ModelBundle:
             torch.save(net, tmp / NETWORK)
             meta = {k: getattr(self, k) for k in ("scaler", "data_hash", "run_id", "git_commit")}
             write_json(tmp / META, {"format": FORMAT, **meta, "scoring": asdict(self.scoring) if self.scoring else None})
-            if self.profile is not None:
-                write_json(tmp / PROFILE, self.profile)
+            for name, content in ((PROFILE, self.profile), (PRIOR, self.latent_prior)):
+                if content is not None:
+                    write_json(tmp / name, content)
         return Path(path)
 
     @classmethod
@@ -98,9 +101,9 @@ class ModelBundle:
         meta = _meta(path)
         net = torch.load(path / NETWORK, map_location="cpu", weights_only=True)
         scoring = ScoringRule(**meta["scoring"]) if meta.get("scoring") else None
-        profile = read_json(path / PROFILE) if (path / PROFILE).is_file() else None
+        profile, prior = (read_json(path / f) if (path / f).is_file() else None for f in (PROFILE, PRIOR))
         return cls(**net, scaler=meta["scaler"], data_hash=meta["data_hash"], run_id=meta.get("run_id"),
-                   git_commit=meta.get("git_commit"), scoring=scoring, profile=profile)
+                   git_commit=meta.get("git_commit"), scoring=scoring, profile=profile, latent_prior=prior)
 
     @classmethod
     def from_training(cls, model_dir: str | Path, data_dir: str | Path) -> ModelBundle:

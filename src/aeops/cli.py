@@ -168,6 +168,35 @@ def _monitor(params: dict, args: argparse.Namespace) -> int:
     return 1 if result["verdict"] == "drift" else 0
 
 
+def _compress(params: dict, args: argparse.Namespace) -> None:
+    from aeops.compression.folder import compress_folder, load_codec_model
+    from aeops.tracking import tracking_uri
+
+    refuse_dvc_out(args.output)
+    model = args.model or f"models:/{_section(params, 'register').model_name}@production"
+    codec = load_codec_model(model, tracking_uri(_section(params, "mlflow")))
+    r = compress_folder(codec, args.input, args.output, args.step)
+    print(f"compress: {r['images']} images → {args.output} ({r['bytes']:,} bytes, {r['bpp']:.3f} bits per pixel; "
+          f"{r['model']}, step {args.step})")
+    if r["clipped_codes"]:
+        print(f"warning: compress: {r['clipped_codes']} code value(s) lay far outside the training codes and were "
+              "clipped: those images are unlike the training images and decode poorly", file=sys.stderr)
+
+
+def _decompress(params: dict, args: argparse.Namespace) -> None:
+    from aeops.compression.folder import decompress_file, load_codec_model, read_header
+    from aeops.tracking import tracking_uri
+
+    refuse_dvc_out(args.output)
+    written = read_header(args.input)["model"]
+    model = args.model or (f"models:/{written['name']}/{written['version']}" if written.get("name") else None)
+    if model is None:
+        raise DataError(f"{args.input}: compressed with a model bundle folder, not a registered model; "
+                        "pass that folder as --model")
+    r = decompress_file(load_codec_model(model, tracking_uri(_section(params, "mlflow"))), args.input, args.output)
+    print(f"decompress: {r['images']} images → {args.output} (PNG; {r['model']})")
+
+
 def _sample(params: dict, args: argparse.Namespace) -> None:
     from aeops.data.raw import write_sample
 
@@ -216,6 +245,8 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "serve": (_serve, "serve models:/<name>@production over REST on 127.0.0.1"),
     "score": (_score, "score a CSV/Parquet file in chunks → Parquet"),
     "monitor": (_monitor, "drift check of a CSV/Parquet batch against the model's training profile (exit 1 on drift)"),
+    "compress": (_compress, "compress a folder of images into one .aez file with an image model"),
+    "decompress": (_decompress, "decompress an .aez file into a folder of PNGs (with the model that compressed it)"),
     "export": (_export, "export encoder/decoder to ONNX"),
     "report": (_report, "print the path of the current model's offline HTML report"),
     "compare": (_compare, "training runs side by side: AUROC vs kNN, recon MSE, lineage"),
@@ -245,6 +276,19 @@ def _require_model(model_uri: str, uri: str) -> None:
         raise DataError(f"{model_uri} not found in the registry at {mask_url(uri)}: {hint}") from None
 
 
+DEFAULT_STEP = 0.1
+
+
+def _step(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 10:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number in (0, 10]")
+    return value
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number ≥ 1")
@@ -261,7 +305,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--version", help="version to promote (default: the 'challenger' alias)")
             p.add_argument("--force", action="store_true", help="promote even if worse than production")
             p.add_argument("--rollback", action="store_true", help="move production back to 'previous'")
-        if name in ("serve", "score", "monitor"):
+        if name in ("serve", "score", "monitor"):  # compress/decompress add theirs below
             p.add_argument("--model", help="model URI (default: models:/<register.model_name>@production)")
         if name == "monitor":
             p.add_argument("input", nargs="?", help="CSV or Parquet batch in raw units (default: monitor.path)")
@@ -274,6 +318,16 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("output", help="Parquet file to write")
             p.add_argument("--chunk-rows", type=int, default=50_000)
             p.add_argument("--output-mode", choices=("scores", "reconstruction"), default="scores")
+        if name in ("compress", "decompress"):
+            p.add_argument("input", help="folder of PNG/JPEG images" if name == "compress" else ".aez file")
+            p.add_argument("output", help=".aez file to write" if name == "compress" else "new folder for the PNGs")
+            default = ("models:/<register.model_name>@production" if name == "compress"
+                       else "the registered version named in the file")
+            p.add_argument("--model", help=f"model URI or model bundle folder (default: {default})")
+        if name == "compress":
+            p.add_argument("--step", type=_step, default=DEFAULT_STEP,
+                           help=f"quantisation step, a share of each latent's training std: smaller is larger and "
+                                f"sharper (default {DEFAULT_STEP})")
         if name == "export":
             p.add_argument("--format", choices=("onnx",), default="onnx")
             p.add_argument("--bundle", help="model bundle folder (default: register.bundle_dir, written by evaluate)")
@@ -335,6 +389,9 @@ def _enter_project(args: argparse.Namespace) -> str:
         value = getattr(args, name, None)
         if value:
             setattr(args, name, os.path.abspath(value))
+    model = getattr(args, "model", None)
+    if model and not model.startswith(("models:/", "runs:/")) and os.path.isdir(model):  # a bundle folder
+        args.model = os.path.abspath(model)
     os.chdir(os.path.dirname(params))
     return os.path.basename(params)
 

@@ -22,6 +22,7 @@ from aeops.evaluation.baselines import QUANT_BITS, Coded, model_metrics, run_bas
 from aeops.evaluation.metrics import quantize_codes
 from aeops.evaluation.scoring import ScoreFn, residual_scale, score_rule
 from aeops.models.ensemble import reconstruct_members
+from aeops.compression.prior import fit_prior
 from aeops.monitoring.profile import build_profile
 from aeops.io import atomic_path, hash_dir, write_json
 
@@ -150,7 +151,9 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
         )
     profile = build_profile(list(meta["feature_names"]), invert_scaler(bundle.scaler, train.x), coded.val_scores,
                             rule.threshold, rule.expected_flagged or 0.0)
-    bundle.with_scoring(rule, profile.to_dict()).save(cfg.bundle_dir)  # what register registers and serving scores with
+    # what `aeops compress` codes with; digits' pixels run 0–16, every other image source's 0–255
+    prior = fit_prior(train_codes, 16.0 if meta["source"] == "digits" else 255.0) if meta["image_shape"] else None
+    bundle.with_scoring(rule, profile.to_dict(), prior).save(cfg.bundle_dir)  # what register registers and serving scores with
     record = {**results, "warnings": warnings}
     write_json(cfg.metrics_file, record)
     _log(bundle.run_id, cfg, mlflow_cfg, results, warnings)

@@ -1,0 +1,241 @@
+"""`aeops compress` / `aeops decompress`: a folder of images to one `.aez` file and back.
+
+Images stream through in chunks of CHUNK images (memory holds one chunk), are brought to the
+model's mode and size (colour into a grayscale model is refused), encoded, quantised with the
+bundle's latent prior at `step`, and range-coded. Decompression writes PNGs under the original
+relative names and sizes. Both write atomically: a failure leaves no partial file or folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aeops.bundle import NETWORK, PRIOR, ModelBundle
+from aeops.compression import container
+from aeops.compression.codec import SegmentCoder
+from aeops.compression.prior import symbol_table
+from aeops.data.images import EXTENSIONS, GRAY_MODES
+from aeops.errors import DataError
+from aeops.io import atomic_path
+
+CHUNK = 256
+
+
+@dataclass(frozen=True)
+class CodecModel:
+    """A model bundle with a latent prior, and which registered model version it is (None for a folder)."""
+
+    bundle: ModelBundle
+    fingerprint: str
+    name: str | None = None
+    version: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} version {self.version}" if self.name else f"bundle {self.fingerprint}"
+
+    @property
+    def uri(self) -> str | None:
+        return f"models:/{self.name}/{self.version}" if self.name else None
+
+
+def fingerprint(bundle_dir: Path) -> str:
+    """Hash of the network weights and the prior: equal fingerprints decode identically."""
+    digest = hashlib.sha256((bundle_dir / NETWORK).read_bytes())
+    digest.update((bundle_dir / PRIOR).read_bytes() if (bundle_dir / PRIOR).is_file() else b"")
+    return digest.hexdigest()[:16]
+
+
+def load_codec_model(model: str, tracking_uri: str) -> CodecModel:
+    """A bundle folder, or `models:/<name>/<version>` / `models:/<name>@<alias>` from the registry."""
+    if os.path.isdir(model):
+        return _checked(Path(model), None, None, model)
+    if not model.startswith("models:/"):
+        raise DataError(f"--model {model}: expected models:/<name>/<version>, models:/<name>@<alias> "
+                        "or a model bundle folder (e.g. models/bundle)")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(tracking_uri)
+    ref = model.removeprefix("models:/")
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias).version
+        else:
+            name, version = ref.rsplit("/", 1)
+            client.get_model_version(name, version)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+                                                    tracking_uri=tracking_uri)
+    except MlflowException as err:
+        raise DataError(f"{model}: not found in the registry ({str(err).splitlines()[0][:160]})") from None
+    return _checked(_bundle_in(Path(local), model), name, str(version), model)
+
+
+def _bundle_in(model_dir: Path, model: str) -> Path:
+    import yaml
+
+    meta = yaml.safe_load((model_dir / "MLmodel").read_text())
+    artifacts = meta.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+    if "bundle" not in artifacts:
+        raise DataError(f"{model}: not an aeops model (its pyfunc has no 'bundle' artifact)")
+    return model_dir / artifacts["bundle"]["path"]
+
+
+def _checked(path: Path, name: str | None, version: str | None, model: str) -> CodecModel:
+    bundle = ModelBundle.load(path)
+    if not bundle.image_shape:
+        raise DataError(f"{model}: a model of table rows; compression needs an image model "
+                        "(prepare.source digits, mnist, fashion_mnist or image_folder)")
+    if bundle.latent_prior is None:
+        raise DataError(f"{model}: its bundle has no latent prior (made before aeops compress existed); "
+                        "rerun `dvc repro -f evaluate` and register it again")
+    return CodecModel(bundle, fingerprint(path), name, version)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under `folder` (recursively), sorted by relative path."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not files:
+        raise DataError(f"{root}: no {'/'.join(EXTENSIONS)} images")
+    return files
+
+
+def _headers(files: list[Path], channels: int) -> list[tuple[int, int]]:
+    """Original (width, height) of every file; an unreadable or colour-into-grayscale file is one line."""
+    from PIL import Image, UnidentifiedImageError
+
+    sizes = []
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                mode, size = im.mode, im.size
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            raise DataError(f"{path}: not a readable image ({str(err).splitlines()[0][:120]})") from None
+        if channels == 1 and mode not in GRAY_MODES:
+            raise DataError(f"{path}: a colour image ({mode}) but the model is grayscale; convert it, "
+                            "or compress with a model trained on colour images")
+        sizes.append(size)
+    return sizes
+
+
+def _pixels(files: list[Path], shape: list[int], pixel_max: float) -> np.ndarray:
+    """(n, channels·height·width) float32 pixel values at the model's size, in its raw units (0–pixel_max)."""
+    from PIL import Image
+
+    c, h, w = shape
+    out = np.empty((len(files), c, h, w), np.float32)
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path) as im:
+                im = im.convert("L" if c == 1 else "RGB")
+                if im.size != (w, h):
+                    im = im.resize((w, h), Image.Resampling.BILINEAR)
+                px = np.asarray(im, np.float32)
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: cannot be decoded ({str(err).splitlines()[0][:120]})") from None
+        out[i] = px[None] if c == 1 else px.transpose(2, 0, 1)
+    return out.reshape(len(files), -1) * np.float32(pixel_max / 255.0)
+
+
+def _progress(total: int, desc: str, show: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc=desc, file=sys.stderr, disable=None if show else True, leave=False)
+
+
+def compress_folder(codec: CodecModel, in_dir: str | Path, out_file: str | Path, step: float,
+                    progress: bool = True) -> dict[str, Any]:
+    """Write `out_file`; return the image count, bytes, bits per pixel (of the originals) and clipped codes."""
+    import torch
+
+    from aeops.data.prepared import apply_scaler
+
+    bundle = codec.bundle
+    table, pixel_max = symbol_table(bundle.latent_prior, step), bundle.latent_prior["pixel_max"]
+    files = list_images(in_dir)
+    sizes = _headers(files, bundle.image_shape[0])
+    h, w = bundle.image_shape[1:]
+    header = {"model": {"name": codec.name, "version": codec.version, "fingerprint": codec.fingerprint},
+              "image_shape": bundle.image_shape, "step": step, "count": len(files),
+              "names": [p.relative_to(in_dir).as_posix() for p in files],
+              "sizes": None if all(s == (w, h) for s in sizes) else [list(s) for s in sizes]}
+    coder, network, clipped = SegmentCoder(table), bundle.network(), 0
+    with atomic_path(out_file) as tmp, tmp.open("wb") as fh, _progress(len(files), "compress", progress) as bar:
+        header_size = size = container.write_header(fh, header)
+        for start in range(0, len(files), CHUNK):
+            part = files[start:start + CHUNK]
+            with torch.no_grad():
+                codes = network.encode(torch.from_numpy(apply_scaler(bundle.scaler, _pixels(part, bundle.image_shape, pixel_max))))
+            symbols, n_clipped = table.quantise(codes.numpy().astype(np.float64))
+            clipped += n_clipped
+            size += container.write_segment(fh, len(part), coder.encode(symbols))
+            bar.update(len(part))
+    pixels = sum(a * b for a, b in sizes)
+    return {"images": len(files), "bytes": size, "bpp": 8 * size / pixels, "header_bytes": header_size,
+            "clipped_codes": clipped, "model": codec.label}
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    with open(path, "rb") as fh:
+        return container.read_header(fh, str(path))
+
+
+def decompress_file(codec: CodecModel, in_file: str | Path, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Write the images of `in_file` as PNGs under `out_dir` (which must not exist or be empty)."""
+    import torch
+    from PIL import Image
+
+    from aeops.data.prepared import invert_scaler
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise DataError(f"{out_dir}: exists and is not an empty folder; nothing is overwritten, name a new folder")
+    with open(in_file, "rb") as fh:
+        header = container.read_header(fh, str(in_file))
+        check_model(header, codec, str(in_file))
+        bundle, c, h, w = codec.bundle, *header["image_shape"]
+        coder, network = SegmentCoder(symbol_table(bundle.latent_prior, header["step"])), bundle.network()
+        names, sizes, done = header["names"], header["sizes"], 0
+        with atomic_path(out_dir) as tmp, _progress(header["count"], "decompress", progress) as bar:
+            tmp.mkdir()
+            for rows, words in container.read_segments(fh, str(in_file), header["count"]):
+                codes = coder.table.dequantise(coder.decode(words, rows))
+                with torch.no_grad():
+                    recon = network.decode(torch.from_numpy(codes.astype(np.float32)))
+                raw = invert_scaler(bundle.scaler, recon.reshape(rows, -1).numpy())
+                px = np.clip(np.rint(raw * (255.0 / bundle.latent_prior["pixel_max"])), 0, 255)
+                px = px.astype(np.uint8).reshape(rows, c, h, w)
+                for i in range(rows):
+                    im = Image.fromarray(px[i, 0] if c == 1 else px[i].transpose(1, 2, 0))
+                    if sizes is not None and tuple(sizes[done + i]) != (w, h):
+                        im = im.resize(tuple(sizes[done + i]), Image.Resampling.BILINEAR)
+                    target = (tmp / names[done + i]).with_suffix(".png")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    im.save(target)
+                done += rows
+                bar.update(rows)
+    return {"images": done, "out_dir": str(out_dir), "model": codec.label}
+
+
+def check_model(header: dict[str, Any], codec: CodecModel, name: str) -> None:
+    """Refuse to decode with weights or a prior other than those that encoded (the images would be wrong)."""
+    written = header["model"]
+    if written["fingerprint"] != codec.fingerprint:
+        what = (f"{written['name']} version {written['version']}" if written.get("name")
+                else f"a model bundle")
+        fix = f"--model models:/{written['name']}/{written['version']}" if written.get("name") else \
+            "--model <the bundle folder it was compressed with>"
+        raise DataError(f"{name}: compressed with {what} (fingerprint {written['fingerprint']}), not with "
+                        f"{codec.label} (fingerprint {codec.fingerprint}); decompress with {fix}")
