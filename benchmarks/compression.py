@@ -3,7 +3,7 @@
 For each set it trains conv autoencoders with aeops' own prepare → train (params defaults except
 `architecture: conv`, the latent size, `ensemble: 1` and the epoch cap), builds the model bundle
 with its latent prior as `evaluate` does, then compresses the test images (a folder of PNGs) with
-`aeops.compression` at several quantisation steps and decompresses them. JPEG and WebP encode every
+`aeops.compression` at several `--error` settings and decompresses them. JPEG and WebP encode every
 test image as its own file over a range of qualities. Reported per point: bits per pixel from the
 files' sizes (the .aez header included), mean per-image PSNR, mean MS-SSIM (torchmetrics; 3 scales,
 3×3 window: 28- and 32-pixel images are too small for the usual 5 scales and 11×11), and encode /
@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -32,9 +33,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
 OUT = ROOT / "benchmarks" / "results"
-STEPS = (0.05, 0.2, 0.5, 1.0)
+ERRORS = (1.0, 2.0, 4.0, 8.0)  # --error, gray levels RMS
 QUALITIES = (1, 5, 10, 20, 30, 50, 70, 90)
-LATENTS = {"mnist": (8, 16, 32, 64), "photos": (32, 64, 128)}
+LATENTS = {"mnist": (8, 16, 32, 64, 128), "photos": (32, 64, 128)}
 CROP = 32
 
 
@@ -77,7 +78,7 @@ def photo_sets(args: argparse.Namespace, work: Path) -> tuple[dict, np.ndarray]:
 def train_codec(name: str, prepare_kw: dict, latent: int, args: argparse.Namespace) -> tuple[Path, float]:
     """prepare → train a conv AE of this latent size → bundle with prior; returns its folder and fit seconds."""
     from aeops.bundle import ModelBundle, ScoringRule
-    from aeops.compression.prior import fit_prior
+    from aeops.compression.prior import build_prior
     from aeops.config import MlflowConfig, PrepareConfig, TrainConfig
     from aeops.data.prepare import prepare
     from aeops.data.prepared import load_split
@@ -93,8 +94,10 @@ def train_codec(name: str, prepare_kw: dict, latent: int, args: argparse.Namespa
                       model={"architecture": "conv", "latent_dim": latent})
     metrics = train(cfg, MlflowConfig(experiment=f"compression-{name}"))
     bundle = ModelBundle.from_training(out, data)
-    codes, _ = encode_decode(bundle.network(), load_split(data, "train").x)
-    bundle.with_scoring(ScoringRule(threshold=0.0), None, fit_prior(codes, 255.0)).save(f"{out}/bundle")
+    network = bundle.network()
+    codes, _ = encode_decode(network, load_split(data, "train").x)
+    prior = build_prior(network, codes, bundle.scaler, 255.0)
+    bundle.with_scoring(ScoringRule(threshold=0.0), None, prior).save(f"{out}/bundle")
     return Path(f"{out}/bundle"), float(metrics["fit_seconds"])
 
 
@@ -149,18 +152,18 @@ def aeops_points(bundle: Path, test: np.ndarray, work: Path, latent: int) -> lis
     if not folder.is_dir():
         _save(folder, test)
     codec, points = load_codec_model(str(bundle), "sqlite:///unused.db"), []
-    for step in STEPS:
-        target = work / f"l{latent}_s{step}.aez"
+    for error in ERRORS:
+        target = work / f"l{latent}_e{error}.aez"
         t0 = time.perf_counter()
-        r = compress_folder(codec, folder, target, step, progress=False)
+        r = compress_folder(codec, folder, target, error, progress=False)
         enc = time.perf_counter() - t0
         t0 = time.perf_counter()
-        decompress_file(codec, target, work / f"l{latent}_s{step}")
+        decompress_file(codec, target, work / f"l{latent}_e{error}")
         dec = time.perf_counter() - t0
-        back = _load(sorted((work / f"l{latent}_s{step}").glob("*.png")), mode)
+        back = _load(sorted((work / f"l{latent}_e{error}").glob("*.png")), mode)
         size = target.stat().st_size
         psnr, ms = quality(test, back)
-        points.append({"setting": f"latent {latent}, step {step}", "latent": latent, "step": step,
+        points.append({"setting": f"latent {latent}, error {error:g}", "latent": latent, "error": error,
                        "bpp": 8 * size / (pixels * len(test)), "header_bytes": r["header_bytes"], "bytes": size,
                        "psnr": psnr, "ms_ssim": ms, "encode_per_s": len(test) / enc, "decode_per_s": len(test) / dec,
                        "clipped_codes": r["clipped_codes"]})
@@ -194,6 +197,8 @@ def run_set(name: str, args: argparse.Namespace) -> dict[str, Any]:
         result["aeops"] += aeops_points(bundle, test, work, latent)
     for point in result["aeops"]:
         point["vs"] = {fmt: at_equal_rate(point, result[fmt]) for fmt in ("jpeg", "webp")}
+    os.chdir(ROOT)
+    shutil.rmtree(work, ignore_errors=True)
     return result
 
 
@@ -234,7 +239,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["mnist", "photos"], choices=["mnist", "photos"])
     parser.add_argument("--epochs", type=int, default=30, help="train.max_epochs per model (patience as in params)")
-    parser.add_argument("--latents", type=int, nargs="+", help="latent sizes (default: mnist 8 16 32 64, photos 32 64 128)")
+    parser.add_argument("--latents", type=int, nargs="+", help="latent sizes (default: mnist 8 16 32 64 128, photos 32 64 128)")
     parser.add_argument("--train-rows", type=int, default=20_000, help="MNIST training images")
     parser.add_argument("--test-images", type=int, default=2_000, help="MNIST test images")
     parser.add_argument("--photo-crops", type=int, default=8_000, help="random training crops (both photos)")
@@ -250,7 +255,7 @@ def main() -> None:
         os.chdir(here)
         print(table(name, results[name]), flush=True)
     meta = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "seconds": round(time.time() - started),
-            "epochs": args.epochs, "steps": list(STEPS), "qualities": list(QUALITIES)}
+            "epochs": args.epochs, "errors": list(ERRORS), "qualities": list(QUALITIES)}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     target = Path(args.out) / "compression.json"
     tmp = target.with_suffix(".json.tmp")

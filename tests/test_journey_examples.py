@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SHARED
-from journey import IMAGES, MNIST, RESET, TABLE, Project, make_project
+from journey import COMPRESS, DECOMPRESS, IMAGES, MNIST, RESET, TABLE, Project, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -65,3 +65,16 @@ def test_table_mnist_and_image_folder_examples_and_no_promotion_across_schemas(p
     assert meta["image_shape"] == [1, 24, 24] and p.last_run().data.tags["architecture"] == "conv"
     assert 0 <= json.loads((p.root / "metrics" / "evaluate.json").read_text())["model"]["auroc"] <= 1  # 2 capped epochs
     assert p.alias("production") == "1" and p.alias("challenger") == "3"
+
+    refused = p.run("aeops compress data/images/good x.aez", ok=False)  # production is the table model
+    assert refused.returncode == 2 and "compression needs an image model" in refused.stderr, refused.stderr
+    out = p.run(COMPRESS).stdout
+    assert "240 images" in out and "version 3" in out, out
+    size = (p.root / "good.aez").stat().st_size
+    assert size < 240 * 24 * 24 / 8  # under a bit per pixel, header included
+    assert "version 3" in p.run(DECOMPRESS).stdout
+    restored = sorted((p.root / "restored").glob("*.png"))
+    assert [f.name for f in restored] == sorted(f.name for f in (p.root / "data" / "images" / "good").glob("*.png"))
+    from PIL import Image
+
+    assert Image.open(restored[0]).size == (28, 28)  # the originals' size, not the model's 24x24

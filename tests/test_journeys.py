@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import readme
 from conftest import REPO
-from journey import IMAGES, MNIST, RESET, TABLE, Project, make_project
+from journey import COMPRESS, DECOMPRESS, IMAGES, MNIST, RESET, TABLE, Project, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +37,8 @@ DESCRIPTIVE = {
     "aeops serve --workers 2": "an option of `make serve` (tests/test_guards.py checks it reaches MLflow)",
     'make serve ARGS="--workers 2"': "the same option through make",
     "aeops monitor DATA [--model URI]": "a synopsis of the monitor command run in the monitoring block",
+    "aeops compress IN_DIR OUT_FILE [--model URI|BUNDLE_DIR] [--step S]": "a synopsis of the compression block's command",
+    "aeops decompress FILE OUT_DIR [--model]": "a synopsis of the compression block's second command",
 }
 JOURNEY = [  # (command as in README, runs in the background until the journey ends)
     ("make repro", False),
@@ -68,7 +70,7 @@ JOURNEY = [  # (command as in README, runs in the background until the journey e
 
 
 def test_every_readme_command_is_run_by_a_test():
-    run_here = {c for c, _ in JOURNEY} | {MNIST, TABLE, IMAGES, RESET}
+    run_here = {c for c, _ in JOURNEY} | {MNIST, TABLE, IMAGES, RESET, COMPRESS, DECOMPRESS}
     documented = readme.runnable()
     missing = [c for c in documented if c not in run_here and c not in ELSEWHERE and c not in NOT_RUN]
     assert not missing, f"README commands no test runs: {missing}"

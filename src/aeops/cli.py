@@ -175,9 +175,9 @@ def _compress(params: dict, args: argparse.Namespace) -> None:
     refuse_dvc_out(args.output)
     model = args.model or f"models:/{_section(params, 'register').model_name}@production"
     codec = load_codec_model(model, tracking_uri(_section(params, "mlflow")))
-    r = compress_folder(codec, args.input, args.output, args.step)
+    r = compress_folder(codec, args.input, args.output, args.error)
     print(f"compress: {r['images']} images → {args.output} ({r['bytes']:,} bytes, {r['bpp']:.3f} bits per pixel; "
-          f"{r['model']}, step {args.step})")
+          f"{r['model']}, error {args.error})")
     if r["clipped_codes"]:
         print(f"warning: compress: {r['clipped_codes']} code value(s) lay far outside the training codes and were "
               "clipped: those images are unlike the training images and decode poorly", file=sys.stderr)
@@ -276,16 +276,16 @@ def _require_model(model_uri: str, uri: str) -> None:
         raise DataError(f"{model_uri} not found in the registry at {mask_url(uri)}: {hint}") from None
 
 
-DEFAULT_STEP = 0.1
+DEFAULT_ERROR = 2.0
 
 
-def _step(text: str) -> float:
+def _error(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0 < value <= 10:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number in (0, 10]")
+    if not 0 < value <= 64:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of gray levels in (0, 64]")
     return value
 
 
@@ -325,9 +325,9 @@ def _parser() -> argparse.ArgumentParser:
                        else "the registered version named in the file")
             p.add_argument("--model", help=f"model URI or model bundle folder (default: {default})")
         if name == "compress":
-            p.add_argument("--step", type=_step, default=DEFAULT_STEP,
-                           help=f"quantisation step, a share of each latent's training std: smaller is larger and "
-                                f"sharper (default {DEFAULT_STEP})")
+            p.add_argument("--error", type=_error, default=DEFAULT_ERROR,
+                           help="RMS error the quantisation may add per pixel, in 8-bit gray levels: smaller is "
+                                f"larger and closer to the network's reconstruction (default {DEFAULT_ERROR})")
         if name == "export":
             p.add_argument("--format", choices=("onnx",), default="onnx")
             p.add_argument("--bundle", help="model bundle folder (default: register.bundle_dir, written by evaluate)")

@@ -4,7 +4,7 @@ Layout (little-endian):
     b"AEZ" + format byte | uint32 header bytes | header: LZMA-compressed JSON |
     segments: uint32 rows | uint32 words | words × uint32 (constriction's range-coder output)
 The header holds the model (registry name, version and a fingerprint of its weights and prior),
-the image shape, the quantisation step, the image count, relative file names and original sizes.
+the image shape, the quantisation error, the image count, relative file names and original sizes.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """`aeops compress` / `aeops decompress`: a folder of images to one `.aez` file and back.
 
 Images stream through in chunks of CHUNK images (memory holds one chunk), are brought to the
-model's mode and size (colour into a grayscale model is refused), encoded, quantised with the
-bundle's latent prior at `step`, and range-coded. Decompression writes PNGs under the original
+model's mode and size (colour into a grayscale model is refused), encoded, quantised in the
+bundle's latent prior's coordinates (to add about `error` gray levels RMS), and range-coded. Decompression writes PNGs under the original
 relative names and sizes. Both write atomically: a failure leaves no partial file or folder.
 """
 
@@ -155,7 +155,7 @@ def _progress(total: int, desc: str, show: bool) -> Any:
     return tqdm(total=total, unit="img", desc=desc, file=sys.stderr, disable=None if show else True, leave=False)
 
 
-def compress_folder(codec: CodecModel, in_dir: str | Path, out_file: str | Path, step: float,
+def compress_folder(codec: CodecModel, in_dir: str | Path, out_file: str | Path, error: float,
                     progress: bool = True) -> dict[str, Any]:
     """Write `out_file`; return the image count, bytes, bits per pixel (of the originals) and clipped codes."""
     import torch
@@ -163,12 +163,12 @@ def compress_folder(codec: CodecModel, in_dir: str | Path, out_file: str | Path,
     from aeops.data.prepared import apply_scaler
 
     bundle = codec.bundle
-    table, pixel_max = symbol_table(bundle.latent_prior, step), bundle.latent_prior["pixel_max"]
+    table, pixel_max = symbol_table(bundle.latent_prior, error), bundle.latent_prior["pixel_max"]
     files = list_images(in_dir)
     sizes = _headers(files, bundle.image_shape[0])
     h, w = bundle.image_shape[1:]
     header = {"model": {"name": codec.name, "version": codec.version, "fingerprint": codec.fingerprint},
-              "image_shape": bundle.image_shape, "step": step, "count": len(files),
+              "image_shape": bundle.image_shape, "error": error, "count": len(files),
               "names": [p.relative_to(in_dir).as_posix() for p in files],
               "sizes": None if all(s == (w, h) for s in sizes) else [list(s) for s in sizes]}
     coder, network, clipped = SegmentCoder(table), bundle.network(), 0
@@ -176,8 +176,9 @@ def compress_folder(codec: CodecModel, in_dir: str | Path, out_file: str | Path,
         header_size = size = container.write_header(fh, header)
         for start in range(0, len(files), CHUNK):
             part = files[start:start + CHUNK]
+            x = apply_scaler(bundle.scaler, _pixels(part, bundle.image_shape, pixel_max))
             with torch.no_grad():
-                codes = network.encode(torch.from_numpy(apply_scaler(bundle.scaler, _pixels(part, bundle.image_shape, pixel_max))))
+                codes = network.encode(torch.from_numpy(x))
             symbols, n_clipped = table.quantise(codes.numpy().astype(np.float64))
             clipped += n_clipped
             size += container.write_segment(fh, len(part), coder.encode(symbols))
@@ -188,11 +189,14 @@ def compress_folder(codec: CodecModel, in_dir: str | Path, out_file: str | Path,
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
+    if not Path(path).is_file():
+        raise DataError(f"{path}: file not found")
     with open(path, "rb") as fh:
         return container.read_header(fh, str(path))
 
 
-def decompress_file(codec: CodecModel, in_file: str | Path, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+def decompress_file(codec: CodecModel, in_file: str | Path, out_dir: str | Path,
+                    progress: bool = True) -> dict[str, Any]:
     """Write the images of `in_file` as PNGs under `out_dir` (which must not exist or be empty)."""
     import torch
     from PIL import Image
@@ -202,11 +206,12 @@ def decompress_file(codec: CodecModel, in_file: str | Path, out_dir: str | Path,
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise DataError(f"{out_dir}: exists and is not an empty folder; nothing is overwritten, name a new folder")
+    read_header(in_file)
     with open(in_file, "rb") as fh:
         header = container.read_header(fh, str(in_file))
         check_model(header, codec, str(in_file))
         bundle, c, h, w = codec.bundle, *header["image_shape"]
-        coder, network = SegmentCoder(symbol_table(bundle.latent_prior, header["step"])), bundle.network()
+        coder, network = SegmentCoder(symbol_table(bundle.latent_prior, header["error"])), bundle.network()
         names, sizes, done = header["names"], header["sizes"], 0
         with atomic_path(out_dir) as tmp, _progress(header["count"], "decompress", progress) as bar:
             tmp.mkdir()

@@ -22,7 +22,7 @@ from aeops.evaluation.baselines import QUANT_BITS, Coded, model_metrics, run_bas
 from aeops.evaluation.metrics import quantize_codes
 from aeops.evaluation.scoring import ScoreFn, residual_scale, score_rule
 from aeops.models.ensemble import reconstruct_members
-from aeops.compression.prior import fit_prior
+from aeops.compression.prior import build_prior
 from aeops.monitoring.profile import build_profile
 from aeops.io import atomic_path, hash_dir, write_json
 
@@ -152,7 +152,8 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     profile = build_profile(list(meta["feature_names"]), invert_scaler(bundle.scaler, train.x), coded.val_scores,
                             rule.threshold, rule.expected_flagged or 0.0)
     # what `aeops compress` codes with; digits' pixels run 0–16, every other image source's 0–255
-    prior = fit_prior(train_codes, 16.0 if meta["source"] == "digits" else 255.0) if meta["image_shape"] else None
+    pixel_max = 16.0 if meta["source"] == "digits" else 255.0
+    prior = build_prior(model, train_codes, bundle.scaler, pixel_max) if meta["image_shape"] else None
     bundle.with_scoring(rule, profile.to_dict(), prior).save(cfg.bundle_dir)  # what register registers and serving scores with
     record = {**results, "warnings": warnings}
     write_json(cfg.metrics_file, record)
