@@ -197,8 +197,7 @@ def run_set(name: str, args: argparse.Namespace) -> dict[str, Any]:
         result["aeops"] += aeops_points(bundle, test, work, latent)
     for point in result["aeops"]:
         point["vs"] = {fmt: at_equal_rate(point, result[fmt]) for fmt in ("jpeg", "webp")}
-    os.chdir(ROOT)
-    shutil.rmtree(work, ignore_errors=True)
+    result["work"] = str(work)
     return result
 
 
@@ -253,7 +252,10 @@ def main() -> None:
     for name in args.sets:
         results[name] = run_set(name, args)
         os.chdir(here)
-        print(table(name, results[name]), flush=True)
+        results[name]["table_md"] = table(name, results[name])
+        print(results[name]["table_md"], flush=True)
+    for r in results.values():  # at the end: MLflow keeps the first set's store open while the process lives
+        shutil.rmtree(r.pop("work"), ignore_errors=True)
     meta = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "seconds": round(time.time() - started),
             "epochs": args.epochs, "errors": list(ERRORS), "qualities": list(QUALITIES)}
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -92,8 +92,14 @@ def monitoring(d: dict) -> list[str]:
             d["table_md"], ""]
 
 
-SECTIONS = {"training_speed": speed, "pipeline": pipeline, "serving": serving,
-            "tune_pruning": tune_pruning, "quality": quality, "tabular": tabular, "monitoring": monitoring}
+def compression(d: dict) -> list[str]:
+    m = d["meta"]
+    lines = [f"## Compression (`aeops compress` vs JPEG and WebP; {m['epochs']} epochs per model, {m['seconds']} s)", ""]
+    return lines + [line for name in ("mnist", "photos") if name in d for line in (d[name]["table_md"], "")]
+
+
+SECTIONS = {"training_speed": speed, "pipeline": pipeline, "serving": serving, "tune_pruning": tune_pruning,
+            "quality": quality, "tabular": tabular, "monitoring": monitoring, "compression": compression}
 
 
 def summarize(results: Path) -> str:

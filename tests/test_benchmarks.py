@@ -140,3 +140,24 @@ def test_monitoring_benchmark_builds_a_model_and_counts_alarms(tmp_path):
     assert set(digits["detection"]) == {"anomalies 10 %", "anomalies 50 %", "rotated 15°", "noise σ 10 % of range"}
     assert digits["detection"]["noise σ 10 % of range"]["rate"] == 1.0  # every pixel moves: never missed
     assert digits["throughput"]["rows"] == 2000 and digits["throughput"]["rows_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_compression_benchmark_measures_real_files_against_jpeg_and_webp(tmp_path):
+    """`make bench` runs benchmarks/compression.py; here on the photo crops, one small model, one epoch."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks/compression.py"), "--sets", "photos", "--epochs", "1",
+                           "--latents", "8", "--photo-crops", "300", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    photos = json.loads((tmp_path / "compression.json").read_text())["photos"]
+    assert photos["image_shape"] == [32, 32, 3] and photos["test_images"] == 120  # 3 rows of 20 tiles per photo
+    points = photos["aeops"]
+    assert [p["error"] for p in points] == [1.0, 2.0, 4.0, 8.0]
+    assert all(p["bytes"] > p["header_bytes"] > 0 for p in points)
+    assert points[0]["bpp"] > points[-1]["bpp"]  # a larger error: a smaller file
+    assert len(photos["jpeg"]) == len(photos["webp"]) == 8
+    assert photos["jpeg"][0]["bpp"] < photos["jpeg"][-1]["bpp"] and photos["jpeg"][-1]["psnr"] > 30
+    assert "| aeops | latent 8, error 1 |" in photos["table_md"]
