@@ -119,6 +119,7 @@ def test_folder_round_trip_keeps_names_and_sizes_and_decodes_what_the_network_re
     _digits(tmp_path / "in" / "b" / "deep", 3, start=100)
     Image.fromarray(np.kron(images[0], np.ones((2, 2), np.uint8))).save(tmp_path / "in" / "big.png")  # 16x16
     Image.fromarray(images[1]).save(tmp_path / "in" / "photo.jpg", quality=95)
+    (tmp_path / "in" / "notes.txt").write_text("not an image")  # skipped, with a warning
     out = tmp_path / "x.aez"
     assert _aeops(model, "compress", str(tmp_path / "in"), str(out), "--model", str(model / "bundle"),
                   "--error", "0.5") == 0
@@ -126,8 +127,9 @@ def test_folder_round_trip_keeps_names_and_sizes_and_decodes_what_the_network_re
     assert _aeops(model, "compress", str(tmp_path / "in"), str(out), "--model", str(model / "bundle"),
                   "--error", "0.5") == 0
     assert out.read_bytes() == first  # deterministic
-    line = capsys.readouterr().out
-    assert "45 images" in line and "bits per pixel" in line
+    printed = capsys.readouterr()
+    assert "45 images" in printed.out and "bits per pixel" in printed.out
+    assert "skipped 1 file(s)" in printed.err
     assert len(first) < 45 * 64 / 2  # far below a byte per pixel
     assert _aeops(model, "decompress", str(out), str(tmp_path / "back"), "--model", str(model / "bundle")) == 0
     back = sorted(p.relative_to(tmp_path / "back").as_posix() for p in (tmp_path / "back").rglob("*.png"))
@@ -174,6 +176,10 @@ def test_refusals_name_the_problem_in_one_line(model: Path, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, (args, err)
     assert not (tmp_path / "y").exists() and not (tmp_path / "z.aez").exists()  # nothing half-written
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "in" / "000.jpg")
+    assert _aeops(model, "compress", str(tmp_path / "in"), str(tmp_path / "z.aez"), "--model", str(model / "bundle")) == 2
+    assert "would decompress to 000.png, as 000.jpg does" in capsys.readouterr().err
+    (tmp_path / "in" / "000.jpg").unlink()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in" / "colour.png")
     assert _aeops(model, "compress", str(tmp_path / "in"), str(tmp_path / "z.aez"), "--model", str(model / "bundle")) == 2
     assert "colour image (RGB) but the model is grayscale" in capsys.readouterr().err

@@ -178,6 +178,8 @@ def _compress(params: dict, args: argparse.Namespace) -> None:
     r = compress_folder(codec, args.input, args.output, args.error)
     print(f"compress: {r['images']} images → {args.output} ({r['bytes']:,} bytes, {r['bpp']:.3f} bits per pixel; "
           f"{r['model']}, error {args.error})")
+    if r["skipped_files"]:
+        print(f"warning: compress: skipped {r['skipped_files']} file(s) that are not PNG/JPEG images", file=sys.stderr)
     if r["clipped_codes"]:
         print(f"warning: compress: {r['clipped_codes']} code value(s) lay far outside the training codes and were "
               "clipped: those images are unlike the training images and decode poorly", file=sys.stderr)

@@ -100,16 +100,23 @@ def _checked(path: Path, name: str | None, version: str | None, model: str) -> C
     return CodecModel(bundle, fingerprint(path), name, version)
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files under `folder` (recursively), sorted by relative path."""
+def list_images(folder: str | Path) -> tuple[list[Path], int]:
+    """Image files under `folder` (recursively, sorted by relative path) and how many other files were skipped."""
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"{root}: folder not found")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    every = [p for p in root.rglob("*") if p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    files = sorted(p for p in every if p.suffix.lower() in EXTENSIONS)
     if not files:
         raise DataError(f"{root}: no {'/'.join(EXTENSIONS)} images")
-    return files
+    seen: dict[str, Path] = {}
+    for p in files:  # decompress writes <name>.png: a.jpg and a.png would overwrite each other
+        out = p.relative_to(root).with_suffix(".png").as_posix()
+        if out in seen:
+            raise DataError(f"{p}: would decompress to {out}, as {seen[out].name} does; rename one of them")
+        seen[out] = p
+    return files, len(every) - len(files)
 
 
 def _headers(files: list[Path], channels: int) -> list[tuple[int, int]]:
@@ -164,7 +171,7 @@ def compress_folder(codec: CodecModel, in_dir: str | Path, out_file: str | Path,
 
     bundle = codec.bundle
     table, pixel_max = symbol_table(bundle.latent_prior, error), bundle.latent_prior["pixel_max"]
-    files = list_images(in_dir)
+    files, skipped = list_images(in_dir)
     sizes = _headers(files, bundle.image_shape[0])
     h, w = bundle.image_shape[1:]
     header = {"model": {"name": codec.name, "version": codec.version, "fingerprint": codec.fingerprint},
@@ -185,7 +192,7 @@ def compress_folder(codec: CodecModel, in_dir: str | Path, out_file: str | Path,
             bar.update(len(part))
     pixels = sum(a * b for a, b in sizes)
     return {"images": len(files), "bytes": size, "bpp": 8 * size / pixels, "header_bytes": header_size,
-            "clipped_codes": clipped, "model": codec.label}
+            "clipped_codes": clipped, "skipped_files": skipped, "model": codec.label}
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
