@@ -37,7 +37,7 @@ DESCRIPTIVE = {
     "aeops serve --workers 2": "an option of `make serve` (tests/test_guards.py checks it reaches MLflow)",
     'make serve ARGS="--workers 2"': "the same option through make",
     "aeops monitor DATA [--model URI]": "a synopsis of the monitor command run in the monitoring block",
-    "aeops compress IN_DIR OUT_FILE [--model URI|BUNDLE_DIR] [--step S]": "a synopsis of the compression block's command",
+    "aeops compress IN_DIR OUT_FILE [--model URI|BUNDLE_DIR] [--error E]": "a synopsis of the compression block's command",
     "aeops decompress FILE OUT_DIR [--model]": "a synopsis of the compression block's second command",
 }
 JOURNEY = [  # (command as in README, runs in the background until the journey ends)
