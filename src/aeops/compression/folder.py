@@ -20,6 +20,7 @@ import numpy as np
 from aeops.bundle import NETWORK, PRIOR, ModelBundle
 from aeops.compression import container
 from aeops.compression.codec import SegmentCoder
+from aeops.compression.prior import FORMAT as PRIOR_FORMAT
 from aeops.compression.prior import symbol_table
 from aeops.data.images import EXTENSIONS, GRAY_MODES
 from aeops.errors import DataError
@@ -94,9 +95,9 @@ def _checked(path: Path, name: str | None, version: str | None, model: str) -> C
     if not bundle.image_shape:
         raise DataError(f"{model}: a model of table rows; compression needs an image model "
                         "(prepare.source digits, mnist, fashion_mnist or image_folder)")
-    if bundle.latent_prior is None:
-        raise DataError(f"{model}: its bundle has no latent prior (made before aeops compress existed); "
-                        "rerun `dvc repro -f evaluate` and register it again")
+    if bundle.latent_prior is None or bundle.latent_prior.get("format") != PRIOR_FORMAT:
+        what = "no latent prior" if bundle.latent_prior is None else "a latent prior of another aeops version"
+        raise DataError(f"{model}: its bundle has {what}; rerun `dvc repro -f evaluate` (and register it again)")
     return CodecModel(bundle, fingerprint(path), name, version)
 
 

@@ -28,6 +28,7 @@ METRIC_ROWS = 256  # training codes the decoder's Jacobian is averaged over
 MARGIN = 0.5  # the alphabet covers the training range ± this share of its span; codes beyond are clipped
 GAUSS_WEIGHT = 0.01
 MAX_ALPHABET = 65_536  # per coordinate (constriction's categorical tables are dense)
+FORMAT = 1  # of prior.json; `aeops compress` refuses others
 EIGEN_FLOOR = 1e-10  # relative: directions the decoder ignores keep a tiny weight (T stays invertible)
 
 
@@ -76,7 +77,7 @@ def fit_prior(codes: np.ndarray, metric: np.ndarray | None = None, pixel_max: fl
     levels = np.linspace(0, 1, QUANTILES)
     span = f.max(0) - f.min(0)
     return {
-        "mean": mean.tolist(), "transform": transform.tolist(),
+        "format": FORMAT, "mean": mean.tolist(), "transform": transform.tolist(),
         "center": np.median(f, 0).tolist(),
         "std": np.maximum(f.std(0), 1e-9 * np.maximum(span, 1.0)).tolist(),
         "quantiles": np.quantile(f, levels, axis=0).T.tolist(),  # (d, QUANTILES)
