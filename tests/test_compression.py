@@ -13,6 +13,8 @@ from PIL import Image
 
 from aeops.cli import main
 from aeops.compression.codec import SegmentCoder
+from aeops.compression.container import write_header
+from aeops.compression.folder import read_header
 from aeops.compression.prior import fit_prior, symbol_table
 from aeops.errors import DataError
 
@@ -160,7 +162,7 @@ def test_refusals_name_the_problem_in_one_line(model: Path, tmp_path, capsys):
     (other / "prior.json").write_text(json.dumps(prior))
     capsys.readouterr()
     cases = [
-        (("decompress", str(out), str(tmp_path / "y"), "--model", str(other)), "compressed with a model bundle"),
+        (("decompress", str(out), str(tmp_path / "y"), "--model", str(other)), "compressed with a model bundle folder"),
         (("decompress", str(out), str(tmp_path / "y")), "pass that folder as --model"),
         (("decompress", str(tmp_path / "in" / "000.png"), str(tmp_path / "y"), "--model", str(other)),
          "not an aeops compressed file"),
@@ -170,6 +172,9 @@ def test_refusals_name_the_problem_in_one_line(model: Path, tmp_path, capsys):
          "folder not found"),
         (("compress", str(tmp_path / "in"), str(tmp_path / "z.aez"), "--model", "bundle-typo"), "expected models:/"),
         (("compress", str(tmp_path / "in"), str(tmp_path / "z.aez")), "not found in the registry"),
+        (("compress", str(tmp_path / "in"), str(tmp_path / "z.aez"), "--model", "models:/aeops-autoencoder"),
+         "name a version or an alias"),
+        (("compress", str(tmp_path / "in"), str(tmp_path), "--model", str(model / "bundle")), "is a folder"),
     ]
     for args, message in cases:
         assert _aeops(model, *args) == 2, args
@@ -184,9 +189,22 @@ def test_refusals_name_the_problem_in_one_line(model: Path, tmp_path, capsys):
     assert _aeops(model, "compress", str(tmp_path / "in"), str(tmp_path / "z.aez"), "--model", str(model / "bundle")) == 2
     assert "colour image (RGB) but the model is grayscale" in capsys.readouterr().err
     data = out.read_bytes()
+    flipped = bytearray(data)
+    flipped[-5] ^= 0x10  # one bit of the codes: a range decoder would read it without complaint
+    crafted = {k: v for k, v in read_header(out).items() if k != "format"}
+    segments = data[12 + int.from_bytes(data[4:8], "little"):]
+    for name, change in (("evil.aez", {"names": ["../evil.png", *crafted["names"][1:]]}),
+                         ("coder.aez", {"coder": {**crafted["coder"], "recipe": -1}})):
+        with open(tmp_path / name, "wb") as fh:
+            write_header(fh, {**crafted, **change})
+            fh.write(segments)
     for name, damaged, message in (("cut.aez", data[:-3], "truncated"), ("long.aez", data + b"x", "unexpected bytes"),
-                                   ("head.aez", data[:12] + bytes(20) + data[32:], "damaged header")):
-        (tmp_path / name).write_bytes(damaged)
+                                   ("head.aez", data[:12] + bytes(20) + data[32:], "damaged header"),
+                                   ("bit.aez", bytes(flipped), "fail their checksum"),
+                                   ("evil.aez", None, "unsafe or empty file name '../evil.png'"),
+                                   ("coder.aez", None, "written with coder")):
+        if damaged is not None:
+            (tmp_path / name).write_bytes(damaged)
         assert _aeops(model, "decompress", str(tmp_path / name), str(tmp_path / "y"), "--model",
                       str(model / "bundle")) == 2
         assert message in capsys.readouterr().err, name

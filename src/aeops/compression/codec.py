@@ -14,10 +14,27 @@ import numpy as np
 from aeops.compression.prior import SymbolTable
 
 
+RECIPE = 1  # how tables become models (prior.py's bins and mixing, the integer weights below); in the header
+WEIGHT_BITS = 24
+
+
+def coder_id() -> dict[str, object]:
+    """What decoding relies on besides the model: the table recipe and the range coder's version."""
+    from importlib.metadata import version
+
+    return {"recipe": RECIPE, "constriction": version("constriction")}
+
+
+def integer_weights(p: np.ndarray) -> np.ndarray:
+    """Probabilities rounded to whole multiples of 2⁻²⁴, as floats: the coder's tables then do not depend
+    on the last bits of the float maths (libm, BLAS) of the machine that computed them."""
+    return np.rint(np.asarray(p, np.float64) * (1 << WEIGHT_BITS))
+
+
 def _models(table: SymbolTable) -> list:
     import constriction
 
-    return [constriction.stream.model.Categorical(p.astype(np.float64), perfect=False) for p in table.probabilities]
+    return [constriction.stream.model.Categorical(integer_weights(p), perfect=False) for p in table.probabilities]
 
 
 class SegmentCoder:

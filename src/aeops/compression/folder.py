@@ -9,6 +9,7 @@ relative names and sizes. Both write atomically: a failure leaves no partial fil
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 
 from aeops.bundle import NETWORK, PRIOR, ModelBundle
 from aeops.compression import container
-from aeops.compression.codec import SegmentCoder
+from aeops.compression.codec import SegmentCoder, coder_id
 from aeops.compression.prior import FORMAT as PRIOR_FORMAT
 from aeops.compression.prior import symbol_table
 from aeops.data.images import EXTENSIONS, GRAY_MODES
@@ -47,10 +48,11 @@ class CodecModel:
         return f"models:/{self.name}/{self.version}" if self.name else None
 
 
-def fingerprint(bundle_dir: Path) -> str:
-    """Hash of the network weights and the prior: equal fingerprints decode identically."""
+def fingerprint(bundle: ModelBundle, bundle_dir: Path) -> str:
+    """Hash of what decoding uses (weights, scaler, prior): equal fingerprints decode identically."""
     digest = hashlib.sha256((bundle_dir / NETWORK).read_bytes())
-    digest.update((bundle_dir / PRIOR).read_bytes() if (bundle_dir / PRIOR).is_file() else b"")
+    digest.update(json.dumps(bundle.scaler, sort_keys=True).encode())
+    digest.update(json.dumps(bundle.latent_prior, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
@@ -70,9 +72,11 @@ def load_codec_model(model: str, tracking_uri: str) -> CodecModel:
         if "@" in ref:
             name, alias = ref.split("@", 1)
             version = client.get_model_version_by_alias(name, alias).version
-        else:
+        elif "/" in ref:
             name, version = ref.rsplit("/", 1)
             client.get_model_version(name, version)
+        else:
+            raise DataError(f"--model {model}: name a version or an alias, e.g. models:/{ref}/1 or models:/{ref}@production")
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
                                                     tracking_uri=tracking_uri)
     except MlflowException as err:
@@ -83,6 +87,8 @@ def load_codec_model(model: str, tracking_uri: str) -> CodecModel:
 def _bundle_in(model_dir: Path, model: str) -> Path:
     import yaml
 
+    if not (model_dir / "MLmodel").is_file():
+        raise DataError(f"{model}: not an MLflow model (no MLmodel file)")
     meta = yaml.safe_load((model_dir / "MLmodel").read_text())
     artifacts = meta.get("flavors", {}).get("python_function", {}).get("artifacts", {})
     if "bundle" not in artifacts:
@@ -98,7 +104,7 @@ def _checked(path: Path, name: str | None, version: str | None, model: str) -> C
     if bundle.latent_prior is None or bundle.latent_prior.get("format") != PRIOR_FORMAT:
         what = "no latent prior" if bundle.latent_prior is None else "a latent prior of another aeops version"
         raise DataError(f"{model}: its bundle has {what}; rerun `dvc repro -f evaluate` (and register it again)")
-    return CodecModel(bundle, fingerprint(path), name, version)
+    return CodecModel(bundle, fingerprint(bundle, path), name, version)
 
 
 def list_images(folder: str | Path) -> tuple[list[Path], int]:
@@ -129,7 +135,7 @@ def _headers(files: list[Path], channels: int) -> list[tuple[int, int]]:
         try:
             with Image.open(path) as im:
                 mode, size = im.mode, im.size
-        except (UnidentifiedImageError, OSError, ValueError) as err:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
             raise DataError(f"{path}: not a readable image ({str(err).splitlines()[0][:120]})") from None
         if channels == 1 and mode not in GRAY_MODES:
             raise DataError(f"{path}: a colour image ({mode}) but the model is grayscale; convert it, "
@@ -151,7 +157,7 @@ def _pixels(files: list[Path], shape: list[int], pixel_max: float) -> np.ndarray
                 if im.size != (w, h):
                     im = im.resize((w, h), Image.Resampling.BILINEAR)
                 px = np.asarray(im, np.float32)
-        except (OSError, ValueError) as err:
+        except (Image.DecompressionBombError, OSError, ValueError) as err:
             raise DataError(f"{path}: cannot be decoded ({str(err).splitlines()[0][:120]})") from None
         out[i] = px[None] if c == 1 else px.transpose(2, 0, 1)
     return out.reshape(len(files), -1) * np.float32(pixel_max / 255.0)
@@ -170,13 +176,15 @@ def compress_folder(codec: CodecModel, in_dir: str | Path, out_file: str | Path,
 
     from aeops.data.prepared import apply_scaler
 
+    if Path(out_file).is_dir():
+        raise DataError(f"{out_file}: is a folder; name the .aez file to write (nothing is overwritten)")
     bundle = codec.bundle
     table, pixel_max = symbol_table(bundle.latent_prior, error), bundle.latent_prior["pixel_max"]
     files, skipped = list_images(in_dir)
     sizes = _headers(files, bundle.image_shape[0])
     h, w = bundle.image_shape[1:]
     header = {"model": {"name": codec.name, "version": codec.version, "fingerprint": codec.fingerprint},
-              "image_shape": bundle.image_shape, "error": error, "count": len(files),
+              "coder": coder_id(), "image_shape": bundle.image_shape, "error": error, "count": len(files),
               "names": [p.relative_to(in_dir).as_posix() for p in files],
               "sizes": None if all(s == (w, h) for s in sizes) else [list(s) for s in sizes]}
     coder, network, clipped = SegmentCoder(table), bundle.network(), 0
@@ -243,12 +251,18 @@ def decompress_file(codec: CodecModel, in_file: str | Path, out_dir: str | Path,
 
 
 def check_model(header: dict[str, Any], codec: CodecModel, name: str) -> None:
-    """Refuse to decode with weights or a prior other than those that encoded (the images would be wrong)."""
+    """Refuse to decode with another coder, or weights, scaler or prior other than those that encoded
+    (the images would come out wrong without an error)."""
+    if header["coder"] != coder_id():
+        raise DataError(f"{name}: written with coder {header['coder']}, this aeops decodes with {coder_id()}; "
+                        "decompress with the aeops version that compressed it")
     written = header["model"]
-    if written["fingerprint"] != codec.fingerprint:
-        what = (f"{written['name']} version {written['version']}" if written.get("name")
-                else f"a model bundle")
-        fix = f"--model models:/{written['name']}/{written['version']}" if written.get("name") else \
-            "--model <the bundle folder it was compressed with>"
-        raise DataError(f"{name}: compressed with {what} (fingerprint {written['fingerprint']}), not with "
+    if written.get("fingerprint") != codec.fingerprint:
+        registered = written.get("name") is not None
+        what = f"{written['name']} version {written.get('version')}" if registered else "a model bundle folder"
+        fix = (f"--model models:/{written['name']}/{written.get('version')}" if registered
+               else "--model <the bundle folder it was compressed with>")
+        raise DataError(f"{name}: compressed with {what} (fingerprint {written.get('fingerprint')}), not with "
                         f"{codec.label} (fingerprint {codec.fingerprint}); decompress with {fix}")
+    if header["image_shape"] != list(codec.bundle.image_shape):
+        raise DataError(f"{name}: images of shape {header['image_shape']}, the model's are {codec.bundle.image_shape}")
