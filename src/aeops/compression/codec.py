@@ -26,8 +26,8 @@ def coder_id() -> dict[str, object]:
 
 
 def integer_weights(p: np.ndarray) -> np.ndarray:
-    """Probabilities rounded to whole multiples of 2⁻²⁴, as floats: the coder's tables then do not depend
-    on the last bits of the float maths (libm, BLAS) of the machine that computed them."""
+    """Probabilities rounded to whole multiples of 2⁻²⁴, as floats: last-bit differences in another machine's
+    float maths (libm, BLAS) change a table only if a value lies within rounding error of a rounding boundary."""
     return np.rint(np.asarray(p, np.float64) * (1 << WEIGHT_BITS))
 
 
