@@ -14,7 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from aeops.compression import container
 from aeops.compression.codec import SegmentCoder, coder_id
 from aeops.compression.prior import FORMAT as PRIOR_FORMAT
 from aeops.compression.prior import symbol_table
-from aeops.data.images import EXTENSIONS, GRAY_MODES
+from aeops.data.images import EXTENSIONS, GRAY_MODES, decode_images, image_header
 from aeops.errors import DataError
 from aeops.io import atomic_path
 
@@ -126,17 +126,11 @@ def list_images(folder: str | Path) -> tuple[list[Path], int]:
     return files, len(every) - len(files)
 
 
-def _headers(files: list[Path], channels: int) -> list[tuple[int, int]]:
+def _sizes(files: list[Path], channels: int) -> list[tuple[int, int]]:
     """Original (width, height) of every file; an unreadable or colour-into-grayscale file is one line."""
-    from PIL import Image, UnidentifiedImageError
-
     sizes = []
     for path in files:
-        try:
-            with Image.open(path) as im:
-                mode, size = im.mode, im.size
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
-            raise DataError(f"{path}: not a readable image ({str(err).splitlines()[0][:120]})") from None
+        mode, size = image_header(path)
         if channels == 1 and mode not in GRAY_MODES:
             raise DataError(f"{path}: a colour image ({mode}) but the model is grayscale; convert it, "
                             "or compress with a model trained on colour images")
@@ -146,21 +140,9 @@ def _headers(files: list[Path], channels: int) -> list[tuple[int, int]]:
 
 def _pixels(files: list[Path], shape: list[int], pixel_max: float) -> np.ndarray:
     """(n, channels·height·width) float32 pixel values at the model's size, in its raw units (0–pixel_max)."""
-    from PIL import Image
-
     c, h, w = shape
-    out = np.empty((len(files), c, h, w), np.float32)
-    for i, path in enumerate(files):
-        try:
-            with Image.open(path) as im:
-                im = im.convert("L" if c == 1 else "RGB")
-                if im.size != (w, h):
-                    im = im.resize((w, h), Image.Resampling.BILINEAR)
-                px = np.asarray(im, np.float32)
-        except (Image.DecompressionBombError, OSError, ValueError) as err:
-            raise DataError(f"{path}: cannot be decoded ({str(err).splitlines()[0][:120]})") from None
-        out[i] = px[None] if c == 1 else px.transpose(2, 0, 1)
-    return out.reshape(len(files), -1) * np.float32(pixel_max / 255.0)
+    px = decode_images(files, "L" if c == 1 else "RGB", (w, h))
+    return px.reshape(len(files), -1).astype(np.float32) * np.float32(pixel_max / 255.0)
 
 
 def _progress(total: int, desc: str, show: bool) -> Any:
@@ -181,7 +163,7 @@ def compress_folder(codec: CodecModel, in_dir: str | Path, out_file: str | Path,
     bundle = codec.bundle
     table, pixel_max = symbol_table(bundle.latent_prior, error), bundle.latent_prior["pixel_max"]
     files, skipped = list_images(in_dir)
-    sizes = _headers(files, bundle.image_shape[0])
+    sizes = _sizes(files, bundle.image_shape[0])
     h, w = bundle.image_shape[1:]
     header = {"model": {"name": codec.name, "version": codec.version, "fingerprint": codec.fingerprint},
               "coder": coder_id(), "image_shape": bundle.image_shape, "error": error, "count": len(files),
@@ -204,10 +186,14 @@ def compress_folder(codec: CodecModel, in_dir: str | Path, out_file: str | Path,
             "clipped_codes": clipped, "skipped_files": skipped, "model": codec.label}
 
 
-def read_header(path: str | Path) -> dict[str, Any]:
+def _open(path: str | Path) -> BinaryIO:
     if not Path(path).is_file():
         raise DataError(f"{path}: file not found")
-    with open(path, "rb") as fh:
+    return open(path, "rb")
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    with _open(path) as fh:
         return container.read_header(fh, str(path))
 
 
@@ -222,8 +208,7 @@ def decompress_file(codec: CodecModel, in_file: str | Path, out_dir: str | Path,
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise DataError(f"{out_dir}: exists and is not an empty folder; nothing is overwritten, name a new folder")
-    read_header(in_file)
-    with open(in_file, "rb") as fh:
+    with _open(in_file) as fh:
         header = container.read_header(fh, str(in_file))
         check_model(header, codec, str(in_file))
         bundle, c, h, w = codec.bundle, *header["image_shape"]

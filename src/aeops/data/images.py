@@ -59,19 +59,20 @@ def _classes(root: Path, names: list[Any]) -> tuple[list[Path], np.ndarray]:
     return files, np.asarray(labels, np.int64)
 
 
-def _header(path: Path) -> tuple[str, tuple[int, int]]:
+def image_header(path: Path) -> tuple[str, tuple[int, int]]:
+    """(Pillow mode, (width, height)) without decoding; an unreadable file is one line."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             return im.mode, im.size
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable image ({str(err).splitlines()[0][:120]})") from None
 
 
 def _plan(files: list[Path], mode: str, size: list[int] | None) -> tuple[str, tuple[int, int]]:
     """The Pillow mode ('L' or 'RGB') and (width, height) every image is turned into; one line on a mix."""
-    headers = [_header(p) for p in files]
+    headers = [image_header(p) for p in files]
     if mode == "auto":
         gray = [m in GRAY_MODES for m, _ in headers]
         if any(gray) and not all(gray):
@@ -93,8 +94,8 @@ def _plan(files: list[Path], mode: str, size: list[int] | None) -> tuple[str, tu
     return ("L" if mode == "grayscale" else "RGB"), target
 
 
-def _decode(files: list[Path], pil_mode: str, size: tuple[int, int], fit: str) -> np.ndarray:
-    """(n, channels, height, width) uint8."""
+def decode_images(files: list[Path], pil_mode: str, size: tuple[int, int], fit: str = "resize") -> np.ndarray:
+    """(n, channels, height, width) uint8 in `pil_mode` ('L' or 'RGB') at `size` (width, height)."""
     from PIL import Image, ImageOps
 
     channels = 1 if pil_mode == "L" else 3
@@ -106,7 +107,7 @@ def _decode(files: list[Path], pil_mode: str, size: tuple[int, int], fit: str) -
                 if im.size != size:
                     im = ImageOps.fit(im, size) if fit == "center_crop" else im.resize(size, Image.Resampling.BILINEAR)
                 pixels = np.asarray(im, dtype=np.uint8)
-        except (OSError, ValueError) as err:
+        except (Image.DecompressionBombError, OSError, ValueError) as err:
             raise DataError(f"{path}: cannot be decoded ({str(err).splitlines()[0][:120]})") from None
         out[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
     return out
@@ -138,7 +139,7 @@ def load_image_folder(cfg: Any) -> Any:
             files += found
             flags += [flag] * len(found)
         pil_mode, size = _plan(files, cfg.image_mode, cfg.image_size)
-        return _raw(_decode(files, pil_mode, size, cfg.image_fit), None, np.asarray(flags, np.int64), None)
+        return _raw(decode_images(files, pil_mode, size, cfg.image_fit), None, np.asarray(flags, np.int64), None)
     sets = {"train": root / "train", "test": root / "test"}
     roots = sets if all(p.is_dir() for p in sets.values()) else {"train": root}
     names = _class_names(list(roots.values()))
@@ -147,6 +148,6 @@ def load_image_folder(cfg: Any) -> Any:
     if not every:
         raise DataError(f"{root}: no {'/'.join(EXTENSIONS)} images in its class subfolders")
     pil_mode, size = _plan(every, cfg.image_mode, cfg.image_size)
-    decoded = {k: _decode(files, pil_mode, size, cfg.image_fit) for k, (files, _) in listed.items()}
+    decoded = {k: decode_images(files, pil_mode, size, cfg.image_fit) for k, (files, _) in listed.items()}
     test = _raw(decoded["test"], listed["test"][1], None, names) if "test" in listed else None
     return _raw(decoded["train"], listed["train"][1], None, names, test)
