@@ -28,7 +28,8 @@ def _blobs(rng: np.random.Generator, n: int, shape: tuple[int, ...], level: int)
 
 
 def _cfg(path: Path, **kw) -> PrepareConfig:
-    return PrepareConfig(source="image_folder", path=str(path), output_dir=str(path.parent / "prepared"), **kw)
+    return PrepareConfig(**{"source": "image_folder", "path": str(path), "output_dir": str(path.parent / "prepared"),
+                            **kw})
 
 
 def test_class_subfolders_of_colour_images_resized_and_named(tmp_path: Path):
@@ -79,6 +80,75 @@ def test_bad_folders_get_one_line_naming_the_file(tmp_path: Path, problem: str, 
     if problem != "empty":
         assert str(root) in str(err.value)
     assert not (tmp_path / "prepared").exists()  # nothing half-written
+
+
+def test_a_folder_is_decoded_to_disk_and_trained_from_a_batch_at_a_time(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    """Bounded memory: prepare decodes one image at a time into uint8 .npy files (a DVC out), and the
+    data module reads batches through the memory map. tracemalloc counts numpy's allocations, so holding
+    the decoded folder (let alone the float copies the old path made) would show."""
+    import tracemalloc
+
+    from aeops.data import prepared as prepared_mod
+    from aeops.data.prepared import PixelRows
+    from aeops.training.datamodule import PreparedDataModule
+
+    rng = np.random.default_rng(4)
+    monkeypatch.setattr(prepared_mod, "CHUNK_BYTES", 1 << 16)  # the scaler's pass reads 64 kB at a time
+    peaks = {}
+    for n in (300, 1200):  # normal images; a quarter as many anomalies
+        folder = tmp_path / f"imgs{n}"
+        _write(folder / "a", rng.integers(0, 256, size=(n, 64, 64, 3), dtype=np.uint8))
+        _write(folder / "b", rng.integers(0, 256, size=(n // 4, 64, 64, 3), dtype=np.uint8))
+        cfg = _cfg(folder, normal_classes=["a"], scaling="standard", output_dir=str(tmp_path / f"prepared{n}"))
+        if not peaks:
+            prepare(cfg.model_copy(update={"output_dir": str(tmp_path / "warm-up"), "max_train_rows": 50}))  # imports
+        tracemalloc.start()
+        prepare(cfg)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    more_pixels = (1500 - 375) * 3 * 64 * 64  # what four times the folder adds as uint8 (8 times that as float64)
+    # per image only its path stays in memory; what does not grow with the folder (the scaler's 4 × 12,288
+    # numbers as JSON, one image, a chunk) is the same at both sizes
+    assert peaks[1200] - peaks[300] < more_pixels / 10, peaks
+
+    out = tmp_path / "prepared1200"
+    pixels = np.load(out / "train.npy", mmap_mode="r")
+    assert pixels.dtype == np.uint8 and pixels.shape[1:] == (3, 64, 64)
+    lazy, whole = load_split(out, "train", lazy=True), load_split(out, "train")
+    assert isinstance(lazy.x, PixelRows) and np.array_equal(lazy.x[[3, 1, 4]], whole.x[[3, 1, 4]])
+    assert abs(float(whole.x.mean())) < 1e-3  # standard scaling fitted chunk by chunk: centred
+    dm = PreparedDataModule(str(out), batch_size=8)  # memory per batch: 8 images (and their float copies)
+    dm.setup()
+    assert isinstance(dm.splits["train"].x, PixelRows)
+    tracemalloc.start()
+    rows = sum(len(batch) for batch in dm.train_dataloader())
+    peak_epoch = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert rows == len(pixels)
+    print(f"peak numpy/Python allocations: prepare of 375 images {peaks[300] / 1e6:.2f} MB, of 1,500 "
+          f"{peaks[1200] / 1e6:.2f} MB (decoded: {1500 * 12288 / 1e6:.1f} MB); one epoch {peak_epoch / 1e6:.2f} MB")
+    assert peak_epoch < pixels.nbytes / 3, peak_epoch  # a batch at a time, not the split
+
+
+def test_evaluation_samples_a_split_too_large_to_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Above MAX_EVAL_VALUES a split becomes a seeded sample of rows (the same for every method), and says so."""
+    from aeops.data import prepared as prepared_mod
+    from aeops.data.prepared import sample_split
+    from aeops.evaluation.evaluate import sampled_warnings
+
+    rng = np.random.default_rng(5)
+    _write(tmp_path / "imgs" / "0", _blobs(rng, 60, (6, 6), 50))
+    _write(tmp_path / "imgs" / "1", _blobs(rng, 20, (6, 6), 200))
+    prepare(_cfg(tmp_path / "imgs", normal_classes=[0]))
+    full = load_split(tmp_path / "prepared", "test")
+    monkeypatch.setattr(prepared_mod, "MAX_EVAL_VALUES", 36 * 10)
+    (part, total), (again, _) = (sample_split(tmp_path / "prepared", "test", seed=1) for _ in range(2))
+    assert len(part) == 10 and total == len(full) > 10 and np.array_equal(part.x, again.x)
+    rows = [int(np.flatnonzero((full.x == row).all(axis=1))[0]) for row in part.x]
+    assert rows == sorted(rows) and np.array_equal(full.labels[rows], part.labels)  # rows stay with their labels
+    [line] = sampled_warnings({"test": (10, total), "train": (5, 5)})
+    assert f"the test split has {total:,} rows" in line and "same seeded random 10" in line
 
 
 def test_folder_settings_belong_to_image_folders():

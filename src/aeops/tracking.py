@@ -24,6 +24,7 @@ _MAX_PARAM = 6000
 # MLflow 3's UI opens an experiment in its GenAI view unless told it holds model training.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 LOSS_HISTORY = ("train/loss", "val/loss", "train/recon_loss", "val/recon_loss")  # the per-epoch curves plotted
+SCHEMA_ROWS = 1000  # rows of a pixel file read to describe it as an MLflow dataset
 UI_QUERY = "?workflowType=machine_learning"  # MLflow 3.17's UI picks its view from this, not from the tag
 
 
@@ -171,17 +172,36 @@ def lineage_tags() -> dict[str, str]:
 
 
 def log_dataset(data_dir: str | Path, prepare: Mapping[str, Any], data_hash: str, context: str = "training") -> None:
-    """The prepared training split as the active run's MLflow dataset input (name, digest, source, schema)."""
+    """The prepared training split as the active run's MLflow dataset input (name, digest, source, schema, rows).
+
+    A pixel file (image folders) is not read whole: its first rows give the schema, the profile counts all.
+    """
     import mlflow
     import pandas as pd
+    from mlflow.data.pandas_dataset import PandasDataset
 
-    from aeops.data.prepared import load_meta, load_split
+    from aeops.data.prepared import PixelRows, load_meta, load_split
+
+    class SampledDataset(PandasDataset):
+        """A pandas dataset standing for a larger file: its profile counts the file's rows."""
+
+        def __init__(self, sample: PandasDataset, rows: int):
+            super().__init__(sample.df, source=sample.source, name=sample.name, digest=sample.digest)
+            self.rows = rows
+
+        @property
+        def profile(self) -> dict[str, int]:
+            return {"num_rows": self.rows, "num_elements": self.rows * self.df.shape[1]}
 
     meta = load_meta(data_dir)
-    train = load_split(data_dir, "train")
-    df = pd.DataFrame(train.x, columns=[str(c) for c in meta["feature_names"]])
-    source = str(prepare.get("path")) if prepare.get("source") == "table" else f"aeops builtin: {prepare.get('source')}"
+    train = load_split(data_dir, "train", lazy=True)
+    df = pd.DataFrame(train.x[:SCHEMA_ROWS] if isinstance(train.x, PixelRows) else train.x,
+                      columns=[str(c) for c in meta["feature_names"]])
+    own_data = prepare.get("source") in ("table", "image_folder")
+    source = str(prepare.get("path")) if own_data else f"aeops builtin: {prepare.get('source')}"
     with warnings.catch_warnings():  # MLflow guesses among source types ("interpreted in multiple ways"): moot here
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(df, source=source, name=data_label(prepare), digest=data_hash[:12])
+    if len(df) < len(train):
+        dataset = SampledDataset(dataset, len(train))
     mlflow.log_input(dataset, context=context)

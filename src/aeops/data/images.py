@@ -7,8 +7,10 @@ Layouts under `prepare.path`:
   and anomalous images; the anomaly flag comes from the folder.
 Images are decoded with Pillow, converted to grayscale or RGB (`prepare.image_mode`) and, when
 `prepare.image_size` is set, resized or center-cropped to it. A first pass reads only the headers
-(mode and size: mixed ones are named before any decoding), a second decodes into one preallocated
-uint8 array, so decoding holds n × channels × height × width bytes plus one image.
+(mode and size: mixed ones are named before any decoding). Nothing else is decoded here: the
+`RawData` holds `ImageFiles`, which `prepare` splits by index and then decodes split by split,
+one image at a time, into uint8 `.npy` files in its output (a DVC out, read back memory-mapped).
+Memory holds the file list and one image, not the pixels.
 """
 
 from __future__ import annotations
@@ -96,10 +98,17 @@ def _plan(files: list[Path], mode: str, size: list[int] | None) -> tuple[str, tu
 
 def decode_images(files: list[Path], pil_mode: str, size: tuple[int, int], fit: str = "resize") -> np.ndarray:
     """(n, channels, height, width) uint8 in `pil_mode` ('L' or 'RGB') at `size` (width, height)."""
-    from PIL import Image, ImageOps
-
     channels = 1 if pil_mode == "L" else 3
     out = np.empty((len(files), channels, size[1], size[0]), dtype=np.uint8)
+    decode_into(out, files, pil_mode, size, fit)
+    return out
+
+
+def decode_into(out: np.ndarray, files: list[Path], pil_mode: str, size: tuple[int, int], fit: str) -> None:
+    """Decode `files` one at a time into `out[i]` (an array or a memory map of shape (n, c, h, w))."""
+    from PIL import Image, ImageOps
+
+    channels = out.shape[1]
     for i, path in enumerate(files):
         try:
             with Image.open(path) as im:
@@ -110,16 +119,44 @@ def decode_images(files: list[Path], pil_mode: str, size: tuple[int, int], fit: 
         except (Image.DecompressionBombError, OSError, ValueError) as err:
             raise DataError(f"{path}: cannot be decoded ({str(err).splitlines()[0][:120]})") from None
         out[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
-    return out
 
 
-def _raw(x: np.ndarray, labels: np.ndarray | None, is_anomaly: np.ndarray | None, names: list[Any] | None,
-         test: Any = None) -> Any:
+class ImageFiles:
+    """Image files to decode as (c·h·w) rows: indexable like an array (a subset stays undecoded)."""
+
+    def __init__(self, files: list[Path] | np.ndarray, pil_mode: str, size: tuple[int, int], fit: str):
+        self.files = np.asarray(files, dtype=object)
+        self.pil_mode, self.size, self.fit = pil_mode, size, fit
+        self.image_shape = (1 if pil_mode == "L" else 3, size[1], size[0])
+        self.shape = (len(self.files), int(np.prod(self.image_shape)))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, rows: Any) -> ImageFiles:
+        return ImageFiles(self.files[rows], self.pil_mode, self.size, self.fit)
+
+    @staticmethod
+    def concat(parts: list[ImageFiles]) -> ImageFiles:
+        first = parts[0]
+        return ImageFiles(np.concatenate([p.files for p in parts]), first.pil_mode, first.size, first.fit)
+
+    def decode_to(self, path: Path) -> None:
+        """Write the images as a uint8 (n, c, h, w) `.npy` file, decoding one at a time."""
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(self), *self.image_shape))
+        decode_into(out, list(self.files), self.pil_mode, self.size, self.fit)
+        out.flush()
+        del out
+
+
+def _raw(files: list[Path], plan: tuple[str, tuple[int, int]], fit: str, labels: np.ndarray | None,
+         is_anomaly: np.ndarray | None, names: list[Any] | None, test: Any = None) -> Any:
     from aeops.data.sources import RawData
 
-    c, h, w = x.shape[1:]
+    x = ImageFiles(files, *plan, fit)
+    c, h, w = x.image_shape
     features = [f"px_{i}" for i in range(h * w)] if c == 1 else [f"c{k}_px_{i}" for k in range(c) for i in range(h * w)]
-    return RawData(x.reshape(len(x), -1).astype(np.float64), labels, is_anomaly, features, (c, h, w), names, test)
+    return RawData(x, labels, is_anomaly, features, (c, h, w), names, test)  # type: ignore[arg-type]
 
 
 def load_image_folder(cfg: Any) -> Any:
@@ -138,8 +175,8 @@ def load_image_folder(cfg: Any) -> Any:
                 raise DataError(f"{folder}: no {'/'.join(EXTENSIONS)} images")
             files += found
             flags += [flag] * len(found)
-        pil_mode, size = _plan(files, cfg.image_mode, cfg.image_size)
-        return _raw(decode_images(files, pil_mode, size, cfg.image_fit), None, np.asarray(flags, np.int64), None)
+        plan = _plan(files, cfg.image_mode, cfg.image_size)
+        return _raw(files, plan, cfg.image_fit, None, np.asarray(flags, np.int64), None)
     sets = {"train": root / "train", "test": root / "test"}
     roots = sets if all(p.is_dir() for p in sets.values()) else {"train": root}
     names = _class_names(list(roots.values()))
@@ -147,7 +184,6 @@ def load_image_folder(cfg: Any) -> Any:
     every = [f for files, _ in listed.values() for f in files]
     if not every:
         raise DataError(f"{root}: no {'/'.join(EXTENSIONS)} images in its class subfolders")
-    pil_mode, size = _plan(every, cfg.image_mode, cfg.image_size)
-    decoded = {k: decode_images(files, pil_mode, size, cfg.image_fit) for k, (files, _) in listed.items()}
-    test = _raw(decoded["test"], listed["test"][1], None, names) if "test" in listed else None
-    return _raw(decoded["train"], listed["train"][1], None, names, test)
+    plan = _plan(every, cfg.image_mode, cfg.image_size)
+    test = _raw(listed["test"][0], plan, cfg.image_fit, listed["test"][1], None, names) if "test" in listed else None
+    return _raw(listed["train"][0], plan, cfg.image_fit, listed["train"][1], None, names, test)

@@ -10,17 +10,24 @@ import numpy as np
 import pandas as pd
 
 from aeops.config import PrepareConfig
-from aeops.data.prepared import ANOMALY_COLUMN, LABEL_COLUMN, SPLITS, VAL_ANOMALIES, Split, apply_scaler
+from aeops.data.images import ImageFiles
+from aeops.data.prepared import ANOMALY_COLUMN, LABEL_COLUMN, VAL_ANOMALIES, PixelRows, Split, apply_scaler
 from aeops.data.sources import RawData, load_raw
 from aeops.errors import ConfigError, DataError
 from aeops.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 MAX_VAL_ANOMALIES = 1000  # labelled anomalies kept outside test for detection-aware model selection
+SCALINGS = ("standard", "robust", "minmax", "global_minmax", "none")
+ROBUST_ROWS = 20_000  # rows of a pixel file the robust scaler's quantiles are taken on
 
 
 def prepare(cfg: PrepareConfig) -> dict[str, Any]:
-    """Run the stage; write splits, scaler.json, meta.json, profile.json to cfg.output_dir; return the profile."""
+    """Run the stage; write splits, scaler.json, meta.json, profile.json to cfg.output_dir; return the profile.
+
+    Image folders are decoded here, split by split, straight into uint8 `.npy` files in the output
+    (one image in memory at a time); their scaler is then fitted by reading the train file in chunks.
+    """
     raw = load_raw(cfg)
     splits = split(raw, cfg)
     protocol = _protocol_name(raw, cfg)
@@ -32,12 +39,24 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         if len(part) == 0:
             raise DataError(f"prepare: split '{name}' is empty (source '{cfg.source}', path '{cfg.path}')")
     kind = resolve_scaling(cfg.scaling, raw)
-    scaler = fit_scaler(kind, splits["train"].x, raw.feature_names)
-    scaler["ignored_features"] = list(raw.dropped)  # served models accept these columns and ignore them
-    scaled = {name: _scale(scaler, part) for name, part in splits.items()}
-    meta = _meta(cfg, raw, kind, scaled["train"].x, protocol is not None)
-    profile = _profile(cfg.source, scaled) | {"dropped_columns": dict(raw.dropped)}
-    _write(Path(cfg.output_dir), scaled, raw.feature_names, scaler, meta, profile, cfg.model_dump())
+    profile = _profile(cfg.source, splits) | {"dropped_columns": dict(raw.dropped)}
+    with atomic_path(cfg.output_dir) as tmp:  # everything into a temporary directory, swapped in by one rename
+        tmp.mkdir()
+        if isinstance(raw.x, ImageFiles):
+            for name, part in splits.items():
+                part.x.decode_to(tmp / f"{name}.npy")
+            train_x: Any = PixelRows(tmp / "train.npy")
+        else:
+            train_x = splits["train"].x
+        scaler = fit_scaler(kind, train_x, raw.feature_names, cfg.seed)
+        scaler["ignored_features"] = list(raw.dropped)  # served models accept these columns and ignore them
+        for name, part in splits.items():
+            stored = None if isinstance(part.x, ImageFiles) else apply_scaler(scaler, part.x)
+            _frame(part, stored, raw.feature_names).to_parquet(tmp / f"{name}.parquet", index=False)
+        write_json(tmp / "scaler.json", scaler)
+        write_json(tmp / "meta.json", _meta(cfg, raw, kind, scaler, protocol is not None))
+        write_json(tmp / "profile.json", profile)
+        write_json(tmp / "params.json", cfg.model_dump())
     return profile
 
 
@@ -101,8 +120,12 @@ def _cap(part: Split, n: int, seed: int) -> Split:
 
 
 def _select(part: Split, rows: np.ndarray) -> Split:
-    """Rows of a split by index array or boolean mask."""
+    """Rows of a split by index array or boolean mask (image files stay undecoded)."""
     return Split(*(None if a is None else a[rows] for a in (part.x, part.labels, part.is_anomaly)))
+
+
+def _concat(arrays: tuple[Any, ...]) -> Any:
+    return ImageFiles.concat(list(arrays)) if isinstance(arrays[0], ImageFiles) else np.concatenate(arrays)
 
 
 # ---------------------------------------------------------------- anomaly protocol
@@ -162,7 +185,7 @@ def apply_protocol(splits: dict[str, Split], raw: RawData, cfg: PrepareConfig) -
             part.is_anomaly = (~np.isin(part.labels, normal)).astype(np.int64)
     out = {name: _select(part, part.is_anomaly == 0) for name, part in splits.items() if name != "test"}
     held = [_select(part, part.is_anomaly == 1) for name, part in splits.items() if name != "test"]
-    out[VAL_ANOMALIES] = _cap(Split(*(None if a[0] is None else np.concatenate(a) for a in zip(*(
+    out[VAL_ANOMALIES] = _cap(Split(*(None if a[0] is None else _concat(a) for a in zip(*(
         (p.x, p.labels, p.is_anomaly) for p in held)))), MAX_VAL_ANOMALIES, cfg.seed)
     test = splits["test"]
     n_anom = int(test.is_anomaly.sum())
@@ -184,27 +207,35 @@ def resolve_scaling(kind: str, raw: RawData) -> str:
     return "global_minmax" if raw.image_shape is not None else "standard"
 
 
-def fit_scaler(kind: str, x: np.ndarray, feature_names: list[str]) -> dict[str, Any]:
-    """Fit on train features: {"kind", "feature_names", "offset", "scale", "train_min", "train_max"} (zero scales → 1)."""
+def fit_scaler(kind: str, x: np.ndarray | PixelRows, feature_names: list[str], seed: int = 0) -> dict[str, Any]:
+    """Fit on train features: {"kind", "feature_names", "offset", "scale", "train_min", "train_max"} (zero scales → 1).
+
+    `x` is an array, or a pixel file read in chunks (`robust` then uses a seeded sample of ROBUST_ROWS rows).
+    """
     from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
+    if kind not in SCALINGS:
+        raise ConfigError(f"params.yaml: prepare.scaling = {kind!r} is not supported (allowed: {', '.join(SCALINGS)})")
     d = x.shape[1]
+    sk: Any = StandardScaler() if kind == "standard" else MinMaxScaler() if kind == "minmax" else None
+    lo, hi = np.full(d, np.inf), np.full(d, -np.inf)
+    for chunk in ([x] if isinstance(x, np.ndarray) else x.raw_chunks()):
+        lo, hi = np.minimum(lo, chunk.min(axis=0)), np.maximum(hi, chunk.max(axis=0))
+        if sk is not None:
+            sk.partial_fit(chunk)  # what fit() does on one chunk
     if kind == "standard":
-        sk = StandardScaler().fit(x)
         offset, scale = sk.mean_, sk.scale_
     elif kind == "robust":  # median and interquartile range: a few huge values do not squash the rest
-        sk = RobustScaler().fit(x)
-        offset, scale = sk.center_, sk.scale_
+        sample = x if isinstance(x, np.ndarray) or len(x) <= ROBUST_ROWS else np.asarray(
+            x[np.sort(np.random.default_rng(seed).choice(len(x), ROBUST_ROWS, replace=False))], np.float64)
+        rk = RobustScaler().fit(sample)
+        offset, scale = rk.center_, rk.scale_
     elif kind == "minmax":
-        sk = MinMaxScaler().fit(x)
         offset, scale = sk.data_min_, sk.data_range_
     elif kind == "global_minmax":
-        lo, hi = float(x.min()), float(x.max())
-        offset, scale = np.full(d, lo), np.full(d, hi - lo)
-    elif kind == "none":
+        offset, scale = np.full(d, lo.min()), np.full(d, hi.max() - lo.min())
+    else:  # none
         offset, scale = np.zeros(d), np.ones(d)
-    else:
-        raise ConfigError(f"params.yaml: prepare.scaling = {kind!r} is not supported")
     scale = np.where(np.asarray(scale, dtype=np.float64) == 0, 1.0, scale)
     return {
         "kind": kind,
@@ -212,18 +243,15 @@ def fit_scaler(kind: str, x: np.ndarray, feature_names: list[str]) -> dict[str, 
         "offset": [float(v) for v in offset],
         "scale": [float(v) for v in scale],
         # raw training range per feature: serving warns when a batch mostly lies outside it
-        "train_min": [float(v) for v in x.min(axis=0)],
-        "train_max": [float(v) for v in x.max(axis=0)],
+        "train_min": [float(v) for v in lo],
+        "train_max": [float(v) for v in hi],
     }
 
 
-def _scale(scaler: dict[str, Any], part: Split) -> Split:
-    return Split(apply_scaler(scaler, part.x), part.labels, part.is_anomaly)
-
-
 # ---------------------------------------------------------------- outputs
-def _meta(cfg: PrepareConfig, raw: RawData, kind: str, train_x: np.ndarray, has_anomaly: bool) -> dict[str, Any]:
-    lo, hi = float(train_x.min()), float(train_x.max())
+def _meta(cfg: PrepareConfig, raw: RawData, kind: str, scaler: dict[str, Any], has_anomaly: bool) -> dict[str, Any]:
+    ends = apply_scaler(scaler, np.array([scaler["train_min"], scaler["train_max"]]))  # per feature: scaling keeps order
+    lo, hi = float(ends.min()), float(ends.max())
     return {
         "source": cfg.source,
         "feature_names": list(raw.feature_names),
@@ -252,35 +280,18 @@ def _profile(source: str, splits: dict[str, Split]) -> dict[str, Any]:
     return {"source": source, **{name: _split_profile(part) for name, part in splits.items()}}
 
 
-def _frame(part: Split, feature_names: list[str]) -> pd.DataFrame:
+def _frame(part: Split, x: np.ndarray | None, feature_names: list[str]) -> pd.DataFrame:
+    """A split as a table: scaled features `x` (None: the pixels live in a .npy beside it) and label columns."""
     reserved = [c for c, arr in ((LABEL_COLUMN, part.labels), (ANOMALY_COLUMN, part.is_anomaly)) if arr is not None]
     clash = [c for c in reserved if c in feature_names]
     if clash:
         raise DataError(f"prepare: feature column(s) {clash} clash with output column names; rename or exclude them")
-    df = pd.DataFrame(part.x.astype(np.float32, copy=False), columns=feature_names, copy=False)
+    if x is None:
+        df = pd.DataFrame(index=pd.RangeIndex(len(part)))
+    else:
+        df = pd.DataFrame(x.astype(np.float32, copy=False), columns=feature_names, copy=False)
     if part.labels is not None:
         df[LABEL_COLUMN] = part.labels.astype(np.int64)
     if part.is_anomaly is not None:
         df[ANOMALY_COLUMN] = part.is_anomaly.astype(np.int8)
     return df
-
-
-def _write(
-    out: Path,
-    splits: dict[str, Split],
-    feature_names: list[str],
-    scaler: dict[str, Any],
-    meta: dict[str, Any],
-    profile: dict[str, Any],
-    params: dict[str, Any],
-) -> None:
-    """Write everything into a temporary directory, then swap it onto `out` in one rename."""
-    frames = {name: _frame(part, feature_names) for name, part in splits.items()}
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        for name, df in frames.items():
-            df.to_parquet(tmp / f"{name}.parquet", index=False)
-        write_json(tmp / "scaler.json", scaler)
-        write_json(tmp / "meta.json", meta)
-        write_json(tmp / "profile.json", profile)
-        write_json(tmp / "params.json", params)

@@ -1,11 +1,17 @@
-"""Read the outputs of the `prepare` stage: splits, meta.json and scaler.json."""
+"""Read the outputs of the `prepare` stage: splits, meta.json and scaler.json.
+
+A split is `<name>.parquet` (features, label, is_anomaly), or, for image folders, `<name>.npy`
+(uint8 pixels, n × channels × height × width, raw units) beside a `<name>.parquet` holding only
+the label columns. Pixel files are read through a memory map (`PixelRows`): rows are scaled when
+they are fetched, so a split larger than RAM never has to be held in memory.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 
@@ -18,6 +24,10 @@ VAL_ANOMALIES = "val_anomalies"
 LABEL_COLUMN = "label"
 ANOMALY_COLUMN = "is_anomaly"
 HINT = "run `dvc repro prepare` first"
+CHUNK_BYTES = 1 << 24  # float64 bytes per chunk when a pixel file is read through (16 MB)
+# Evaluation (model, baselines, plots, promotion scores) holds whole splits in memory; above this many
+# values (256 MB as float32) a split is replaced by a seeded random sample of rows, and evaluate says so.
+MAX_EVAL_VALUES = 1 << 26
 
 
 @dataclass
@@ -51,12 +61,73 @@ def load_scaler(data_dir: str | Path) -> dict[str, Any]:
     return _read_json(Path(data_dir) / "scaler.json")
 
 
+class PixelRows:
+    """The rows of a uint8 pixel file (n, c, h, w), flattened and scaled when fetched: float32 (rows, c·h·w).
+
+    Indexing (an int, a slice, an index array or a boolean mask) reads only those rows from the memory
+    map; `np.asarray` reads them all. Pickles without its memory map (DataLoader workers, DDP spawn).
+    """
+
+    def __init__(self, path: str | Path, scaler: dict[str, Any] | None = None):
+        self.path = Path(path)
+        self.scaler = scaler
+        self._pixels: np.ndarray | None = None
+        n, *image = self.pixels.shape
+        self.shape = (n, int(np.prod(image)))
+        self.image_shape = tuple(image)
+        self.ndim, self.dtype = 2, np.dtype(np.float32)
+        if scaler is not None:
+            self._offset, self._scale = _arrays(scaler, np.empty((0, self.shape[1])))
+
+    @property
+    def pixels(self) -> np.ndarray:
+        if self._pixels is None:
+            try:
+                self._pixels = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as err:
+                raise DataError(f"{self.path}: not a readable pixel file ({err}); {HINT}") from None
+            if self._pixels.dtype != np.uint8 or self._pixels.ndim != 4:
+                raise DataError(f"{self.path}: expected uint8 pixels (n, channels, height, width), found "
+                                f"{self._pixels.dtype} {self._pixels.shape}; {HINT}")
+        return self._pixels
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pixels": None}
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        if isinstance(rows, (int, np.integer)):
+            return self[np.asarray([rows])][0]
+        rows = rows if isinstance(rows, slice) else np.asarray(rows)
+        x = np.asarray(self.pixels[rows]).reshape(-1, self.shape[1]).astype(np.float64)
+        if self.scaler is not None:  # apply_scaler's arithmetic, in place: one float64 copy of the batch
+            x -= self._offset
+            x /= self._scale
+        return x.astype(np.float32)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def raw_chunks(self) -> Iterator[np.ndarray]:
+        """All rows in raw units (float64), CHUNK_BYTES at a time."""
+        step = max(1, CHUNK_BYTES // (8 * self.shape[1]))
+        for i in range(0, len(self), step):
+            yield np.asarray(self.pixels[i : i + step], dtype=np.float64).reshape(-1, self.shape[1])
+
+
 def has_split(data_dir: str | Path, name: str) -> bool:
     return (Path(data_dir) / f"{name}.parquet").is_file()
 
 
-def load_split(data_dir: str | Path, name: Literal["train", "val", "test", "val_anomalies"]) -> Split:
-    """Read `<data_dir>/<name>.parquet` as a `Split` (features in meta.json order)."""
+def load_split(data_dir: str | Path, name: Literal["train", "val", "test", "val_anomalies"],
+               lazy: bool = False) -> Split:
+    """Read a split as a `Split` (features in meta.json order, scaled).
+
+    lazy=True: a pixel split's `x` stays a `PixelRows` on disk (tables are read into memory either way).
+    """
     import pyarrow.parquet as pq
 
     if name not in (*SPLITS, VAL_ANOMALIES):
@@ -68,15 +139,41 @@ def load_split(data_dir: str | Path, name: Literal["train", "val", "test", "val_
     meta = load_meta(data_dir)
     features = list(meta["feature_names"])
     present = set(pq.read_schema(path).names)
-    missing = [c for c in features if c not in present]
-    if missing:
-        raise DataError(f"{path}: feature columns {missing[:5]} from meta.json are missing; {HINT}")
+    pixel_file = data_dir / f"{name}.npy"
+    if pixel_file.is_file():
+        rows = PixelRows(pixel_file, load_scaler(data_dir))
+        if list(rows.image_shape) != list(meta["image_shape"] or []):
+            raise DataError(f"{pixel_file}: images of shape {list(rows.image_shape)}, meta.json says "
+                            f"{meta['image_shape']}; {HINT}")
+        x: Any = rows if lazy else np.asarray(rows)
+        features = []
+    else:
+        missing = [c for c in features if c not in present]
+        if missing:
+            raise DataError(f"{path}: feature columns {missing[:5]} from meta.json are missing; {HINT}")
     extra = [c for c in (LABEL_COLUMN, ANOMALY_COLUMN) if c in present and c not in features]  # a feature named so stays one
     table = pq.read_table(path, columns=features + extra)
-    x = np.column_stack([table.column(c).to_numpy() for c in features]).astype(np.float32, copy=False)
+    if features:
+        x = np.column_stack([table.column(c).to_numpy() for c in features]).astype(np.float32, copy=False)
+        x = np.ascontiguousarray(x)
+    elif table.num_rows != len(x):
+        raise DataError(f"{path}: {table.num_rows} label rows for {len(x)} images in {pixel_file.name}; {HINT}")
     labels = table.column(LABEL_COLUMN).to_numpy().astype(np.int64) if LABEL_COLUMN in extra else None
     anomaly = table.column(ANOMALY_COLUMN).to_numpy().astype(np.int8) if ANOMALY_COLUMN in extra else None
-    return Split(np.ascontiguousarray(x), labels, anomaly)
+    return Split(x, labels, anomaly)
+
+
+def sample_split(data_dir: str | Path, name: Literal["train", "val", "test", "val_anomalies"],
+                 seed: int = 0) -> tuple[Split, int]:
+    """(a split in memory, its full row count): a seeded random sample of rows, in their order, where
+    the whole split would exceed MAX_EVAL_VALUES values; the whole split otherwise."""
+    split = load_split(data_dir, name, lazy=True)
+    n, d = split.x.shape
+    keep = max(1, MAX_EVAL_VALUES // max(d, 1))
+    if n <= keep:
+        return Split(np.asarray(split.x), split.labels, split.is_anomaly), n
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=keep, replace=False))
+    return Split(*(None if a is None else np.asarray(a[rows]) for a in (split.x, split.labels, split.is_anomaly))), n
 
 
 def _arrays(scaler: dict[str, Any], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

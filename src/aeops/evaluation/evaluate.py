@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from aeops.config import EvaluateConfig, MlflowConfig
-from aeops.data.prepared import Split, invert_scaler, load_meta, load_split
+from aeops.data.prepared import MAX_EVAL_VALUES, SPLITS, Split, invert_scaler, load_meta, sample_split
 from aeops.errors import ConfigError, DataError
 from aeops.evaluation import plots
 from aeops.evaluation.results import (  # noqa: F401 (methods and headline_metrics re-exported)
@@ -46,6 +46,13 @@ def evaluation_warnings(latent_dim: int, n_features: int, test_is_anomaly: np.nd
             "components) can copy its input, so reconstruction scores say little; use a smaller latent_dim"
         )
     return found
+
+
+def sampled_warnings(rows: dict[str, tuple[int, int]]) -> list[str]:
+    """One line per split that evaluation replaced by a sample (every method saw the same rows)."""
+    return [f"the {name} split has {total:,} rows, too many to hold in memory: every method here was evaluated on "
+            f"the same seeded random {used:,} (at most {MAX_EVAL_VALUES:,} values a split)"
+            for name, (used, total) in rows.items() if used < total]
 
 
 @torch.no_grad()
@@ -105,7 +112,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
         )
     model = bundle.network()
     meta = load_meta(cfg.data_dir)
-    train, val, test = (load_split(cfg.data_dir, s) for s in ("train", "val", "test"))
+    (train, n_train), (val, n_val), (test, n_test) = (sample_split(cfg.data_dir, s, cfg.seed) for s in SPLITS)
     val_x = _normal_rows(val)
     lo, hi = meta["value_range"]
     data_range = float(hi - lo) or 1.0
@@ -137,6 +144,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     results["model"]["ensemble"], results["pca"]["ensemble"] = bundle.members, 1
     scores = {"model": coded.test_scores, **baseline_scores}
     warnings = evaluation_warnings(bundle.latent_dim, int(meta["n_features"]), test.is_anomaly)
+    warnings += sampled_warnings({"train": (len(train), n_train), "val": (len(val), n_val), "test": (len(test), n_test)})
     scale = score.keywords["scale"]
     rule = ScoringRule(threshold=float(results["model"]["threshold"]), smoothing=cfg.score_smoothing,
                        top_fraction=cfg.score_top_fraction, threshold_percentile=cfg.threshold_percentile,

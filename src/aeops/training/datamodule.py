@@ -1,29 +1,32 @@
-"""In-memory data module: prepared splits as tensors, fetched a whole batch at a time."""
+"""Data module: prepared splits fetched a whole batch at a time (tables in memory, pixel files memory-mapped)."""
 
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from aeops.data.prepared import load_split
+from aeops.data.prepared import PixelRows, load_split
 
 
 class TensorRows(Dataset):
-    """Rows of one tensor; `__getitems__` lets the DataLoader index a whole batch at once."""
+    """Rows of a tensor, or of a `PixelRows` file read a batch at a time; `__getitems__` fetches a whole batch."""
 
-    def __init__(self, x: Tensor):
+    def __init__(self, x: Tensor | PixelRows):
         self.x = x
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def __getitem__(self, i: int) -> Tensor:
-        return self.x[i]
+        return self.x[i] if isinstance(self.x, Tensor) else torch.from_numpy(self.x[i])
 
     def __getitems__(self, idx: list[int]) -> Tensor:
-        return self.x[torch.as_tensor(idx)]
+        if isinstance(self.x, Tensor):
+            return self.x[torch.as_tensor(idx)]
+        return torch.from_numpy(self.x[np.asarray(idx)])
 
 
 def keep_batch(batch: Tensor) -> Tensor:
@@ -32,7 +35,7 @@ def keep_batch(batch: Tensor) -> Tensor:
 
 
 class PreparedDataModule(L.LightningDataModule):
-    """Loads `data_dir/{train,val,test}.parquet` features into memory (the data sets here fit).
+    """The prepared splits: tables are read into memory, pixel files (image folders) stay on disk.
 
     Under DDP, Lightning swaps in a DistributedSampler; the batch fetch stays vectorised.
     """
@@ -49,11 +52,11 @@ class PreparedDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for name in ("train", "val", "test"):
             if name not in self.splits:
-                x = torch.from_numpy(load_split(self.data_dir, name).x)
+                x = load_split(self.data_dir, name, lazy=True).x
                 if name == "train" and self.max_train_rows is not None and len(x) > self.max_train_rows:
                     keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
-                    x = x[keep[: self.max_train_rows].sort().values]  # a seeded subsample (quick search trials)
-                self.splits[name] = TensorRows(x)
+                    x = x[keep[: self.max_train_rows].sort().values.numpy()]  # a seeded subsample (quick search trials)
+                self.splits[name] = TensorRows(torch.from_numpy(x) if isinstance(x, np.ndarray) else x)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         rows = self.splits[name]

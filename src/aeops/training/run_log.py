@@ -6,12 +6,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from aeops import __version__
 from aeops.config import MlflowConfig, TrainConfig
-from aeops.data.prepared import load_split
+from aeops.data.prepared import Split, load_split
 from aeops.io import read_json
 from aeops.tracking import (
     data_label, effective_model, flatten, lineage_tags, log_dataset, loss_curves, run_name, setup_experiment,
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from aeops.models.lightning import LitAutoencoder
     from aeops.training.train import ModelChoice
 
+PLOT_ROWS = 10_000  # test rows the run's plots are drawn from (the first ones)
 
 
 def prepare_params(data_dir: str | Path) -> dict[str, Any]:
@@ -107,7 +109,8 @@ def log_training_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: di
         mlflow.log_dict(meta, "data/meta.json")
 
         model = lit.model.cpu().eval()
-        test = load_split(cfg.data_dir, "test")
+        test = load_split(cfg.data_dir, "test", lazy=True)
+        test = Split(*(None if a is None else np.asarray(a[:PLOT_ROWS]) for a in (test.x, test.labels, test.is_anomaly)))
         with torch.no_grad():
             x = torch.from_numpy(test.x)
             codes, recon = model.encode(x).numpy(), model.reconstruct(x).numpy()

@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from aeops.data.prepared import VAL_ANOMALIES, has_split, load_meta, load_split
+from aeops.data.prepared import VAL_ANOMALIES, has_split, load_meta, sample_split
 from aeops.errors import ConfigError
 
 OBJECTIVE_METRIC = {"val_recon_loss": "val/recon_loss", "val_auroc": "val/auroc_loss",
@@ -72,7 +72,7 @@ def objective_callbacks(objective: str, data_dir: str, seed: int) -> list[L.Call
     """The callbacks that log a detection objective (none for val_recon_loss, which the model logs)."""
     if objective == "val_recon_loss":
         return []
-    normal = load_split(data_dir, "val").x
+    normal = sample_split(data_dir, "val", seed)[0].x
     if objective == "val_synthetic_auroc":
         return [DetectionAUROC(normal, synthetic_anomalies(normal, seed), OBJECTIVE_METRIC[objective])]
     if not has_split(data_dir, VAL_ANOMALIES):
@@ -80,4 +80,4 @@ def objective_callbacks(objective: str, data_dir: str, seed: int) -> list[L.Call
             "params.yaml: tune.objective = 'val_auroc' needs labelled anomalies (prepare.anomaly_column or "
             "prepare.normal_classes); use val_synthetic_auroc, val_recon_loss or auto"
         )
-    return [DetectionAUROC(normal, load_split(data_dir, VAL_ANOMALIES).x, OBJECTIVE_METRIC[objective])]
+    return [DetectionAUROC(normal, sample_split(data_dir, VAL_ANOMALIES, seed)[0].x, OBJECTIVE_METRIC[objective])]
