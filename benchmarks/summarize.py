@@ -98,8 +98,19 @@ def compression(d: dict) -> list[str]:
     return lines + [line for name in ("mnist", "photos") if name in d for line in (d[name]["table_md"], "")]
 
 
+def image_memory(d: dict) -> list[str]:
+    sizes = list(d["folders"])
+    rows = [[stage, *(f"{d['folders'][n]['stages'][stage]['peak_rss_mb']:,.0f}" for n in sizes), ratio]
+            for stage, ratio in d["large_over_small_peak_rss"].items()]
+    decoded = ", ".join(f"{int(n):,} images = {d['folders'][n]['decoded_mb']:,.0f} MB" for n in sizes)
+    return [f"## Image-folder memory (peak RSS, MB; {d['image_shape']} images, decoded uint8: {decoded}; "
+            f"aeops {d['aeops_commit']})", "",
+            *_table(["stage", *(f"{int(n):,} images" for n in sizes), "large / small"], rows)]
+
+
 SECTIONS = {"training_speed": speed, "pipeline": pipeline, "serving": serving, "tune_pruning": tune_pruning,
-            "quality": quality, "tabular": tabular, "monitoring": monitoring, "compression": compression}
+            "quality": quality, "tabular": tabular, "monitoring": monitoring, "compression": compression,
+            "image_memory": image_memory}
 
 
 def summarize(results: Path) -> str:

@@ -161,3 +161,18 @@ def test_compression_benchmark_measures_real_files_against_jpeg_and_webp(tmp_pat
     assert len(photos["jpeg"]) == len(photos["webp"]) == 8
     assert photos["jpeg"][0]["bpp"] < photos["jpeg"][-1]["bpp"] and photos["jpeg"][-1]["psnr"] > 30
     assert "| aeops | latent 8, error 1 |" in photos["table_md"]
+
+
+def test_image_memory_benchmark_runs_the_stages_on_two_folder_sizes(tmp_path):
+    """`make bench` runs benchmarks/image_memory.py; here on 60 and 240 tiny images."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks/image_memory.py"), "--images", "60", "--size", "16",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "image_memory.json").read_text())
+    assert list(result["folders"]) == ["60", "240"] and result["folders"]["240"]["decoded_mb"] > 0
+    assert set(result["large_over_small_peak_rss"]) == {"prepare", "train", "evaluate"}
+    summarize = _load("summarize")
+    assert "| evaluate |" in "\n".join(summarize.image_memory(result))

@@ -6,19 +6,26 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from aeops.data.prepared import invert_scaler, load_scaler, sample_split
+from aeops.data.prepared import Split, invert_scaler, load_scaler, load_split, sample_split
 from aeops.errors import DataError
 from aeops.io import atomic_path
 
 
-def raw_split(data_dir: str, name: str = "test") -> tuple[pd.DataFrame, Any]:
+def raw_split(data_dir: str, name: str = "test", head: int | None = None) -> tuple[pd.DataFrame, Any]:
     """A prepared split back in raw units, as the columns a user sends (and its labels).
 
-    At most MAX_EVAL_VALUES values: a larger split gives a seeded sample of its rows (as evaluate sees).
+    `head`: only the first rows (read alone from a pixel file). Otherwise at most MAX_EVAL_VALUES values:
+    a larger split gives a seeded sample of its rows, as evaluate sees it.
     """
-    split, scaler = sample_split(data_dir, name)[0], load_scaler(data_dir)
+    if head is None:
+        split = sample_split(data_dir, name)[0]
+    else:
+        lazy = load_split(data_dir, name, lazy=True)  # type: ignore[arg-type]
+        split = Split(*(None if a is None else np.asarray(a[:head]) for a in (lazy.x, lazy.labels, lazy.is_anomaly)))
+    scaler = load_scaler(data_dir)
     df = pd.DataFrame(invert_scaler(scaler, split.x), columns=scaler["feature_names"])
     return df, split
 
@@ -30,7 +37,7 @@ def write_sample(data_dir: str, output: str, split: str = "test", rows: int = 50
     """
     if rows < 1:
         raise DataError(f"--rows must be at least 1, got {rows}")
-    df = raw_split(data_dir, split)[0].head(rows)
+    df = raw_split(data_dir, split, head=rows)[0]
     suffix = Path(output).suffix.lower()
     with atomic_path(output) as tmp:
         if suffix == ".csv":

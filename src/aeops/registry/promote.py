@@ -63,7 +63,7 @@ def input_columns(name: str, version: str) -> list[str]:
 
 def _same_inputs(name: str, target: str, current: str | None, data_dir: str) -> None:
     """Refuse (even with --force) to compare or swap models that take different columns, or to judge on other data."""
-    columns = list(raw_split(data_dir)[0].columns)
+    columns = list(raw_split(data_dir, head=1)[0].columns)
     wanted = input_columns(name, target)
     if wanted != columns:
         raise PromotionRefused(

@@ -45,7 +45,7 @@ def log_scoring_model(bundle_dir: str, data_dir: str) -> Any:
     from aeops.serving import pyfunc
 
     bundle = ModelBundle.load(bundle_dir)
-    example = raw_split(data_dir)[0].head(5)
+    example = raw_split(data_dir, head=5)[0]
     with warnings.catch_warnings():  # the integer column is an output (out_of_range counts), never missing
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
         signature = infer_signature(example, Scorer(bundle).score(example), params={"output": "scores"})
