@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from aeops import __version__
 from aeops.config import MlflowConfig, TrainConfig
-from aeops.data.prepared import Split, load_split
+from aeops.data.prepared import MAX_EVAL_VALUES, Split, load_split
 from aeops.io import read_json
 from aeops.tracking import (
     data_label, effective_model, flatten, lineage_tags, log_dataset, loss_curves, run_name, setup_experiment,
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from aeops.models.lightning import LitAutoencoder
     from aeops.training.train import ModelChoice
 
-PLOT_ROWS = 10_000  # test rows the run's plots are drawn from (the first ones)
+PLOT_ROWS = 10_000  # test rows the run's plots are drawn from (the first ones; fewer for wide images)
 
 
 def prepare_params(data_dir: str | Path) -> dict[str, Any]:
@@ -110,7 +110,8 @@ def log_training_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: di
 
         model = lit.model.cpu().eval()
         test = load_split(cfg.data_dir, "test", lazy=True)
-        test = Split(*(None if a is None else np.asarray(a[:PLOT_ROWS]) for a in (test.x, test.labels, test.is_anomaly)))
+        rows = min(PLOT_ROWS, max(1, MAX_EVAL_VALUES // test.x.shape[1]))
+        test = Split(*(None if a is None else np.asarray(a[:rows]) for a in (test.x, test.labels, test.is_anomaly)))
         with torch.no_grad():
             x = torch.from_numpy(test.x)
             codes, recon = model.encode(x).numpy(), model.reconstruct(x).numpy()
