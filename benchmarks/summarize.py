@@ -100,14 +100,19 @@ def compression(d: dict) -> list[str]:
 
 def image_memory(d: dict) -> list[str]:
     sizes = list(d["folders"])
-    rows = [[stage, *(f"{d['folders'][n]['stages'][stage][k]:,.0f}" for k in ("peak_anon_mb", "peak_rss_mb")
-                      for n in sizes), ratio["peak_anon_mb"], ratio["peak_rss_mb"]]
-            for stage, ratio in d["large_over_small"].items()]
-    decoded = ", ".join(f"{int(n):,} images = {d['folders'][n]['decoded_mb']:,.0f} MB" for n in sizes)
     heads = [f"{what} {int(n):,} images" for what in ("anonymous", "RSS") for n in sizes]
-    return [f"## Image-folder memory (peak MB; {d['image_shape']} images, decoded uint8: {decoded}; "
-            f"aeops {d['aeops_commit']})", "",
-            *_table(["stage", *heads, "large / small anonymous", "large / small RSS"], rows)]
+
+    def rows(r: dict) -> list[list]:
+        return [[stage, *(f"{r['folders'][n]['stages'][stage][k]:,.0f}" for k in ("peak_anon_mb", "peak_rss_mb")
+                          for n in sizes), ratio["peak_anon_mb"], ratio["peak_rss_mb"]]
+                for stage, ratio in r["large_over_small"].items()]
+
+    decoded = ", ".join(f"{int(n):,} images = {d['folders'][n]['decoded_mb']:,.0f} MB" for n in sizes)
+    out = [f"## Image-folder memory (peak MB; {d['image_shape']} images, decoded uint8: {decoded})", ""]
+    for r in (d, d.get("before")):
+        if r:
+            out += _table([f"aeops {r['aeops_commit']}", *heads, "large / small anonymous", "large / small RSS"], rows(r))
+    return out
 
 
 SECTIONS = {"training_speed": speed, "pipeline": pipeline, "serving": serving, "tune_pruning": tune_pruning,
