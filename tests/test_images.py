@@ -87,6 +87,7 @@ def test_a_folder_is_decoded_to_disk_and_trained_from_a_batch_at_a_time(tmp_path
     """Bounded memory: prepare decodes one image at a time into uint8 .npy files (a DVC out), and the
     data module reads batches through the memory map. tracemalloc counts numpy's allocations, so holding
     the decoded folder (let alone the float copies the old path made) would show."""
+    import pickle
     import tracemalloc
 
     from aeops.data import prepared as prepared_mod
@@ -117,6 +118,8 @@ def test_a_folder_is_decoded_to_disk_and_trained_from_a_batch_at_a_time(tmp_path
     assert pixels.dtype == np.uint8 and pixels.shape[1:] == (3, 64, 64)
     lazy, whole = load_split(out, "train", lazy=True), load_split(out, "train")
     assert isinstance(lazy.x, PixelRows) and np.array_equal(lazy.x[[3, 1, 4]], whole.x[[3, 1, 4]])
+    shipped = pickle.dumps(lazy.x)  # DataLoader workers and DDP spawn get the path, not the pixels
+    assert len(shipped) < pixels.nbytes / 10 and np.array_equal(pickle.loads(shipped)[[7]], whole.x[[7]])
     assert abs(float(whole.x.mean())) < 1e-3  # standard scaling fitted chunk by chunk: centred
     dm = PreparedDataModule(str(out), batch_size=8)  # memory per batch: 8 images (and their float copies)
     dm.setup()
