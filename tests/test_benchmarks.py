@@ -118,7 +118,8 @@ def test_tabular_benchmark_runs_the_real_pipeline_on_a_table_folder(tmp_path):
     result = json.loads(out.read_text())
     run = result["runs"][0]
     assert run["set"] == "toy" and 0.5 < run["model"]["auroc"] <= 1.0 and run["latent_dim"] <= 2  # 5 features / 2
-    assert {"standardised residual", "latent kNN", "knn_distance"} <= set(run)
+    assert {"standardised residual", "latent kNN", "knn_distance", "residual + kNN distance"} <= set(run)
+    assert 0.5 < run["residual + latent kNN"]["auroc"] <= 1.0  # (the rescoring reproduced evaluate's two AUROCs)
     assert "| aeops |" in result["table_md"] and (tmp_path / "tabular.jsonl").is_file()
 
 
