@@ -9,7 +9,7 @@ first but are page cache the kernel can drop, so the second is what must fit in 
 shows as a large/small ratio near 1 while the decoded pixels grow four times; memory that follows
 the folder shows as a ratio near 4. The stages run on the aeops found on PYTHONPATH (run it with another
 checkout's `src` to compare code versions).
-Usage: python benchmarks/image_memory.py [--images 3000] [--size 64] [--epochs 1] [--out DIR]
+Usage: python benchmarks/image_memory.py [--images 3000] [--size 64] [--epochs 1] [--stages prepare,train,evaluate] [--out DIR]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
+STAGES = ["prepare", "train", "evaluate"]
 STAGE = r"""
 import json, resource, sys
 from aeops.config import EvaluateConfig, MlflowConfig, PrepareConfig, TrainConfig
@@ -76,11 +77,11 @@ def _anon_mb(pid: int) -> float:
     return int(line.split()[1]) / 1024
 
 
-def run_stages(work: Path, folder: Path, epochs: int) -> dict[str, dict[str, float]]:
+def run_stages(work: Path, folder: Path, epochs: int, stages: list[str]) -> dict[str, dict[str, float]]:
     """Each stage in a fresh process in `work`: its peak RSS and peak anonymous memory (MB), wall seconds."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "PYTHONWARNINGS": "ignore"}
     out = {}
-    for stage in ("prepare", "train", "evaluate"):
+    for stage in stages:
         start = time.perf_counter()
         arg = json.dumps({"stage": stage, "path": str(folder), "epochs": epochs})
         with tempfile.TemporaryFile("w+") as log:
@@ -114,8 +115,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=3000, help="images in the small folder (the large one has 4×)")
     ap.add_argument("--size", type=int, default=64, help="image height and width (RGB)")
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--stages", default="prepare,train,evaluate", help="comma-separated, in order (each needs the ones before)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
+    stages = args.stages.split(",")
+    if stages != STAGES[: len(stages)]:
+        ap.error(f"--stages must be a prefix of {','.join(STAGES)}, got {args.stages}")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in (args.images, 4 * args.images):
@@ -123,7 +128,7 @@ def main() -> None:
             work.mkdir()
             decoded = write_folder(work / "images", n, args.size, seed=n)
             print(f"{n} images ({decoded / 1e6:,.0f} MB decoded as uint8)", flush=True)
-            rows[str(n)] = {"decoded_mb": round(decoded / 1e6, 1), "stages": run_stages(work, work / "images", args.epochs)}
+            rows[str(n)] = {"decoded_mb": round(decoded / 1e6, 1), "stages": run_stages(work, work / "images", args.epochs, stages)}
     small, large = (rows[str(n)]["stages"] for n in (args.images, 4 * args.images))
     ratios = {s: {k: round(large[s][k] / small[s][k], 2) for k in ("peak_rss_mb", "peak_anon_mb")} for s in small}
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "aeops_commit": code_version(),

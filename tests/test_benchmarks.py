@@ -165,16 +165,17 @@ def test_compression_benchmark_measures_real_files_against_jpeg_and_webp(tmp_pat
 
 
 def test_image_memory_benchmark_runs_the_stages_on_two_folder_sizes(tmp_path):
-    """`make bench` runs benchmarks/image_memory.py; here on 60 and 240 tiny images."""
+    """`make bench` runs benchmarks/image_memory.py; here on 60 and 240 tiny images, `prepare` only: each stage is
+    a fresh process (train and evaluate are one call each of the functions the pipeline tests run)."""
     import subprocess
     import sys
 
     done = subprocess.run([sys.executable, str(REPO / "benchmarks/image_memory.py"), "--images", "60", "--size", "16",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                           "--stages", "prepare", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "image_memory.json").read_text())
     assert list(result["folders"]) == ["60", "240"] and result["folders"]["240"]["decoded_mb"] > 0
-    assert set(result["large_over_small"]) == {"prepare", "train", "evaluate"}
-    assert all(s["peak_anon_mb"] > 50 for s in result["folders"]["60"]["stages"].values())  # sampled, not zero
+    assert list(result["large_over_small"]) == ["prepare"]
+    assert result["folders"]["60"]["stages"]["prepare"]["peak_anon_mb"] > 20  # sampled from /proc, not zero
     summarize = _load("summarize")
-    assert "| evaluate |" in "\n".join(summarize.image_memory(result))
+    assert "| prepare |" in "\n".join(summarize.image_memory(result))
