@@ -42,6 +42,10 @@ class Split:
     def __len__(self) -> int:
         return len(self.x)
 
+    def take(self, rows: Any) -> Split:
+        """These rows (a slice, an index array or a mask) as in-memory arrays (a pixel file reads only them)."""
+        return Split(*(None if a is None else np.asarray(a[rows]) for a in (self.x, self.labels, self.is_anomaly)))
+
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
@@ -174,7 +178,7 @@ def sample_split(data_dir: str | Path, name: Literal["train", "val", "test", "va
     if n <= keep:
         return Split(np.asarray(split.x), split.labels, split.is_anomaly), n
     rows = np.sort(np.random.default_rng(seed).choice(n, size=keep, replace=False))
-    return Split(*(None if a is None else np.asarray(a[rows]) for a in (split.x, split.labels, split.is_anomaly))), n
+    return split.take(rows), n
 
 
 def _arrays(scaler: dict[str, Any], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from aeops.data.prepared import Split, invert_scaler, load_scaler, load_split, sample_split
+from aeops.data.prepared import invert_scaler, load_scaler, load_split, sample_split
 from aeops.errors import DataError
 from aeops.io import atomic_path
 
@@ -23,8 +22,7 @@ def raw_split(data_dir: str, name: str = "test", head: int | None = None) -> tup
     if head is None:
         split = sample_split(data_dir, name)[0]
     else:
-        lazy = load_split(data_dir, name, lazy=True)  # type: ignore[arg-type]
-        split = Split(*(None if a is None else np.asarray(a[:head]) for a in (lazy.x, lazy.labels, lazy.is_anomaly)))
+        split = load_split(data_dir, name, lazy=True).take(slice(head))  # type: ignore[arg-type]
     scaler = load_scaler(data_dir)
     df = pd.DataFrame(invert_scaler(scaler, split.x), columns=scaler["feature_names"])
     return df, split
