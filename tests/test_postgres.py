@@ -88,13 +88,14 @@ def test_tune_workers_share_a_postgres_study_tracked_by_an_mlflow_server(pg_serv
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", mlflow_db,
-         "--default-artifact-root", (workdir / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port)],
+         "--default-artifact-root", (workdir / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
         cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/health", server)
         params = {
-            "tune": {"n_trials": 6, "n_workers": 2, "max_epochs": 3, "pruner": "none", "progress_bar": False,
+            "tune": {"n_trials": 4, "n_workers": 2, "max_epochs": 3, "pruner": "none", "progress_bar": False,
                      "study_name": "pg", "space": {"depth": 1, "width": 32, "batch_size": 128}},
             "mlflow": {"experiment": "pg"},
         }
@@ -105,7 +106,7 @@ def test_tune_workers_share_a_postgres_study_tracked_by_an_mlflow_server(pg_serv
         assert proc.returncode == 0, proc.stderr[-3000:]
 
         trials = optuna.load_study(study_name="pg", storage=optuna_url).get_trials()
-        assert len(trials) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+        assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
         assert len({t.user_attrs["worker_pid"] for t in trials}) == 2  # two worker processes
 
         client = mlflow.MlflowClient(f"http://127.0.0.1:{port}")
@@ -115,7 +116,7 @@ def test_tune_workers_share_a_postgres_study_tracked_by_an_mlflow_server(pg_serv
         logged = str(parent[0].data.params) + str(parent[0].data.tags)
         assert "s3cret" not in logged and (":***@" in logged or "@" not in optuna_url.split("//")[1].split("/")[0])
         nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
-        assert sorted(int(r.data.tags["trial"]) for r in nested) == list(range(6))
+        assert sorted(int(r.data.tags["trial"]) for r in nested) == list(range(4))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

@@ -139,7 +139,7 @@ def test_killed_training_resumes_from_the_last_checkpoint(prepared, workdir):
     import yaml
     from conftest import REPO
 
-    params = {"tune": {"enabled": False}, "train": {"max_epochs": 40, "patience": 40, "batch_size": 16, "accelerator": "cpu", "ensemble": 1,
+    params = {"tune": {"enabled": False}, "train": {"max_epochs": 12, "patience": 12, "batch_size": 16, "accelerator": "cpu", "ensemble": 1,
                         "min_epoch_rows": 0,
                         "progress_bar": False, "model": {"latent_dim": 4, "mlp": {"hidden": [256, 128]}}}}
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
@@ -159,14 +159,14 @@ def test_killed_training_resumes_from_the_last_checkpoint(prepared, workdir):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = torch.load(last, weights_only=True)["epoch"] + 1
-    assert 4 <= done < 40 and not (workdir / "models/run.json").exists()
+    assert 4 <= done < 12 and not (workdir / "models/run.json").exists()
     first_run = json.loads((workdir / "models/checkpoints/resume.json").read_text())["run_id"]
 
     out = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Restoring states from the checkpoint path" in out.stderr + out.stdout
     info = json.loads((workdir / "models/run.json").read_text())
-    assert info["metrics"]["resumed_from_epoch"] == done and info["metrics"]["epochs"] == 40
+    assert info["metrics"]["resumed_from_epoch"] == done and info["metrics"]["epochs"] == 12
     assert info["run_id"] == first_run  # the same MLflow run goes on
     assert not (workdir / "models/checkpoints/resume.json").exists()  # finished: the next run starts afresh
 

@@ -118,7 +118,7 @@ def _run_tune(workdir, cfg: TuneConfig) -> subprocess.Popen:
 
 
 def test_killed_study_resumes_with_only_the_remaining_trials(prepared, workdir):
-    cfg = small_study(n_trials=6, max_epochs=8, pruner="none")
+    cfg = small_study(n_trials=4, max_epochs=6, pruner="none")
     proc = _run_tune(workdir, cfg)
     study = None
     deadline = time.time() + 300
@@ -132,14 +132,14 @@ def test_killed_study_resumes_with_only_the_remaining_trials(prepared, workdir):
     proc.wait()
     study = load_study(cfg)
     before = {t.number: t.datetime_start for t in finished(study)}
-    assert 2 <= len(before) < 6
+    assert 2 <= len(before) < 4
 
     proc = _run_tune(workdir, cfg)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
     study = load_study(cfg)
     done = finished(study)
-    assert len(done) == 6
+    assert len(done) == 4
     assert {t.number: t.datetime_start for t in done if t.number in before} == before  # not re-run
     killed = [t for t in study.get_trials() if t.number in interrupted(study)]
     assert len(killed) <= 1  # the trial killed mid-way is retried with the same params
@@ -148,15 +148,15 @@ def test_killed_study_resumes_with_only_the_remaining_trials(prepared, workdir):
 
 
 def test_two_workers_share_one_study_exactly(prepared, workdir):
-    cfg = small_study(n_trials=6, n_workers=2, pruner="none")
+    cfg = small_study(n_trials=4, n_workers=2, pruner="none")
     proc = _run_tune(workdir, cfg)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
     trials = load_study(cfg).get_trials()
-    assert len(trials) == 6 and len({t.number for t in trials}) == 6
+    assert len(trials) == 4 and len({t.number for t in trials}) == 4
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len({t.user_attrs["worker_pid"] for t in trials}) == 2  # both processes ran trials
-    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 6  # no duplicate samples
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4  # no duplicate samples
 
 
 def test_extra_worker_joins_a_study_on_shared_storage(prepared, workdir):
