@@ -189,3 +189,47 @@ def test_score_smoothing_on_a_table_is_refused_in_one_line(workdir, mlflow_cfg):
     # pooling the largest residuals is fine on tables
     results = evaluate(EvaluateConfig(score_top_fraction=0.4, isolation_forest_trees=10), mlflow_cfg)
     assert results["model"]["score_top_fraction"] == 0.4 and results["model"]["auroc"] is not None
+
+
+def _gap_table(path) -> None:
+    """Two clusters on a plane in 6-d; the anomalies lie on the plane, in the gap: a residual hardly sees them."""
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(6, 2)))[0].T
+    t = np.r_[rng.normal(-3, 0.3, 700), rng.normal(3, 0.3, 700), rng.normal(0, 0.3, 200)]
+    x = np.c_[t, rng.normal(size=len(t))] @ basis + 0.05 * rng.normal(size=(len(t), 6))
+    df = pd.DataFrame(x, columns=list("abcdef")).assign(is_anomaly=(np.arange(len(t)) >= 1400).astype(int))
+    df.to_csv(path, index=False)
+
+
+def test_a_knn_term_joins_the_residual_where_it_wins_on_validation_and_serving_reproduces_it(workdir, mlflow_cfg):
+    from sklearn.metrics import roc_auc_score
+
+    from aeops.config import PrepareConfig
+    from aeops.data.prepare import prepare
+    from aeops.data.raw import raw_split
+    from aeops.serving.scorer import Scorer
+
+    _gap_table(workdir / "t.csv")
+    prepare(PrepareConfig(source="table", path="t.csv", anomaly_column="is_anomaly", normal_classes=None))
+    train(tiny_train(latent_dim=2), mlflow_cfg)
+    cfg = EvaluateConfig(isolation_forest_trees=10)
+    plain = evaluate(cfg.model_copy(update={"score_neighbors": False}), mlflow_cfg)["model"]
+    assert plain["score_neighbors"] == 0 and ModelBundle.load("bundle").reference is None
+    auto = evaluate(cfg, mlflow_cfg)["model"]  # default: auto
+    assert auto["score_neighbors"] == 5 and auto["score_choice"].startswith("residual + kNN distance (validation")
+    assert "labelled anomalies" in auto["score_choice"] and auto["auroc"] > plain["auroc"] + 0.05
+    bundle = ModelBundle.load("bundle")
+    assert bundle.scoring.neighbors == 5 and bundle.reference.shape == (len(load_split("data/prepared", "train")), 6)
+    df, split = raw_split("data/prepared")  # raw units, as a user sends them
+    out = Scorer(bundle).score(df)
+    assert roc_auc_score(split.is_anomaly, out["anomaly_score"]) == pytest.approx(auto["auroc"], abs=1e-9)
+    assert (out["is_anomaly"] == (out["anomaly_score"] > auto["threshold"])).all()
+
+
+def test_a_knn_term_on_images_is_refused_in_one_line(prepared, mlflow_cfg):
+    from aeops.errors import ConfigError
+
+    train(tiny_train(), mlflow_cfg)
+    assert evaluate(EvaluateConfig(isolation_forest_trees=10), mlflow_cfg)["model"]["score_neighbors"] == 0  # auto
+    with pytest.raises(ConfigError, match=r"^params.yaml: evaluate.score_neighbors = true needs table data .*"):
+        evaluate(EvaluateConfig(score_neighbors=True, isolation_forest_trees=10), mlflow_cfg)

@@ -1,7 +1,7 @@
 """The saved-model format: one `ModelBundle` holds everything that turns raw rows into scores.
 
-On disk it is a folder: `network.pt` (the network's config and weights, a plain dict that loads
-with `torch.load(weights_only=True)`), `bundle.json` (scaler, feature names, scoring rule and
+On disk it is a folder: `network.pt` (the network's config and weights, and the training rows of a
+kNN score term where the rule has one: a plain dict that loads with `torch.load(weights_only=True)`), `bundle.json` (scaler, feature names, scoring rule and
 threshold, provenance) and `profile.json` (the reference profile that `aeops monitor` compares
 batches with; absent in bundles made before it existed). `evaluate` writes it as its DVC out; `register` logs it inside the MLflow
 pyfunc; serving, promotion, batch scoring and ONNX export read it back.
@@ -32,6 +32,8 @@ class ScoringRule:
     top_fraction: float = 1.0  # mean of this share of the largest squared residuals; 1 = all
     threshold_percentile: float | None = None  # of normal validation scores: 100 - the expected flagged %
     residual_scale: list[list[float]] | None = None  # (members, features) residual RMS on normal val rows; None = raw
+    neighbors: int = 0  # k > 0: the score adds the mean distance to the k nearest training rows (the bundle's reference)
+    fusion: list[list[float]] | None = None  # [[median, IQR] of normal val residual scores, [the same of their distances]]
 
     @property
     def expected_flagged(self) -> float | None:
@@ -55,6 +57,7 @@ class ModelBundle:
     members: int = 1  # > 1: an ensemble of that many networks of model_cfg (scores average their residuals)
     profile: dict[str, Any] | None = field(default=None, repr=False)  # monitoring reference (aeops.monitoring.profile)
     latent_prior: dict[str, Any] | None = field(default=None, repr=False)  # image models: aeops.compression.prior
+    reference: Any = field(default=None, repr=False)  # (n, features) float32 scaled training rows: the kNN term's
 
     @property
     def feature_names(self) -> list[str]:
@@ -74,17 +77,23 @@ class ModelBundle:
         return model.eval()
 
     def with_scoring(self, rule: ScoringRule, profile: dict[str, Any] | None = None,
-                     latent_prior: dict[str, Any] | None = None) -> ModelBundle:
-        return ModelBundle(**{**self._fields(), "scoring": rule, "profile": profile, "latent_prior": latent_prior})
+                     latent_prior: dict[str, Any] | None = None, reference: Any = None) -> ModelBundle:
+        if bool(rule.neighbors) != (reference is not None):
+            raise ValueError("a scoring rule with a kNN term needs the reference rows, and only it")
+        return ModelBundle(**{**self._fields(), "scoring": rule, "profile": profile, "latent_prior": latent_prior,
+                              "reference": reference})
 
     def save(self, path: str | Path) -> Path:
         """Write the folder atomically (a failed write leaves the old bundle, or none)."""
+        import numpy as np
         import torch
 
         with atomic_path(path) as tmp:
             tmp.mkdir()
             net = {k: getattr(self, k)
                    for k in ("model_cfg", "n_features", "image_shape", "unit_interval", "state_dict", "members")}
+            if self.reference is not None:
+                net["reference"] = torch.from_numpy(np.ascontiguousarray(self.reference, dtype=np.float32))
             torch.save(net, tmp / NETWORK)
             meta = {k: getattr(self, k) for k in ("scaler", "data_hash", "run_id", "git_commit")}
             write_json(tmp / META, {"format": FORMAT, **meta, "scoring": asdict(self.scoring) if self.scoring else None})
@@ -100,6 +109,8 @@ class ModelBundle:
         path = Path(path)
         meta = _meta(path)
         net = torch.load(path / NETWORK, map_location="cpu", weights_only=True)
+        if "reference" in net:
+            net["reference"] = net["reference"].numpy()
         scoring = ScoringRule(**meta["scoring"]) if meta.get("scoring") else None
         profile, prior = (read_json(path / f) if (path / f).is_file() else None for f in (PROFILE, PRIOR))
         return cls(**net, scaler=meta["scaler"], data_hash=meta["data_hash"], run_id=meta.get("run_id"),

@@ -250,6 +250,8 @@ class EvaluateConfig(Strict):
     score_smoothing: float = Field(0.0, ge=0, le=10)  # sigma (pixels) of the residual's Gaussian smoothing; 0 = plain MSE
     score_top_fraction: float = Field(1.0, gt=0, le=1)  # mean over this share of largest squared residuals; 1 = all
     score_standardize: bool | Literal["auto"] = False  # residuals / their per-feature RMS on normal val rows; auto = tables
+    # add the distance to the k nearest training rows (robust z-sum); auto: tables, where it wins on validation anomalies
+    score_neighbors: bool | Literal["auto"] = "auto"
     knn_neighbors: int = Field(5, ge=1)
     trustworthiness_max_rows: int = Field(2000, ge=10)
     isolation_forest_trees: int = Field(200, ge=1)

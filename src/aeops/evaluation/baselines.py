@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
-from sklearn.neighbors import NearestNeighbors
 
 from aeops.config import EvaluateConfig
 from aeops.data.prepared import Split
@@ -24,6 +23,7 @@ from aeops.evaluation.metrics import (
     quantize_codes,
     reconstruction_metrics,
 )
+from aeops.evaluation.neighbors import knn_distances, knn_index
 from aeops.evaluation.scoring import ScoreFn, anomaly_scores
 
 QUANT_BITS = 8
@@ -113,8 +113,8 @@ def knn_distance_scores(
     train_x: np.ndarray, xs: list[np.ndarray], cfg: EvaluateConfig
 ) -> list[np.ndarray]:
     """Mean distance to the k nearest TRAIN rows (k = cfg.knn_neighbors, clamped to n_train)."""
-    nn = NearestNeighbors(n_neighbors=min(cfg.knn_neighbors, len(train_x))).fit(train_x)
-    return [nn.kneighbors(x)[0].mean(axis=1) for x in xs]
+    index = knn_index(train_x, cfg.knn_neighbors)
+    return [knn_distances(index, x) for x in xs]
 
 
 def run_baselines(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,10 @@ import pandas as pd
 import torch
 
 from aeops.config import EvaluateConfig, MlflowConfig
-from aeops.data.prepared import MAX_EVAL_VALUES, SPLITS, Split, invert_scaler, load_meta, sample_split
+from aeops.data.prepared import (
+    MAX_EVAL_VALUES, SPLITS, VAL_ANOMALIES, Split, has_split, invert_scaler, load_meta, sample_split,
+)
+from aeops.data.synthetic import synthetic_anomalies
 from aeops.errors import ConfigError, DataError
 from aeops.evaluation import plots
 from aeops.evaluation.results import (  # noqa: F401 (methods and headline_metrics re-exported)
@@ -20,6 +24,7 @@ from aeops.evaluation.results import (  # noqa: F401 (methods and headline_metri
 from aeops.bundle import ModelBundle, ScoringRule
 from aeops.evaluation.baselines import QUANT_BITS, Coded, model_metrics, run_baselines
 from aeops.evaluation.metrics import quantize_codes
+from aeops.evaluation.neighbors import fuse, knn_distances, knn_index, robust_stats, validation_auroc
 from aeops.evaluation.scoring import ScoreFn, residual_scale, score_rule
 from aeops.models.ensemble import reconstruct_members
 from aeops.compression.prior import build_prior
@@ -97,6 +102,53 @@ def _normal_rows(split: Split) -> np.ndarray:
     return split.x if split.is_anomaly is None else split.x[split.is_anomaly == 0]
 
 
+@dataclass(frozen=True)
+class NeighbourTerm:
+    """The model's final validation and test scores; `stats` is None where the residual stands alone."""
+
+    val_scores: np.ndarray
+    test_scores: np.ndarray
+    stats: list[list[float]] | None
+    choice: str  # why: which rule, and the validation AUROCs it was chosen by
+
+
+def neighbour_term(cfg: EvaluateConfig, image_shape: list[int] | None, model: torch.nn.Module, score: ScoreFn,
+                   train_x: np.ndarray, val_x: np.ndarray, val_scores: np.ndarray, test_scores: np.ndarray,
+                   test_x: np.ndarray) -> NeighbourTerm:
+    """The residual alone, or fused with the distance to the k nearest training rows (`evaluate.score_neighbors`).
+
+    `auto` keeps the fused score on tables where it separates validation anomalies better than the
+    residual alone: prepare's labelled ones, else synthetic ones made from normal validation rows.
+    Images keep the residual (a pixel kNN needs the training images in the model, and was not measured).
+    """
+    use = cfg.score_neighbors
+    if use is False or (use == "auto" and image_shape):
+        return NeighbourTerm(val_scores, test_scores, None, "residual")
+    if image_shape:
+        raise ConfigError("params.yaml: evaluate.score_neighbors = true needs table data (the kNN term keeps the "
+                          "training rows in the model); use auto or false for images")
+    flat = [np.asarray(a, np.float64).reshape(len(a), -1) for a in (train_x, val_x, test_x)]
+    index = knn_index(flat[0], cfg.knn_neighbors)
+    val_d, test_d = knn_distances(index, flat[1]), knn_distances(index, flat[2])
+    stats = [robust_stats(val_scores), robust_stats(val_d)]
+    fused = NeighbourTerm(fuse(val_scores, val_d, stats), fuse(test_scores, test_d, stats), stats,
+                          "residual + kNN distance")
+    if use is True:
+        return fused
+    if has_split(cfg.data_dir, VAL_ANOMALIES):
+        anomalies, kind = sample_split(cfg.data_dir, VAL_ANOMALIES, cfg.seed)[0].x, "labelled"
+    else:
+        anomalies, kind = synthetic_anomalies(val_x, cfg.seed), "synthetic"
+    a_scores = score(anomalies, member_recons(model, anomalies))
+    a_d = knn_distances(index, np.asarray(anomalies, np.float64).reshape(len(anomalies), -1))
+    plain = validation_auroc(val_scores, a_scores)
+    mixed = validation_auroc(fused.val_scores, fuse(a_scores, a_d, stats))
+    why = f"validation AUROC on {len(anomalies)} {kind} anomalies: residual + kNN distance {mixed:.4f}, residual {plain:.4f}"
+    if mixed > plain:  # a tie keeps the plain residual
+        return NeighbourTerm(fused.val_scores, fused.test_scores, stats, f"residual + kNN distance ({why})")
+    return NeighbourTerm(val_scores, test_scores, None, f"residual ({why})")
+
+
 def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[str, Any]]:
     """Score the model and the baselines; write metrics (with warnings), plots and the model bundle; log them.
 
@@ -128,10 +180,11 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     quantized = quantize_codes(test_codes, train_codes.min(0), train_codes.max(0), QUANT_BITS)
     make_score = rule_maker(cfg, meta["image_shape"])
     score = make_score(val_x, val_members)
+    term = neighbour_term(cfg, meta["image_shape"], model, score, train.x, val_x,
+                          score(val_x, val_members), score(test.x, test_members), test.x)
     coded = Coded(
         train_codes=train_codes, test_codes=test_codes, test_recon=test_recon,
-        test_recon_quantized=decode(model, quantized), val_scores=score(val_x, val_members),
-        test_scores=score(test.x, test_members),
+        test_recon_quantized=decode(model, quantized), val_scores=term.val_scores, test_scores=term.test_scores,
     )
     sizes = {"latent_dim": bundle.latent_dim, "data_range": data_range, "cfg": cfg}
     results = {"model": model_metrics(coded, train=train, test=test, **sizes)}
@@ -142,13 +195,16 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
         results[method] |= {"score_smoothing": cfg.score_smoothing, "score_top_fraction": cfg.score_top_fraction,
                             "score_standardized": standardized}
     results["model"]["ensemble"], results["pca"]["ensemble"] = bundle.members, 1
+    results["model"] |= {"score_neighbors": cfg.knn_neighbors if term.stats else 0, "score_choice": term.choice}
+    results["pca"] |= {"score_neighbors": 0, "score_choice": "residual"}  # PCA is the plain residual's baseline
     scores = {"model": coded.test_scores, **baseline_scores}
     warnings = evaluation_warnings(bundle.latent_dim, int(meta["n_features"]), test.is_anomaly)
     warnings += sampled_warnings({"train": (len(train), n_train), "val": (len(val), n_val), "test": (len(test), n_test)})
     scale = score.keywords["scale"]
     rule = ScoringRule(threshold=float(results["model"]["threshold"]), smoothing=cfg.score_smoothing,
                        top_fraction=cfg.score_top_fraction, threshold_percentile=cfg.threshold_percentile,
-                       residual_scale=None if scale is None else scale.tolist())
+                       residual_scale=None if scale is None else scale.tolist(),
+                       neighbors=cfg.knn_neighbors if term.stats else 0, fusion=term.stats)
 
     with atomic_path(cfg.plots_dir) as tmp:
         tmp.mkdir(parents=True)
@@ -162,7 +218,8 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     # what `aeops compress` codes with; digits' pixels run 0–16, every other image source's 0–255
     pixel_max = 16.0 if meta["source"] == "digits" else 255.0
     prior = build_prior(model, train_codes, bundle.scaler, pixel_max) if meta["image_shape"] else None
-    bundle.with_scoring(rule, profile.to_dict(), prior).save(cfg.bundle_dir)  # what register registers and serving scores with
+    reference = np.asarray(train.x, np.float32) if term.stats else None  # the rows the kNN term measures against
+    bundle.with_scoring(rule, profile.to_dict(), prior, reference).save(cfg.bundle_dir)  # what register registers and serving scores with
     record = {**results, "warnings": warnings}
     write_json(cfg.metrics_file, record)
     _log(bundle.run_id, cfg, mlflow_cfg, results, warnings)

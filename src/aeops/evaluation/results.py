@@ -25,7 +25,8 @@ HEADLINE = {"model": ("auroc", "auprc", "recon_mse", "threshold"), "baseline": (
 # MLflow's metrics tab sorts chart sections by name: `test` (the model's numbers), then the `train` and `val`
 # curves, then `vs_baseline/<method>`; a `baseline/…` prefix would put three sections before the curves.
 BASELINE_PREFIX = "vs_baseline"
-CONSTANTS = ("latent_dim", "ensemble", "score_smoothing", "score_top_fraction", "score_standardized")
+CONSTANTS = ("latent_dim", "ensemble", "score_smoothing", "score_top_fraction", "score_standardized", "score_neighbors",
+             "score_choice")
 
 
 def headline_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:

@@ -11,6 +11,7 @@ import torch
 
 from aeops.bundle import ModelBundle
 from aeops.data.prepared import apply_scaler, invert_scaler
+from aeops.evaluation.neighbors import fuse, knn_distances, knn_index
 from aeops.evaluation.scoring import anomaly_scores, score_rule
 from aeops.models.ensemble import reconstruct_members
 from aeops.monitoring.profile import Profile
@@ -37,6 +38,8 @@ class Scorer:
         rule = bundle.scoring
         scale = None if rule.residual_scale is None else np.asarray(rule.residual_scale, np.float64)
         self.anomaly_score = score_rule(rule.smoothing, bundle.image_shape, rule.top_fraction, scale)
+        self.neighbors = None if not rule.neighbors else knn_index(np.asarray(bundle.reference, np.float64), rule.neighbors)
+        self.fusion = rule.fusion
         self.features = bundle.feature_names
         self.ignored = set(self.scaler.get("ignored_features", []))  # dropped by prepare: accepted, unused
         self.latent_dim = bundle.latent_dim
@@ -127,6 +130,8 @@ class Scorer:
         # an ensemble's members all score; a single network's reconstruction is already at hand
         members = reconstruct_members(self.model, torch.from_numpy(x)).numpy() if self.ensemble else recon[None]
         score, err = self.anomaly_score(x, members), anomaly_scores(x, recon)  # float64, as in evaluate
+        if self.neighbors is not None:  # the rule's kNN term, fused as evaluate fused it
+            score = fuse(score, knn_distances(self.neighbors, x.astype(np.float64)), self.fusion)
         percentile = self.profile.score_percentile(score) if self.profile else np.full(len(score), np.nan)
         codes = z.numpy().astype(np.float64)
         columns = {"anomaly_score": score, "is_anomaly": score > self.threshold, "reconstruction_error": err,

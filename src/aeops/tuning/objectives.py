@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from aeops.data.prepared import VAL_ANOMALIES, has_split, load_meta, sample_split
+from aeops.data.synthetic import synthetic_anomalies
 from aeops.errors import ConfigError
 
 OBJECTIVE_METRIC = {"val_recon_loss": "val/recon_loss", "val_auroc": "val/auroc_loss",
                     "val_synthetic_auroc": "val/synthetic_auroc_loss"}
-SWAP_SHARE = 0.25  # share of features a synthetic anomaly takes from another row
 
 
 def resolve_objective(objective: str, data_dir: str) -> str:
@@ -34,20 +34,6 @@ def resolve_objective(objective: str, data_dir: str) -> str:
     if has_split(data_dir, VAL_ANOMALIES):
         return "val_auroc"
     return "val_recon_loss" if load_meta(data_dir)["image_shape"] else "val_synthetic_auroc"
-
-
-def synthetic_anomalies(x: np.ndarray, seed: int, share: float = SWAP_SHARE) -> np.ndarray:
-    """Rows of `x` with a random `share` of their features (at least one) taken from another random row."""
-    rng = np.random.default_rng(seed)
-    source = x.reshape(len(x), -1)
-    flat = source.copy()
-    n, d = flat.shape
-    k = max(1, round(share * d))
-    donors = (np.arange(n) + rng.integers(1, max(n, 2), size=n)) % n  # never the row itself
-    for i in range(n):
-        cols = rng.choice(d, size=k, replace=False)
-        flat[i, cols] = source[donors[i], cols]
-    return flat.reshape(x.shape)
 
 
 class DetectionAUROC(L.Callback):
