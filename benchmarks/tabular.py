@@ -4,10 +4,13 @@ Every set in ../shared/datasets/tabular (CSV with a 0/1 `is_anomaly` column) run
 stages (prepare → tune → train → evaluate) with params.yaml's defaults; only the data settings change
 (`source: table`, `anomaly_column: is_anomaly`, no normal_classes) and the split seed (`--splits`
 seeds). PCA, IsolationForest and kNN distance come from the same evaluate, on the same splits.
-Options that change training (`--configs`) rerun the pipeline; scoring options are rescored on the
-same trained model: standardised residuals (score_standardize true) and kNN distance in the latent space.
+Options that change training (`--configs`) rerun the pipeline; scoring options are evaluate reruns on
+the same trained model: the residual alone, the residual always fused with kNN distance, standardised
+residuals. `--keep DIR` keeps each run's data, checkpoints and bundle; `--rescore DIR` evaluates those
+kept runs again with today's evaluate code (minutes, not hours), refused where training params changed.
 Results: results/tabular.json (every run) and a Markdown table (mean ± std over splits, wins per set).
 Usage: python benchmarks/tabular.py [--sets breastw,wbc] [--splits 5] [--jobs 2] [--configs default,...]
+       [--keep DIR | --rescore DIR]
 """
 
 from __future__ import annotations
@@ -29,9 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLES = ROOT.parent / "shared" / "datasets" / "tabular"
 OUT = ROOT / "benchmarks" / "results" / "tabular.json"
 BASELINES = ("knn_distance", "isolation_forest", "pca")
-# scoring options, rescored on the default run's model; the two sums add robust z-scores (median and IQR
-# of the normal validation rows' scores) of the model's residual score and a neighbourhood distance
-OPTIONS = ("standardised residual", "latent kNN", "residual + latent kNN", "residual + kNN distance")
+# scoring options (evaluate settings), rescored on the default run's model: the residual alone, always fused
+# with the kNN distance (robust z-sum, as `score_neighbors: true`), and standardised residuals
+SCORING: dict[str, dict[str, object]] = {
+    "residual alone": {"score_neighbors": False},
+    "residual + kNN distance": {"score_neighbors": True},
+    "standardised residual": {"score_neighbors": False, "score_standardize": True},
+}
+OPTIONS = tuple(SCORING)
 # Options that change training: each reruns the whole pipeline (dotted params keys).
 CONFIGS: dict[str, dict[str, object]] = {
     "default": {},
@@ -52,8 +60,14 @@ def _set(params: dict, dotted: str, value: object) -> None:
     node[key] = value
 
 
-def job(config: str, table: str, seed: int, tables: str = str(TABLES)) -> dict:
-    """One pipeline run in a temporary project folder; returns AUROC/AUPRC of the model, options and baselines."""
+def job(config: str, table: str, seed: int, tables: str = str(TABLES), keep: str | None = None) -> dict:
+    """One pipeline run in a temporary project folder; returns AUROC/AUPRC of the model, options and baselines.
+
+    With `keep`, the run's params, prepared splits, models, bundle and metrics are copied to
+    keep/<config>/<set>/<seed>: later scoring ideas can be tried on the same trained networks in minutes.
+    """
+    import shutil
+
     import torch
 
     from aeops.cli import run_stage
@@ -74,14 +88,77 @@ def job(config: str, table: str, seed: int, tables: str = str(TABLES)) -> dict:
             if run_stage(stage) != 0:
                 return {"config": config, "set": table, "seed": seed, "error": f"{stage} failed"}
         seconds = time.perf_counter() - start
-        record = json.loads(Path("metrics/evaluate.json").read_text())
-        best = json.loads(Path("tune/best_params.json").read_text()) if params["tune"]["enabled"] else {}
-        out = {"config": config, "set": table, "seed": seed, "seconds": round(seconds, 1),
-               "model": _keep(record["model"]), **{b: _keep(record[b]) for b in BASELINES},
-               "latent_dim": record["model"]["latent_dim"], "variant": best.get("train", {}).get("model", {}).get("variant")}
-        if config == "default":
-            out |= _scoring_options(params, record)
+        if keep:  # before the scoring options rewrite params.yaml
+            dst = Path(keep) / config.replace(" ", "_") / table / str(seed)
+            shutil.rmtree(dst, ignore_errors=True)
+            for src in filter(Path.exists, map(Path, KEPT)):
+                (dst / src).parent.mkdir(parents=True, exist_ok=True)
+                (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst / src)
+            (dst / "seconds").write_text(f"{seconds:.1f}")
+        return _record(config, table, seed, params, seconds)
+
+
+KEPT = ("params.yaml", "data/prepared", "models", "bundle", "metrics", "tune/best_params.json")
+
+
+def _record(config: str, table: str, seed: int, params: dict, seconds: float) -> dict:
+    """The finished run in the current folder: AUROC/AUPRC of the model, the baselines and (default) the options."""
+    record = json.loads(Path("metrics/evaluate.json").read_text())
+    best = json.loads(Path("tune/best_params.json").read_text()) if params["tune"]["enabled"] else {}
+    out = {"config": config, "set": table, "seed": seed, "seconds": round(seconds, 1),
+           "model": _keep(record["model"]), **{b: _keep(record[b]) for b in BASELINES},
+           "latent_dim": record["model"]["latent_dim"], "variant": best.get("train", {}).get("model", {}).get("variant"),
+           "score_choice": record["model"].get("score_choice")}
+    if config == "default":
+        out |= _scoring_options(params, record)
     return out
+
+
+def rescore(kept: str, table: str, seed: int) -> dict:
+    """A kept default run (`--keep`) evaluated again with today's evaluate code and params: no retraining.
+
+    Refused where any other section of params.yaml differs from the kept run's: the trained network
+    would not be the one today's pipeline trains, and the numbers would be silently stale.
+    """
+    import shutil
+
+    import torch
+
+    from aeops.cli import run_stage
+
+    torch.set_num_threads(int(os.environ.get("AEOPS_BENCH_THREADS", "1")))
+    src = Path(kept) / "default" / table / str(seed)
+    old = yaml.safe_load((src / "params.yaml").read_text())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["prepare"] |= {k: old["prepare"][k] for k in ("source", "path", "anomaly_column", "normal_classes", "seed")}
+    params["tune"]["progress_bar"] = params["train"]["progress_bar"] = False
+    stale = [k for k in params if k not in ("evaluate", "register", "monitor", "mlflow") and params[k] != old.get(k)]
+    if stale:
+        raise SystemExit(f"{src}: params section(s) {stale} differ from today's params.yaml; rerun the pipeline instead")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        for name in filter(lambda n: (src / n).exists(), KEPT):
+            (Path(name).parent).mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if (src / name).is_dir() else shutil.copy2)(src / name, name)
+        Path("params.yaml").write_text(yaml.safe_dump(params))
+        _fresh_mlflow_run(params)
+        if run_stage("evaluate") != 0:
+            return {"config": "default", "set": table, "seed": seed, "error": "evaluate failed"}
+        return _record("default", table, seed, params, float((src / "seconds").read_text()))
+
+
+def _fresh_mlflow_run(params: dict) -> None:
+    """The kept run's MLflow store is not kept: evaluate logs to a new run in this folder's store instead."""
+    import mlflow
+
+    from aeops.config import parse_section
+    from aeops.tracking import setup_experiment
+
+    experiment = setup_experiment(parse_section("mlflow", params.get("mlflow")))
+    with mlflow.start_run(experiment_id=experiment) as run:
+        pass
+    info = json.loads(Path("models/run.json").read_text())
+    Path("models/run.json").write_text(json.dumps({**info, "run_id": run.info.run_id}))
 
 
 def _keep(m: dict) -> dict:
@@ -89,56 +166,22 @@ def _keep(m: dict) -> dict:
 
 
 def _scoring_options(params: dict, record: dict) -> dict:
-    """The same trained model scored by standardised residuals, by kNN distance of its codes, and by sums."""
-    import numpy as np
-    import torch
-    from sklearn.metrics import average_precision_score, roc_auc_score
-    from sklearn.neighbors import NearestNeighbors
-
-    from aeops.bundle import ModelBundle
+    """The same trained model scored by other rules: each is a rerun of `evaluate` with one setting changed."""
     from aeops.cli import run_stage
-    from aeops.config import parse_section
-    from aeops.data.prepared import load_split
-    from aeops.evaluation.evaluate import member_recons, rule_maker
 
-    ev = parse_section("evaluate", params["evaluate"])
-    params["evaluate"]["score_standardize"] = True
-    params["evaluate"]["metrics_file"] = "metrics/std.json"
-    params["evaluate"]["bundle_dir"] = "bundle_std"
-    params["evaluate"]["plots_dir"] = "plots/std"
-    Path("params.yaml").write_text(yaml.safe_dump(params))
-    run_stage("evaluate")
-    standardised = _keep(json.loads(Path("metrics/std.json").read_text())["model"])
-    model = ModelBundle.load("bundle").network()
-    train, val, test = (load_split("data/prepared", s) for s in ("train", "val", "test"))
-    val_x = val.x if val.is_anomaly is None else val.x[val.is_anomaly == 0]  # evaluate's normal validation rows
-    y = test.is_anomaly
-
-    def metrics(score: np.ndarray) -> dict | None:
-        if not np.isfinite(score).all():
-            return None
-        return {"auroc": float(roc_auc_score(y, score)), "auprc": float(average_precision_score(y, score))}
-
-    def knn(fit: np.ndarray, *xs: np.ndarray) -> list[np.ndarray]:
-        nn = NearestNeighbors(n_neighbors=min(ev.knn_neighbors, len(fit))).fit(fit)
-        return [nn.kneighbors(x)[0].mean(1) for x in xs]
-
-    def robust_z(val_s: np.ndarray, test_s: np.ndarray) -> np.ndarray:
-        q1, med, q3 = np.percentile(val_s, [25, 50, 75])
-        return (test_s - med) / max(q3 - q1, 1e-12)
-
-    with torch.no_grad():
-        codes = [model.encode(torch.from_numpy(s)).numpy() for s in (train.x, val_x, test.x)]
-    score = rule_maker(ev, None)(val_x, member_recons(model, val_x))
-    residual = [score(x, member_recons(model, x)) for x in (val_x, test.x)]
-    latent, near = knn(codes[0], codes[1], codes[2]), knn(train.x, val_x, test.x)
-    for name, s in (("model", residual[1]), ("knn_distance", near[1])):  # the recomputed scores are evaluate's
-        got = metrics(s)
-        if got is not None and abs(got["auroc"] - record[name]["auroc"]) > 1e-6:
-            raise RuntimeError(f"rescoring disagrees with evaluate for {name}: {got['auroc']} vs {record[name]['auroc']}")
-    return {"standardised residual": standardised, "latent kNN": metrics(latent[1]),
-            "residual + latent kNN": metrics(robust_z(*residual) + robust_z(*latent)),
-            "residual + kNN distance": metrics(robust_z(*residual) + robust_z(*near))}
+    out = {}
+    for option, change in SCORING.items():
+        ev = {**params["evaluate"], **change, "metrics_file": "metrics/option.json", "bundle_dir": "bundle_option",
+              "plots_dir": "plots/option"}
+        Path("params.yaml").write_text(yaml.safe_dump({**params, "evaluate": ev}))
+        if run_stage("evaluate") != 0:
+            raise RuntimeError(f"evaluate failed for the option {option!r}")
+        model = json.loads(Path("metrics/option.json").read_text())["model"]
+        same_rule = set(change) == {"score_neighbors"} and model["score_neighbors"] == record["model"]["score_neighbors"]
+        if same_rule and model["auroc"] != record["model"]["auroc"]:
+            raise RuntimeError(f"{option!r} uses the default's rule but scores {model['auroc']} vs {record['model']['auroc']}")
+        out[option] = _keep(model)
+    return out
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -230,6 +273,10 @@ def main() -> None:
                     "(default: the --out file with .jsonl, started afresh)")
     ap.add_argument("--resume", action="store_true", help="keep the runs already in --runs and run only the missing "
                     "ones (only after no code or params change: a stale run would be counted silently)")
+    ap.add_argument("--keep", default=None, help="copy each run's data, models and bundle under this folder "
+                    "(<config>/<set>/<seed>) for later rescoring")
+    ap.add_argument("--rescore", default=None, help="a --keep folder: evaluate its default runs again with today's "
+                    "evaluate code and params instead of rerunning the pipeline (refused where other params changed)")
     ap.add_argument("--summary-only", action="store_true", help="run nothing: summarise the runs already in --runs "
                     "(e.g. after separate invocations gave small sets more splits than large ones)")
     args = ap.parse_args()
@@ -247,6 +294,12 @@ def main() -> None:
     done_keys = {(r["config"], r["set"], r["seed"]) for r in old if "error" not in r}
     wanted = [(c, s, seed) for c in configs for s in sets for seed in range(args.splits)]
     jobs = [] if args.summary_only else [j for j in wanted if j not in done_keys]
+    if args.rescore:
+        if configs != ["default"]:
+            sys.exit("--rescore re-evaluates kept default runs only; leave --configs at default")
+        missing = [j for j in jobs if not (Path(args.rescore) / "default" / j[1] / str(j[2])).is_dir()]
+        if missing:
+            sys.exit(f"--rescore: no kept run for {len(missing)} of {len(jobs)} (e.g. {missing[0][1]} split {missing[0][2]})")
     # the default config first, then set by set (big sets first, packing is tight) with every config of a set
     # together: a run cut short still compares configs on the sets it finished
     jobs.sort(key=lambda j: (j[0] != "default", -(args.tables / f"{j[1]}.csv").stat().st_size, configs.index(j[0])))
@@ -254,7 +307,9 @@ def main() -> None:
     start = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=args.jobs, max_tasks_per_child=1) as pool:
-        for fut in as_completed([pool.submit(job, *j, str(args.tables)) for j in jobs]):
+        submitted = [pool.submit(rescore, args.rescore, *j[1:]) if args.rescore else
+                     pool.submit(job, *j, str(args.tables), args.keep) for j in jobs]
+        for fut in as_completed(submitted):
             r = fut.result()
             with log.open("a") as fh:
                 fh.write(json.dumps(r) + "\n")

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import yaml
 from conftest import REPO
 
 
@@ -112,15 +113,34 @@ def test_tabular_benchmark_runs_the_real_pipeline_on_a_table_folder(tmp_path):
     env = {**os.environ, "AEOPS_CAP": "epochs=2,trials=2", "MLFLOW_TRACKING_URI": ""}
     out = tmp_path / "tabular.json"
     done = subprocess.run([sys.executable, str(REPO / "benchmarks/tabular.py"), "--tables", str(tmp_path / "tables"),
-                           "--splits", "1", "--jobs", "1", "--out", str(out)], env=env, capture_output=True,
+                           "--splits", "1", "--jobs", "1", "--out", str(out), "--keep", str(tmp_path / "kept")], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     run = result["runs"][0]
     assert run["set"] == "toy" and 0.5 < run["model"]["auroc"] <= 1.0 and run["latent_dim"] <= 2  # 5 features / 2
-    assert {"standardised residual", "latent kNN", "knn_distance", "residual + kNN distance"} <= set(run)
-    assert 0.5 < run["residual + latent kNN"]["auroc"] <= 1.0  # (the rescoring reproduced evaluate's two AUROCs)
+    assert {"residual alone", "residual + kNN distance", "standardised residual", "knn_distance"} <= set(run)
+    assert run["score_choice"].startswith(("residual (validation AUROC", "residual + kNN distance (validation AUROC"))
+    chosen = run["residual + kNN distance" if run["score_choice"].startswith("residual +") else "residual alone"]
+    assert chosen == run["model"]  # the default's rule, rerun as an option, gives the default's numbers
     assert "| aeops |" in result["table_md"] and (tmp_path / "tabular.jsonl").is_file()
+    kept = tmp_path / "kept" / "default" / "toy" / "0"  # the run as evaluate left it, before the rescoring
+    assert (kept / "bundle").is_dir() and (kept / "data" / "prepared" / "test.parquet").is_file()
+    assert json.loads((kept / "metrics" / "evaluate.json").read_text())["model"]["auroc"] == run["model"]["auroc"]
+    assert yaml.safe_load((kept / "params.yaml").read_text())["evaluate"]["metrics_file"] == "metrics/evaluate.json"
+    again = subprocess.run([sys.executable, str(REPO / "benchmarks/tabular.py"), "--tables", str(tmp_path / "tables"),
+                            "--splits", "1", "--jobs", "1", "--out", str(tmp_path / "again.json"), "--rescore",
+                            str(tmp_path / "kept")], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    rescored = json.loads((tmp_path / "again.json").read_text())["runs"][0]  # evaluate only: the same numbers
+    assert {k: rescored[k] for k in ("model", "knn_distance", "pca")} == {k: run[k] for k in ("model", "knn_distance", "pca")}
+    params = yaml.safe_load((kept / "params.yaml").read_text())
+    params["train"]["lr"] *= 2
+    (kept / "params.yaml").write_text(yaml.safe_dump(params))
+    stale = subprocess.run([sys.executable, str(REPO / "benchmarks/tabular.py"), "--tables", str(tmp_path / "tables"),
+                            "--splits", "1", "--jobs", "1", "--out", str(tmp_path / "stale.json"), "--rescore",
+                            str(tmp_path / "kept")], env=env, capture_output=True, text=True, timeout=600)
+    assert stale.returncode != 0 and "params section(s) ['train'] differ" in stale.stderr, stale.stderr[-2000:]
 
 
 @pytest.mark.slow
