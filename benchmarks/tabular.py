@@ -249,14 +249,16 @@ def markdown(table: dict, splits: int) -> str:
                   f"{e['paired_default_wins']} | {e['paired_sets']} ({e['paired_splits']}) |" for m, e in configs]
     sets = sorted(next(iter(table.values()))["per_set"])
     shown = [m for m, _ in rows if m in ("aeops", *BASELINES)]
-    lines += ["", f"Per set, AUROC mean ± std over {splits} splits:", "",
+    over = f"mean ± std over {splits} splits" if splits > 1 else "one split"
+    lines += ["", f"Per set, AUROC, {over}:", "",
               "| set | " + " | ".join(shown) + " |", "| --- |" + " --- |" * len(shown)]
     for s in sets:
         cells = []
         for m in shown:
             v = table[m]["per_set"].get(s, {}).get("auroc")
             short = "" if v is None or v[2] == splits else f" ({v[2]} split{'s' if v[2] > 1 else ''})"
-            cells.append("—" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}{short}")
+            spread = f" ± {v[1]:.3f}" if splits > 1 and v is not None else ""
+            cells.append("—" if v is None else f"{v[0]:.3f}{spread}{short}")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

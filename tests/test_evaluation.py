@@ -341,3 +341,20 @@ def test_an_ensemble_scores_the_mean_of_its_members():
     np.testing.assert_allclose(anomaly_scores(x, members, scale=scale), np.mean(each, axis=0))
     with pytest.raises(ValueError, match="residual scale of shape"):
         anomaly_scores(x, members, scale=scale[:1])
+
+
+def test_knn_term_distances_and_robust_fusion():
+    from aeops.evaluation.neighbors import fuse, knn_distances, knn_index, robust_stats
+
+    rng = np.random.default_rng(0)
+    ref, x = rng.normal(size=(50, 3)), rng.normal(size=(7, 3))
+    brute = np.sort(np.linalg.norm(x[:, None] - ref[None], axis=2), axis=1)[:, :5].mean(1)
+    np.testing.assert_allclose(knn_distances(knn_index(ref, 5), x), brute, rtol=1e-12)
+    assert len(knn_distances(knn_index(ref[:3], 5), x)) == 7  # k clamped to the reference rows
+    residual, distance = rng.lognormal(size=200), 100 * rng.lognormal(size=200)  # unlike units
+    stats = [robust_stats(residual), robust_stats(distance)]
+    fused = fuse(residual, distance, stats)
+    assert abs(np.median((residual - stats[0][0]) / stats[0][1])) < 1e-12  # each term is centred on normal rows
+    assert np.corrcoef(fused, residual)[0, 1] > 0.3 and np.corrcoef(fused, distance)[0, 1] > 0.3  # neither dominates
+    flat = robust_stats(np.ones(10))
+    assert flat[0] == 1.0 and flat[1] > 0 and np.isfinite(fuse(np.ones(3), np.ones(3), [flat, flat])).all()
