@@ -42,6 +42,7 @@ def test_table_mnist_and_image_folder_examples_and_no_promotion_across_schemas(p
     assert best["n_features"] == 9 and best["train"]["model"]["latent_dim"] < 9  # capped below the features
     metrics = json.loads((p.root / "metrics" / "evaluate.json").read_text())
     assert 0 <= metrics["model"]["auroc"] <= 1 and metrics["warnings"] == []
+    assert "labelled anomalies" in metrics["model"]["score_choice"]  # auto judged the kNN term on validation
     p.run("make promote")
     assert p.alias("production") == "1"
 

@@ -75,6 +75,7 @@ def test_registered_version_is_a_complete_scoring_model(registry):
     metrics = {m.key: m.value for m in client.get_logged_model(mv.source.removeprefix("models:/")).metrics}
     assert {"test/auroc", "test/threshold", "vs_baseline/knn_distance/auroc", "vs_baseline/pca/auroc"} <= set(metrics)
     assert f"Test AUROC **{metrics['test/auroc']:.3f}**" in mv.description and "kNN distance" in mv.description
+    assert "Score: residual." in mv.description  # images: the residual alone (evaluate.score_neighbors auto)
     assert "anomaly_score" in client.get_registered_model(CFG.model_name).description
     run_tags = client.get_run(mv.run_id).data.tags
 

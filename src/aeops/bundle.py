@@ -1,8 +1,8 @@
 """The saved-model format: one `ModelBundle` holds everything that turns raw rows into scores.
 
 On disk it is a folder: `network.pt` (the network's config and weights, and the training rows of a
-kNN score term where the rule has one: a plain dict that loads with `torch.load(weights_only=True)`), `bundle.json` (scaler, feature names, scoring rule and
-threshold, provenance) and `profile.json` (the reference profile that `aeops monitor` compares
+kNN score term where the rule has one: a plain dict that loads with `torch.load(weights_only=True)`),
+`bundle.json` (scaler, feature names, scoring rule and threshold, provenance) and `profile.json` (the reference profile that `aeops monitor` compares
 batches with; absent in bundles made before it existed). `evaluate` writes it as its DVC out; `register` logs it inside the MLflow
 pyfunc; serving, promotion, batch scoring and ONNX export read it back.
 """

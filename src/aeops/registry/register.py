@@ -63,7 +63,8 @@ def log_scoring_model(bundle_dir: str, data_dir: str) -> Any:
 
 MODEL_DESCRIPTION = (
     "Autoencoder anomaly scorer trained by the aeops pipeline (`make repro`). Input: the raw feature columns "
-    "of the data it was trained on; output per row: `anomaly_score` (reconstruction error) and `is_anomaly` "
+    "of the data it was trained on; output per row: `anomaly_score` (reconstruction error; for tables "
+    "fused with the kNN distance to the training rows where evaluate chose so: each version says which) and `is_anomaly` "
     "(score above the threshold set on normal validation rows). Alias `challenger`: the newest version; "
     "`production`: the one served (`make promote` moves it only if not worse on the same test split)."
 )
@@ -90,6 +91,8 @@ def version_description(results: dict, run_tags: dict[str, str], run_id: str) ->
                      f"AUPRC {model['auprc']:.3f}; F1 at the threshold {model['f1']:.3f}.")
     lines.append(f"Reconstruction MSE {model['recon_mse']:.4g}; threshold {model['threshold']:.4g} "
                  f"(percentile of normal validation scores).")
+    if model.get("score_choice"):
+        lines.append(f"Score: {model['score_choice']}.")
     lines.append(f"Registered by the `register` stage from run {run_id} at commit "
                  f"{str(run_tags.get('git_commit', '?'))[:12]}, alias `challenger`; promotion appends below.")
     return "\n\n".join(lines)
