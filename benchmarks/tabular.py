@@ -128,11 +128,7 @@ def rescore(kept: str, table: str, seed: int) -> dict:
 
     torch.set_num_threads(int(os.environ.get("AEOPS_BENCH_THREADS", "1")))
     src = Path(kept) / "default" / table / str(seed)
-    old = yaml.safe_load((src / "params.yaml").read_text())
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["prepare"] |= {k: old["prepare"][k] for k in ("source", "path", "anomaly_column", "normal_classes", "seed")}
-    params["tune"]["progress_bar"] = params["train"]["progress_bar"] = False
-    stale = [k for k in params if k not in ("evaluate", "register", "monitor", "mlflow") and params[k] != old.get(k)]
+    params, stale = _rescore_params(src)
     if stale:
         raise SystemExit(f"{src}: params section(s) {stale} differ from today's params.yaml; rerun the pipeline instead")
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,6 +141,16 @@ def rescore(kept: str, table: str, seed: int) -> dict:
         if run_stage("evaluate") != 0:
             return {"config": "default", "set": table, "seed": seed, "error": "evaluate failed"}
         return _record("default", table, seed, params, float((src / "seconds").read_text()))
+
+
+def _rescore_params(src: Path) -> tuple[dict, list[str]]:
+    """Today's params.yaml with the kept run's data settings, and the sections (other than evaluate and
+    after) where the kept run's params differ: its network would not be the one today's pipeline trains."""
+    old = yaml.safe_load((src / "params.yaml").read_text())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["prepare"] |= {k: old["prepare"][k] for k in ("source", "path", "anomaly_column", "normal_classes", "seed")}
+    params["tune"]["progress_bar"] = params["train"]["progress_bar"] = False
+    return params, [k for k in params if k not in ("evaluate", "register", "monitor", "mlflow") and params[k] != old.get(k)]
 
 
 def _fresh_mlflow_run(params: dict) -> None:
@@ -302,6 +308,11 @@ def main() -> None:
         missing = [j for j in jobs if not (Path(args.rescore) / "default" / j[1] / str(j[2])).is_dir()]
         if missing:
             sys.exit(f"--rescore: no kept run for {len(missing)} of {len(jobs)} (e.g. {missing[0][1]} split {missing[0][2]})")
+        for j in jobs:  # before any work: a stale kept run would be counted silently
+            src = Path(args.rescore) / "default" / j[1] / str(j[2])
+            stale = _rescore_params(src)[1]
+            if stale:
+                sys.exit(f"{src}: params section(s) {stale} differ from today's params.yaml; rerun the pipeline instead")
     # the default config first, then set by set (big sets first, packing is tight) with every config of a set
     # together: a run cut short still compares configs on the sets it finished
     jobs.sort(key=lambda j: (j[0] != "default", -(args.tables / f"{j[1]}.csv").stat().st_size, configs.index(j[0])))

@@ -197,6 +197,9 @@ def test_aeops_cap_caps_sizes_and_rejects_nonsense(monkeypatch):
     assert parse_section("tune", {}).n_trials == 3 and parse_section("tune", {}).max_epochs == 2
     assert parse_section("prepare", {}).max_train_rows == 100
     assert parse_section("prepare", {"max_train_rows": 50}).max_train_rows == 50
+    from aeops.data.prepared import MAX_EVAL_VALUES, eval_rows
+
+    assert eval_rows(10) == 100 and eval_rows(MAX_EVAL_VALUES // 10) == 10  # evaluated rows too; memory still bounds
     monkeypatch.setenv("AEOPS_CAP", "epoch=2")
     with pytest.raises(AeopsError, match="AEOPS_CAP: 'epoch=2' is invalid"):
         parse_section("train", {})

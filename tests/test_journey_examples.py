@@ -50,6 +50,7 @@ def test_table_mnist_and_image_folder_examples_and_no_promotion_across_schemas(p
     p.run(MNIST)
     metrics = json.loads((p.root / "metrics" / "evaluate.json").read_text())
     assert 0 <= metrics["model"]["auroc"] <= 1
+    assert any(w.startswith("the test split has 10,000 rows, capped by AEOPS_CAP rows=1500") for w in metrics["warnings"])
     run = p.last_run()
     assert run.data.tags["architecture"] == "conv" and run.data.params["train.model.latent_dim"] == "16"
     for cmd in ("make promote", "aeops promote --force"):  # 784 columns cannot replace 9

@@ -1,6 +1,6 @@
 """Every command README.md shows, run as written in a temporary copy of the repo (git + DVC).
 
-Sizes are capped with one environment variable (`AEOPS_CAP`: epochs, trials, training rows), never
+Sizes are capped with one environment variable (`AEOPS_CAP`: epochs, trials, training and evaluated rows), never
 with a different code path. The journeys run in README order in one project, as a user would:
 the default run, a look at the results, promotion and serving, experiments and monitoring here;
 a table and MNIST in test_journey_examples.py (a second file, so the two can run in parallel).

@@ -359,7 +359,8 @@ def parse_section(section: str, raw: dict[str, Any] | None) -> Any:
 
 
 # AEOPS_CAP="epochs=2,trials=2,rows=1000" caps sizes for smoke runs (the journey tests): the same code
-# path with smaller numbers, never a different one. Unset in real runs.
+# path with smaller numbers, never a different one. Unset in real runs. `rows` also caps the rows a split
+# is evaluated on (aeops.data.prepared.eval_rows: the seeded sample that very large splits get anyway).
 CAPS = {"epochs": (("train", "max_epochs"), ("tune", "max_epochs")), "trials": (("tune", "n_trials"),),
         "rows": (("prepare", "max_train_rows"),)}
 

@@ -168,13 +168,21 @@ def load_split(data_dir: str | Path, name: Literal["train", "val", "test", "val_
     return Split(x, labels, anomaly)
 
 
+def eval_rows(width: int) -> int:
+    """Rows of this many values a split may hold in memory for evaluation: MAX_EVAL_VALUES worth, or fewer
+    under `AEOPS_CAP=rows=N` (smoke runs: the same sampling, at a small size)."""
+    from aeops.config import caps
+
+    return max(1, min(MAX_EVAL_VALUES // max(width, 1), caps().get("rows", MAX_EVAL_VALUES)))
+
+
 def sample_split(data_dir: str | Path, name: Literal["train", "val", "test", "val_anomalies"],
                  seed: int = 0) -> tuple[Split, int]:
     """(a split in memory, its full row count): a seeded random sample of rows, in their order, where
     the whole split would exceed MAX_EVAL_VALUES values; the whole split otherwise."""
     split = load_split(data_dir, name, lazy=True)
     n, d = split.x.shape
-    keep = max(1, MAX_EVAL_VALUES // max(d, 1))
+    keep = eval_rows(d)
     if n <= keep:
         return Split(np.asarray(split.x), split.labels, split.is_anomaly), n
     rows = np.sort(np.random.default_rng(seed).choice(n, size=keep, replace=False))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from aeops.config import EvaluateConfig, MlflowConfig
+from aeops.config import EvaluateConfig, MlflowConfig, caps
 from aeops.data.prepared import (
     MAX_EVAL_VALUES, SPLITS, VAL_ANOMALIES, Split, has_split, invert_scaler, load_meta, sample_split,
 )
@@ -55,7 +55,8 @@ def evaluation_warnings(latent_dim: int, n_features: int, test_is_anomaly: np.nd
 
 def sampled_warnings(rows: dict[str, tuple[int, int]]) -> list[str]:
     """One line per split that evaluation replaced by a sample (every method saw the same rows)."""
-    return [f"the {name} split has {total:,} rows, too many to hold in memory: every method here was evaluated on "
+    why = f"capped by AEOPS_CAP rows={caps()['rows']}" if "rows" in caps() else "too many to hold in memory"
+    return [f"the {name} split has {total:,} rows, {why}: every method here was evaluated on "
             f"the same seeded random {used:,} (at most {MAX_EVAL_VALUES:,} values a split)"
             for name, (used, total) in rows.items() if used < total]
 

@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from aeops import __version__
 from aeops.config import MlflowConfig, TrainConfig
-from aeops.data.prepared import MAX_EVAL_VALUES, load_split
+from aeops.data.prepared import eval_rows, load_split
 from aeops.io import read_json
 from aeops.tracking import (
     data_label, effective_model, flatten, lineage_tags, log_dataset, loss_curves, run_name, setup_experiment,
@@ -109,7 +109,7 @@ def log_training_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: di
 
         model = lit.model.cpu().eval()
         test = load_split(cfg.data_dir, "test", lazy=True)
-        rows = min(PLOT_ROWS, max(1, MAX_EVAL_VALUES // test.x.shape[1]))
+        rows = min(PLOT_ROWS, eval_rows(test.x.shape[1]))
         test = test.take(slice(rows))
         with torch.no_grad():
             x = torch.from_numpy(test.x)
