@@ -104,6 +104,7 @@ def test_evaluate_compares_model_and_baselines_and_logs_to_the_training_run(prep
     assert set(results["model"]) == set(results["pca"])
     assert record["warnings"] == []  # 36 anomalies in the test split, latent 4 < 64 features
     assert ModelBundle.load("bundle").scoring.threshold == results["model"]["threshold"]  # the bundle it wrote
+    assert results["model"]["score_neighbors"] == 0 and results["model"]["score_choice"] == "residual"  # images: auto
     for method in results.values():
         assert 0.5 < method["auroc"] <= 1.0
         assert method["threshold"] is not None
@@ -126,6 +127,11 @@ def test_evaluate_compares_model_and_baselines_and_logs_to_the_training_run(prep
     assert table.set_index("method").loc["pca", "recon_mse"] == pytest.approx(results["pca"]["recon_mse"])
     assert client.list_artifacts(run.info.run_id, "evaluate/plots")
     assert [a.path for a in client.list_artifacts(run.info.run_id, "report")] == [f"report/{run.info.run_id}.html"]
+    from aeops.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^params.yaml: evaluate.score_neighbors = true needs table data .*images$"):
+        evaluate(EvaluateConfig(score_neighbors=True, isolation_forest_trees=10), mlflow_cfg)
+    assert json.loads(open("metrics/evaluate.json").read()) == record  # nothing written
 
 
 def test_killed_training_resumes_from_the_last_checkpoint(prepared, workdir):
@@ -224,12 +230,3 @@ def test_a_knn_term_joins_the_residual_where_it_wins_on_validation_and_serving_r
     out = Scorer(bundle).score(df)
     assert roc_auc_score(split.is_anomaly, out["anomaly_score"]) == pytest.approx(auto["auroc"], abs=1e-9)
     assert (out["is_anomaly"] == (out["anomaly_score"] > auto["threshold"])).all()
-
-
-def test_a_knn_term_on_images_is_refused_in_one_line(prepared, mlflow_cfg):
-    from aeops.errors import ConfigError
-
-    train(tiny_train(), mlflow_cfg)
-    assert evaluate(EvaluateConfig(isolation_forest_trees=10), mlflow_cfg)["model"]["score_neighbors"] == 0  # auto
-    with pytest.raises(ConfigError, match=r"^params.yaml: evaluate.score_neighbors = true needs table data .*"):
-        evaluate(EvaluateConfig(score_neighbors=True, isolation_forest_trees=10), mlflow_cfg)
