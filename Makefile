@@ -41,7 +41,7 @@ TEST_WORKERS ?= 2
 XDIST = $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 test: setup ## run every test (the README journeys, DDP and PostgreSQL included; ≤ 10 min on 2 cores)
-	$(PY) -m pytest $(XDIST)
+	$(PY) -m pytest $(XDIST) --durations=15
 
 test-fast: setup ## the inner loop: every test not marked slow
 	$(PY) -m pytest $(XDIST) -m "not slow"
