@@ -14,6 +14,7 @@ from aeops.config import EvaluateConfig
 from aeops.evaluation import plots
 from aeops.data.prepared import Split
 from aeops.evaluation.baselines import Coded, model_metrics, run_baselines
+from aeops.evaluation.neighbors import knn_distances, knn_index
 from aeops.evaluation.metrics import (
     anomaly_metrics,
     choose_threshold,
@@ -157,10 +158,10 @@ def test_trustworthiness_identity_and_no_labels():
 
 
 # ---------------------------------------------------------------- baselines
-def _baselines(digits_split, latent_dim: int, cfg: EvaluateConfig, score=anomaly_scores):
+def _baselines(digits_split, latent_dim: int, cfg: EvaluateConfig, score=anomaly_scores, knn=None):
     tr_x, tr_y, va_x, te_x, te_y, anom = digits_split
     return run_baselines(train=Split(tr_x, tr_y, None), val_x=va_x, test=Split(te_x, te_y, anom),
-                         latent_dim=latent_dim, data_range=1.0, cfg=cfg, make_score=lambda v, r: score)
+                         latent_dim=latent_dim, data_range=1.0, cfg=cfg, make_score=lambda v, r: score, knn=knn)
 
 
 def test_baselines_on_digits_with_held_out_class(digits_split):
@@ -178,6 +179,12 @@ def test_baselines_on_digits_with_held_out_class(digits_split):
     assert pca["knn_accuracy"] > 0.8  # the unseen class 9 is excluded
     assert pca["quantized_psnr"] <= pca["psnr"] + 1e-9
     assert 0.5 < pca["trustworthiness"] <= 1.0
+    # evaluate hands over the kNN term's distances (same rows, same k): the baseline is the same, fitted once
+    flat = [np.asarray(a, np.float64).reshape(len(a), -1) for a in (tr_x, va_x, te_x)]
+    index = knn_index(flat[0], cfg.knn_neighbors)
+    given = [knn_distances(index, flat[1]), knn_distances(index, flat[2])]
+    assert _baselines(digits_split, 8, cfg, knn=given)[0]["knn_distance"] == metrics["knn_distance"]
+    assert _baselines(digits_split, 8, cfg, knn=[-d for d in given])[0]["knn_distance"]["auroc"] < 0.5  # used as given
 
 
 def test_pca_never_gets_as_many_components_as_features(digits_split):

@@ -119,7 +119,7 @@ def knn_distance_scores(
 
 def run_baselines(
     *, train: Split, val_x: np.ndarray, test: Split, latent_dim: int, data_range: float, cfg: EvaluateConfig,
-    make_score: ScoreMaker = lambda val_x, val_recon: anomaly_scores,
+    make_score: ScoreMaker = lambda val_x, val_recon: anomaly_scores, knn: list[np.ndarray] | None = None,
 ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Run PCA, Isolation Forest and kNN-distance baselines.
 
@@ -127,7 +127,8 @@ def run_baselines(
     normal rows (it sets each method's threshold). Returns `(metrics, test_scores)`, both keyed
     by "pca", "isolation_forest", "knn_distance"; `test_scores[method]` is the (n_test,) anomaly
     score array (for plots). "pca" has the same keys as `model_metrics`; the others only
-    the anomaly keys.
+    the anomaly keys. `knn`: the kNN distances of [val_x, test] where the caller measured them already
+    (same train rows, same k), so the index is not fitted twice.
     """
     train = Split(_flat(train.x), train.labels, train.is_anomaly)
     test = Split(_flat(test.x), test.labels, test.is_anomaly)
@@ -137,7 +138,7 @@ def run_baselines(
     metrics["pca"], scores["pca"] = _pca(train, val_x, test, latent_dim, data_range, cfg, make_score)
     scorers = {"isolation_forest": isolation_forest_scores, "knn_distance": knn_distance_scores}
     for name, fn in scorers.items():
-        val_s, test_s = fn(train.x, [val_x, test.x], cfg)
+        val_s, test_s = knn if name == "knn_distance" and knn is not None else fn(train.x, [val_x, test.x], cfg)
         metrics[name] = _score_only(val_s, test_s, test.is_anomaly, cfg.threshold_percentile)
         scores[name] = test_s
     return metrics, scores

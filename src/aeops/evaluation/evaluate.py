@@ -111,6 +111,7 @@ class NeighbourTerm:
     test_scores: np.ndarray
     stats: list[list[float]] | None
     choice: str  # why: which rule, and the validation AUROCs it was chosen by
+    distances: list[np.ndarray] | None = None  # kNN distances of [val, test] where measured: the baseline reuses them
 
 
 def neighbour_term(cfg: EvaluateConfig, image_shape: list[int] | None, model: torch.nn.Module, score: ScoreFn,
@@ -133,7 +134,7 @@ def neighbour_term(cfg: EvaluateConfig, image_shape: list[int] | None, model: to
     val_d, test_d = knn_distances(index, flat[1]), knn_distances(index, flat[2])
     stats = [robust_stats(val_scores), robust_stats(val_d)]
     fused = NeighbourTerm(fuse(val_scores, val_d, stats), fuse(test_scores, test_d, stats), stats,
-                          "residual + kNN distance")
+                          "residual + kNN distance", [val_d, test_d])
     if use is True:
         return fused
     if has_split(cfg.data_dir, VAL_ANOMALIES):
@@ -146,8 +147,9 @@ def neighbour_term(cfg: EvaluateConfig, image_shape: list[int] | None, model: to
     mixed = validation_auroc(fused.val_scores, fuse(a_scores, a_d, stats))
     why = f"validation AUROC on {len(anomalies)} {kind} anomalies: residual + kNN distance {mixed:.4f}, residual {plain:.4f}"
     if mixed > plain:  # a tie keeps the plain residual
-        return NeighbourTerm(fused.val_scores, fused.test_scores, stats, f"residual + kNN distance ({why})")
-    return NeighbourTerm(val_scores, test_scores, None, f"residual ({why})")
+        return NeighbourTerm(fused.val_scores, fused.test_scores, stats, f"residual + kNN distance ({why})",
+                             fused.distances)
+    return NeighbourTerm(val_scores, test_scores, None, f"residual ({why})", fused.distances)
 
 
 def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[str, Any]]:
@@ -189,7 +191,8 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     )
     sizes = {"latent_dim": bundle.latent_dim, "data_range": data_range, "cfg": cfg}
     results = {"model": model_metrics(coded, train=train, test=test, **sizes)}
-    baselines, baseline_scores = run_baselines(train=train, val_x=val_x, test=test, make_score=make_score, **sizes)
+    baselines, baseline_scores = run_baselines(train=train, val_x=val_x, test=test, make_score=make_score,
+                                                knn=term.distances, **sizes)
     results.update(baselines)
     standardized = standardize(cfg, meta["image_shape"])
     for method in ("model", "pca"):  # the scoring rule, shown beside the numbers it produced
