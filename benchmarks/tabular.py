@@ -60,6 +60,25 @@ def _set(params: dict, dotted: str, value: object) -> None:
     node[key] = value
 
 
+def _run_params(data: dict, config: str = "default") -> dict:
+    """Today's params.yaml with one run's data settings (prepare: source, path, ...) and its config's changes."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["prepare"].update(data)
+    params["tune"]["progress_bar"] = params["train"]["progress_bar"] = False
+    for key, value in CONFIGS[config].items():
+        _set(params, key, value)
+    return params
+
+
+def _copy_kept(src: Path, dst: Path) -> None:
+    """Copy the KEPT files and folders that exist under src to dst (replacing what dst held)."""
+    import shutil
+
+    for name in filter(lambda n: (src / n).exists(), KEPT):
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (src / name).is_dir() else shutil.copy2)(src / name, dst / name)
+
+
 def job(config: str, table: str, seed: int, tables: str = str(TABLES), keep: str | None = None) -> dict:
     """One pipeline run in a temporary project folder; returns AUROC/AUPRC of the model, options and baselines.
 
@@ -73,13 +92,8 @@ def job(config: str, table: str, seed: int, tables: str = str(TABLES), keep: str
     from aeops.cli import run_stage
 
     torch.set_num_threads(int(os.environ.get("AEOPS_BENCH_THREADS", "1")))
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    data = {"source": "table", "path": str(Path(tables) / f"{table}.csv"), "anomaly_column": "is_anomaly",
-            "normal_classes": None, "seed": seed}
-    params["prepare"].update(data)
-    params["tune"]["progress_bar"] = params["train"]["progress_bar"] = False
-    for key, value in CONFIGS[config].items():
-        _set(params, key, value)
+    params = _run_params({"source": "table", "path": str(Path(tables) / f"{table}.csv"),
+                          "anomaly_column": "is_anomaly", "normal_classes": None, "seed": seed}, config)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
@@ -91,9 +105,7 @@ def job(config: str, table: str, seed: int, tables: str = str(TABLES), keep: str
         if keep:  # before the scoring options rewrite params.yaml
             dst = Path(keep) / config.replace(" ", "_") / table / str(seed)
             shutil.rmtree(dst, ignore_errors=True)
-            for src in filter(Path.exists, map(Path, KEPT)):
-                (dst / src).parent.mkdir(parents=True, exist_ok=True)
-                (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst / src)
+            _copy_kept(Path("."), dst)
             (dst / "seconds").write_text(f"{seconds:.1f}")
         return _record(config, table, seed, params, seconds)
 
@@ -120,8 +132,6 @@ def rescore(kept: str, table: str, seed: int) -> dict:
     Refused where any other section of params.yaml differs from the kept run's: the trained network
     would not be the one today's pipeline trains, and the numbers would be silently stale.
     """
-    import shutil
-
     import torch
 
     from aeops.cli import run_stage
@@ -133,9 +143,7 @@ def rescore(kept: str, table: str, seed: int) -> dict:
         raise SystemExit(f"{src}: params section(s) {stale} differ from today's params.yaml; rerun the pipeline instead")
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
-        for name in filter(lambda n: (src / n).exists(), KEPT):
-            (Path(name).parent).mkdir(parents=True, exist_ok=True)
-            (shutil.copytree if (src / name).is_dir() else shutil.copy2)(src / name, name)
+        _copy_kept(src, Path("."))
         Path("params.yaml").write_text(yaml.safe_dump(params))
         _fresh_mlflow_run(params)
         if run_stage("evaluate") != 0:
@@ -147,9 +155,7 @@ def _rescore_params(src: Path) -> tuple[dict, list[str]]:
     """Today's params.yaml with the kept run's data settings, and the sections (other than evaluate and
     after) where the kept run's params differ: its network would not be the one today's pipeline trains."""
     old = yaml.safe_load((src / "params.yaml").read_text())
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["prepare"] |= {k: old["prepare"][k] for k in ("source", "path", "anomaly_column", "normal_classes", "seed")}
-    params["tune"]["progress_bar"] = params["train"]["progress_bar"] = False
+    params = _run_params({k: old["prepare"][k] for k in ("source", "path", "anomaly_column", "normal_classes", "seed")})
     return params, [k for k in params if k not in ("evaluate", "register", "monitor", "mlflow") and params[k] != old.get(k)]
 
 

@@ -132,5 +132,5 @@ def frame_check(scorer: Any, df: pd.DataFrame, alpha: float = 0.01, psi_threshol
 
 def _add(batch: BatchStats, scorer: Any, frame: pd.DataFrame, out: pd.DataFrame) -> None:
     """One scored chunk into the batch: its raw features (bins, range) and its scores and flags."""
-    x = scorer.matrix(frame[scorer.features])
+    x = frame[scorer.features].to_numpy(dtype=np.float32)  # scoring `out` validated these rows already
     batch.add(x, out["anomaly_score"].to_numpy(), out["is_anomaly"].to_numpy(), scorer.outside(x))
