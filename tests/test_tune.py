@@ -183,6 +183,19 @@ def test_extra_worker_joins_a_study_on_shared_storage(prepared, workdir):
     assert json.loads((workdir / "tune" / "best_params.json").read_text())["trials"]["COMPLETE"] == 4
 
 
+def test_tune_line_shows_the_auroc_of_a_minimised_auroc_objective():
+    from aeops.cli import tune_line
+
+    model = {"variant": "sparse", "architecture": "mlp", "latent_dim": 3}
+    result = {"enabled": True, "objective": "val_auroc", "value": 0.25, "trial": 4, "train": {"model": model},
+              "trials": {"COMPLETE": 5}, "epochs_trained": 40}
+    line = tune_line(result, "tune")
+    assert "val_auroc: val/auroc_loss=0.25000 (validation AUROC 0.7500)" in line and "sparse/mlp, latent 3" in line
+    plain = tune_line(result | {"objective": "val_recon_loss", "value": 0.0123}, "tune")
+    assert "val_recon_loss: val/recon_loss=0.01230 (" in plain and "AUROC" not in plain
+    assert tune_line({"enabled": False}, "tune").startswith("tune: disabled")
+
+
 def test_worker_without_shared_storage_is_refused(workdir, capsys):
     from aeops.cli import main
 

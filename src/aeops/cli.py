@@ -39,15 +39,23 @@ def _tune(params: dict, args: argparse.Namespace) -> None:
 
     cfg = _section(params, "tune")
     result = tune(cfg, _section(params, "mlflow"))
-    if result["enabled"]:
-        model = result["train"]["model"]
-        print(
-            f"tune: best trial {result['trial']} {result['objective']}={result['value']:.5f} "
-            f"({model['variant']}/{model['architecture']}, latent {model['latent_dim']}); "
-            f"trials {result['trials']}, {result['epochs_trained']} epochs → {cfg.output_dir}/best_params.json"
-        )
-    else:
-        print(f"tune: disabled; train uses the fixed model config ({cfg.output_dir}/best_params.json)")
+    print(tune_line(result, cfg.output_dir))
+
+
+def tune_line(result: dict, output_dir: str) -> str:
+    """The tune stage's summary line. AUROC objectives are minimised as 1 − AUROC: the line names that
+    metric and shows the AUROC too (a bare "val_auroc=0.00000" reads as the worst model, not the best)."""
+    if not result["enabled"]:
+        return f"tune: disabled; train uses the fixed model config ({output_dir}/best_params.json)"
+    from aeops.tuning.objectives import OBJECTIVE_METRIC
+
+    metric, model = OBJECTIVE_METRIC[result["objective"]], result["train"]["model"]
+    value = f"{result['objective']}: {metric}={result['value']:.5f}"
+    if metric.endswith("auroc_loss"):
+        value += f" (validation AUROC {1 - result['value']:.4f})"
+    return (f"tune: best trial {result['trial']}, {value} ({model['variant']}/{model['architecture']}, latent "
+            f"{model['latent_dim']}); trials {result['trials']}, {result['epochs_trained']} epochs → "
+            f"{output_dir}/best_params.json")
 
 
 def _tune_worker(params: dict, args: argparse.Namespace) -> None:
