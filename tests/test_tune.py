@@ -192,7 +192,7 @@ def test_tune_line_shows_the_auroc_of_a_minimised_auroc_objective():
     line = tune_line(result, "tune")
     assert "val_auroc: val/auroc_loss=0.25000 (validation AUROC 0.7500)" in line and "sparse/mlp, latent 3" in line
     plain = tune_line(result | {"objective": "val_recon_loss", "value": 0.0123}, "tune")
-    assert "val_recon_loss: val/recon_loss=0.01230 (" in plain and "AUROC" not in plain
+    assert "val_recon_loss: val/recon_loss=0.01230;" in plain and "AUROC" not in plain
     assert tune_line({"enabled": False}, "tune").startswith("tune: disabled")
 
 

@@ -53,8 +53,8 @@ def tune_line(result: dict, output_dir: str) -> str:
     value = f"{result['objective']}: {metric}={result['value']:.5f}"
     if metric.endswith("auroc_loss"):
         value += f" (validation AUROC {1 - result['value']:.4f})"
-    return (f"tune: best trial {result['trial']}, {value} ({model['variant']}/{model['architecture']}, latent "
-            f"{model['latent_dim']}); trials {result['trials']}, {result['epochs_trained']} epochs → "
+    return (f"tune: best trial {result['trial']} ({model['variant']}/{model['architecture']}, latent "
+            f"{model['latent_dim']}), {value}; trials {result['trials']}, {result['epochs_trained']} epochs → "
             f"{output_dir}/best_params.json")
 
 
