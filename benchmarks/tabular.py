@@ -6,7 +6,7 @@ stages (prepare → tune → train → evaluate) with params.yaml's defaults; on
 seeds). PCA, IsolationForest and kNN distance come from the same evaluate, on the same splits.
 Options that change training (`--configs`) rerun the pipeline; scoring options are evaluate reruns on
 the same trained model: the residual alone, the residual always fused with kNN distance, standardised
-residuals. `--keep DIR` keeps each run's data, checkpoints and bundle; `--rescore DIR` evaluates those
+residuals, and `auto` with the kNN weight 1 only (the previous default). `--keep DIR` keeps each run's data, checkpoints and bundle; `--rescore DIR` evaluates those
 kept runs again with today's evaluate code (minutes, not hours), refused where training params changed.
 Results: results/tabular.json (every run) and a Markdown table (mean ± std over splits, wins per set).
 Usage: python benchmarks/tabular.py [--sets breastw,wbc] [--splits 5] [--jobs 2] [--configs default,...]
@@ -33,11 +33,13 @@ TABLES = ROOT.parent / "shared" / "datasets" / "tabular"
 OUT = ROOT / "benchmarks" / "results" / "tabular.json"
 BASELINES = ("knn_distance", "isolation_forest", "pca")
 # scoring options (evaluate settings), rescored on the default run's model: the residual alone, always fused
-# with the kNN distance (robust z-sum, as `score_neighbors: true`), and standardised residuals
+# with the kNN distance (robust z-sum, as `score_neighbors: true`), standardised residuals, and `auto` choosing
+# between the residual and the 1:1 sum only (the default tries the kNN weights 1, 2 and 4)
 SCORING: dict[str, dict[str, object]] = {
     "residual alone": {"score_neighbors": False},
     "residual + kNN distance": {"score_neighbors": True},
     "standardised residual": {"score_neighbors": False, "score_standardize": True},
+    "auto, kNN weight 1 only": {"knn_weights": [1.0]},  # the previous default: fused 1:1 or the residual alone
 }
 OPTIONS = tuple(SCORING)
 # Options that change training: each reruns the whole pipeline (dotted params keys).
@@ -120,7 +122,7 @@ def _record(config: str, table: str, seed: int, params: dict, seconds: float) ->
     out = {"config": config, "set": table, "seed": seed, "seconds": round(seconds, 1),
            "model": _keep(record["model"]), **{b: _keep(record[b]) for b in BASELINES},
            "latent_dim": record["model"]["latent_dim"], "variant": best.get("train", {}).get("model", {}).get("variant"),
-           "score_choice": record["model"].get("score_choice")}
+           "score_choice": record["model"].get("score_choice"), "knn_weight": record["model"].get("score_knn_weight")}
     if config == "default":
         out |= _scoring_options(params, record)
     return out
@@ -189,7 +191,8 @@ def _scoring_options(params: dict, record: dict) -> dict:
         if run_stage("evaluate") != 0:
             raise RuntimeError(f"evaluate failed for the option {option!r}")
         model = json.loads(Path("metrics/option.json").read_text())["model"]
-        same_rule = set(change) == {"score_neighbors"} and model["score_neighbors"] == record["model"]["score_neighbors"]
+        same_rule = set(change) == {"score_neighbors"} and all(
+            model.get(k) == record["model"].get(k) for k in ("score_neighbors", "score_knn_weight"))
         if same_rule and model["auroc"] != record["model"]["auroc"]:
             raise RuntimeError(f"{option!r} uses the default's rule but scores {model['auroc']} vs {record['model']['auroc']}")
         out[option] = _keep(model)
@@ -226,6 +229,9 @@ def summarize(runs: list[dict]) -> dict:
         entry["aeops_ties"] = sum(abs(ref[s]["auroc"][0] - entry["per_set"][s]["auroc"][0]) <= 5e-4 for s in common)
     for config in {r["config"] for r in runs if "error" not in r} - {"default"}:
         table[f"aeops ({config})"] |= paired(runs, config)
+    weights = [r["knn_weight"] for r in runs if r["config"] == "default" and r.get("knn_weight") is not None]
+    if weights and "aeops" in table:  # what `auto` chose: 0 = the residual alone, else the kNN term's weight
+        table["aeops"]["knn_weight_runs"] = {f"{w:g}": weights.count(w) for w in sorted(set(weights))}
     return table
 
 
@@ -259,6 +265,9 @@ def markdown(table: dict, splits: int) -> str:
                   "| config | its AUROC | default's | sets it wins / loses | sets (splits) |", "| --- | --- | --- | --- | --- |"]
         lines += [f"| {m} | {e['paired_mean_auroc']:.3f} | {e['paired_default_auroc']:.3f} | {e['paired_config_wins']} / "
                   f"{e['paired_default_wins']} | {e['paired_sets']} ({e['paired_splits']}) |" for m, e in configs]
+    if table.get("aeops", {}).get("knn_weight_runs"):
+        chosen = ", ".join(f"{w}: {n}" for w, n in table["aeops"]["knn_weight_runs"].items())
+        lines += ["", f"The kNN term's weight `auto` chose, runs per weight (0 = the residual alone): {chosen}."]
     sets = sorted(next(iter(table.values()))["per_set"])
     shown = [m for m, _ in rows if m in ("aeops", *BASELINES)]
     over = f"mean ± std over {splits} splits" if splits > 1 else "one split"

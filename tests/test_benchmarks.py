@@ -120,9 +120,12 @@ def test_tabular_benchmark_runs_the_real_pipeline_on_a_table_folder(tmp_path):
     run = result["runs"][0]
     assert run["set"] == "toy" and 0.5 < run["model"]["auroc"] <= 1.0 and run["latent_dim"] <= 2  # 5 features / 2
     assert {"residual alone", "residual + kNN distance", "standardised residual", "knn_distance"} <= set(run)
-    assert run["score_choice"].startswith(("residual (validation AUROC", "residual + kNN distance (validation AUROC"))
-    chosen = run["residual + kNN distance" if run["score_choice"].startswith("residual +") else "residual alone"]
-    assert chosen == run["model"]  # the default's rule, rerun as an option, gives the default's numbers
+    weight = run["knn_weight"]  # auto's choice: 0 the residual alone, else the kNN term's weight
+    assert weight in (0, 1, 2, 4) and run["score_choice"].startswith("residual + kNN distance" if weight else "residual (")
+    if weight in (0, 1):  # the default's rule, rerun as an option, gives the default's numbers (×2, ×4: no option)
+        assert run["residual alone" if weight == 0 else "residual + kNN distance"] == run["model"]
+    assert f"runs per weight (0 = the residual alone): {weight:g}: 1." in result["table_md"]
+    assert {"aeops, residual alone", "aeops, auto, kNN weight 1 only"} <= set(result["summary"])
     assert "| aeops |" in result["table_md"] and (tmp_path / "tabular.jsonl").is_file()
     kept = tmp_path / "kept" / "default" / "toy" / "0"  # the run as evaluate left it, before the rescoring
     assert (kept / "bundle").is_dir() and (kept / "data" / "prepared" / "test.parquet").is_file()

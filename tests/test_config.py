@@ -20,6 +20,8 @@ CASES = [
     ("prepare", {"val_fraction": 0.7}, "prepare.val_fraction = 0.7", "less than 0.5"),
     ("prepare", {"normal_classes": [1], "anomaly_column": "y"}, "prepare", "prepare.normal_classes=null"),
     ("evaluate", {"threshold_percentile": 100}, "evaluate.threshold_percentile = 100", "less than 100"),
+    ("evaluate", {"knn_weights": [2, 1]}, "evaluate", "positive and increasing, e.g. [1, 2, 4]; got [2.0, 1.0]"),
+    ("evaluate", {"knn_weights": []}, "evaluate.knn_weights = []", "at least 1"),
     ("mlflow", {"experiment": "x", "uri": "y"}, "unknown key 'mlflow.uri'", "tracking_uri"),
 ]
 

@@ -351,7 +351,7 @@ def test_an_ensemble_scores_the_mean_of_its_members():
 
 
 def test_knn_term_distances_and_robust_fusion():
-    from aeops.evaluation.neighbors import fuse, knn_distances, knn_index, robust_stats
+    from aeops.evaluation.neighbors import fuse, knn_distances, knn_index, robust_stats, weighted
 
     rng = np.random.default_rng(0)
     ref, x = rng.normal(size=(50, 3)), rng.normal(size=(7, 3))
@@ -363,5 +363,8 @@ def test_knn_term_distances_and_robust_fusion():
     fused = fuse(residual, distance, stats)
     assert abs(np.median((residual - stats[0][0]) / stats[0][1])) < 1e-12  # each term is centred on normal rows
     assert np.corrcoef(fused, residual)[0, 1] > 0.3 and np.corrcoef(fused, distance)[0, 1] > 0.3  # neither dominates
+    z = [(a - m) / s for a, (m, s) in zip((residual, distance), stats)]
+    np.testing.assert_allclose(fused, z[0] + z[1])
+    np.testing.assert_allclose(fuse(residual, distance, weighted(stats, 4.0)), z[0] + 4 * z[1])  # the distance ×4
     flat = robust_stats(np.ones(10))
     assert flat[0] == 1.0 and flat[1] > 0 and np.isfinite(fuse(np.ones(3), np.ones(3), [flat, flat])).all()

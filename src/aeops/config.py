@@ -250,9 +250,11 @@ class EvaluateConfig(Strict):
     score_smoothing: float = Field(0.0, ge=0, le=10)  # sigma (pixels) of the residual's Gaussian smoothing; 0 = plain MSE
     score_top_fraction: float = Field(1.0, gt=0, le=1)  # mean over this share of largest squared residuals; 1 = all
     score_standardize: bool | Literal["auto"] = False  # residuals / their per-feature RMS on normal val rows; auto = tables
-    # add the distance to the k nearest training rows (robust z-sum); auto: tables, where it wins on validation anomalies
+    # add the distance to the k nearest training rows (robust z-sum); auto: tables, where it wins on validation
+    # anomalies, with the weight in knn_weights that separates them best (true: weight 1)
     score_neighbors: bool | Literal["auto"] = "auto"
     knn_neighbors: int = Field(5, ge=1)
+    knn_weights: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0], min_length=1)
     trustworthiness_max_rows: int = Field(2000, ge=10)
     isolation_forest_trees: int = Field(200, ge=1)
     seed: int = 42
@@ -262,6 +264,13 @@ class EvaluateConfig(Strict):
     plots_dir: str = "plots/evaluate"
     bundle_dir: str = "bundle"  # the scoring model: network, scaler, rule and threshold (register reads it)
     report_dir: str = "reports"  # the run's offline HTML report (<run id>.html); not a DVC out
+
+    @model_validator(mode="after")
+    def _weights(self) -> EvaluateConfig:
+        w = self.knn_weights  # in order, since a tie on validation keeps the smaller weight
+        if any(v <= 0 for v in w) or w != sorted(set(w)):
+            raise ValueError(f"knn_weights must be positive and increasing, e.g. [1, 2, 4]; got {w}")
+        return self
 
 
 # ---------------------------------------------------------------- register / promote / serve

@@ -24,7 +24,7 @@ from aeops.evaluation.results import (  # noqa: F401 (methods and headline_metri
 from aeops.bundle import ModelBundle, ScoringRule
 from aeops.evaluation.baselines import QUANT_BITS, Coded, model_metrics, run_baselines
 from aeops.evaluation.metrics import quantize_codes
-from aeops.evaluation.neighbors import fuse, knn_distances, knn_index, robust_stats, validation_auroc
+from aeops.evaluation.neighbors import fuse, knn_distances, knn_index, robust_stats, validation_auroc, weighted
 from aeops.evaluation.scoring import ScoreFn, residual_scale, score_rule
 from aeops.models.ensemble import reconstruct_members
 from aeops.compression.prior import build_prior
@@ -112,6 +112,7 @@ class NeighbourTerm:
     stats: list[list[float]] | None
     choice: str  # why: which rule, and the validation AUROCs it was chosen by
     distances: list[np.ndarray] | None = None  # kNN distances of [val, test] where measured: the baseline reuses them
+    weight: float = 0.0  # the distance term's weight against the residual's (0: not used)
 
 
 def neighbour_term(cfg: EvaluateConfig, image_shape: list[int] | None, model: torch.nn.Module, score: ScoreFn,
@@ -120,7 +121,8 @@ def neighbour_term(cfg: EvaluateConfig, image_shape: list[int] | None, model: to
     """The residual alone, or fused with the distance to the k nearest training rows (`evaluate.score_neighbors`).
 
     `auto` keeps the fused score on tables where it separates validation anomalies better than the
-    residual alone: prepare's labelled ones, else synthetic ones made from normal validation rows.
+    residual alone (prepare's labelled ones, else synthetic ones made from normal validation rows), with
+    the distance weighted by the one of `knn_weights` that separates them best.
     Images keep the residual (a pixel kNN needs the training images in the model, and was not measured).
     """
     use = cfg.score_neighbors
@@ -134,7 +136,7 @@ def neighbour_term(cfg: EvaluateConfig, image_shape: list[int] | None, model: to
     val_d, test_d = knn_distances(index, flat[1]), knn_distances(index, flat[2])
     stats = [robust_stats(val_scores), robust_stats(val_d)]
     fused = NeighbourTerm(fuse(val_scores, val_d, stats), fuse(test_scores, test_d, stats), stats,
-                          "residual + kNN distance", [val_d, test_d])
+                          "residual + kNN distance", [val_d, test_d], 1.0)
     if use is True:
         return fused
     if has_split(cfg.data_dir, VAL_ANOMALIES):
@@ -143,13 +145,21 @@ def neighbour_term(cfg: EvaluateConfig, image_shape: list[int] | None, model: to
         anomalies, kind = synthetic_anomalies(val_x, cfg.seed), "synthetic"
     a_scores = score(anomalies, member_recons(model, anomalies))
     a_d = knn_distances(index, np.asarray(anomalies, np.float64).reshape(len(anomalies), -1))
-    plain = validation_auroc(val_scores, a_scores)
-    mixed = validation_auroc(fused.val_scores, fuse(a_scores, a_d, stats))
-    why = f"validation AUROC on {len(anomalies)} {kind} anomalies: residual + kNN distance {mixed:.4f}, residual {plain:.4f}"
-    if mixed > plain:  # a tie keeps the plain residual
-        return NeighbourTerm(fused.val_scores, fused.test_scores, stats, f"residual + kNN distance ({why})",
-                             fused.distances)
-    return NeighbourTerm(val_scores, test_scores, None, f"residual ({why})", fused.distances)
+    plain = best = validation_auroc(val_scores, a_scores)
+    weight, tried = 0.0, []
+    for w in cfg.knn_weights:  # a tie keeps the lighter rule: the residual alone, then the smaller weight
+        auroc = validation_auroc(fuse(val_scores, val_d, weighted(stats, w)), fuse(a_scores, a_d, weighted(stats, w)))
+        tried.append(f"×{w:g} {auroc:.4f}")
+        if auroc > best:
+            weight, best = w, auroc
+    why = (f"validation AUROC on {len(anomalies)} {kind} anomalies: residual {plain:.4f}, "
+           f"+ kNN distance {', '.join(tried)}")
+    if not weight:
+        return NeighbourTerm(val_scores, test_scores, None, f"residual ({why})", fused.distances)
+    chosen = weighted(stats, weight)
+    name = "residual + kNN distance" + ("" if weight == 1 else f" ×{weight:g}")
+    return NeighbourTerm(fuse(val_scores, val_d, chosen), fuse(test_scores, test_d, chosen), chosen,
+                         f"{name} ({why})", fused.distances, weight)
 
 
 def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[str, Any]]:
@@ -199,7 +209,8 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
         results[method] |= {"score_smoothing": cfg.score_smoothing, "score_top_fraction": cfg.score_top_fraction,
                             "score_standardized": standardized}
     results["model"]["ensemble"], results["pca"]["ensemble"] = bundle.members, 1
-    results["model"] |= {"score_neighbors": cfg.knn_neighbors if term.stats else 0, "score_choice": term.choice}
+    results["model"] |= {"score_neighbors": cfg.knn_neighbors if term.stats else 0, "score_knn_weight": term.weight,
+                         "score_choice": term.choice}
     results["pca"] |= {"score_neighbors": 0, "score_choice": "residual"}  # PCA is the plain residual's baseline
     scores = {"model": coded.test_scores, **baseline_scores}
     warnings = evaluation_warnings(bundle.latent_dim, int(meta["n_features"]), test.is_anomaly)

@@ -3,8 +3,9 @@
 A reconstruction residual misses anomalies that lie near the learned manifold but far from any
 training row, and kNN distance misses those a wide cloud of normal rows hides. `fuse` adds the two
 scores after putting each on the scale of normal validation rows (median and interquartile range),
-so neither unit dominates. Which rule a model keeps (`choose`) is decided on validation data only:
-the labelled anomalies prepare held out of test, or synthetic ones where there are no labels.
+so neither unit dominates; `weighted` gives the distance more say (`evaluate.knn_weights`). Which
+rule a model keeps is decided on validation data only: the labelled anomalies prepare held out of
+test, or synthetic ones where there are no labels.
 """
 
 from __future__ import annotations
@@ -31,8 +32,15 @@ def robust_stats(values: np.ndarray) -> list[float]:
     return [float(median), float(max(q3 - q1, 1e-12 * max(abs(median), 1.0), np.finfo(np.float64).tiny))]
 
 
+def weighted(stats: list[list[float]], weight: float) -> list[list[float]]:
+    """Fusion stats that count the distance `weight` times (its scale divided by it): `fuse` and the bundle stay as is."""
+    (m1, s1), (m2, s2) = stats
+    return [[m1, s1], [m2, s2 / weight]]
+
+
 def fuse(residual: np.ndarray, distance: np.ndarray, stats: list[list[float]]) -> np.ndarray:
-    """Sum of robust z-scores; `stats` = [robust_stats(normal val residuals), robust_stats(their distances)]."""
+    """Sum of robust z-scores; `stats` = [robust_stats(normal val residuals), robust_stats(their distances)],
+    the second scale divided by the distance's weight where it is not 1 (`weighted`)."""
     (m1, s1), (m2, s2) = stats
     return (np.asarray(residual, np.float64) - m1) / s1 + (np.asarray(distance, np.float64) - m2) / s2
 
