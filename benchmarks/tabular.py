@@ -6,8 +6,9 @@ stages (prepare → tune → train → evaluate) with params.yaml's defaults; on
 seeds). PCA, IsolationForest and kNN distance come from the same evaluate, on the same splits.
 Options that change training (`--configs`) rerun the pipeline; scoring options are evaluate reruns on
 the same trained model: the residual alone, the residual always fused with kNN distance, standardised
-residuals, and `auto` with the kNN weight 1 only (the previous default). `--keep DIR` keeps each run's data, checkpoints and bundle; `--rescore DIR` evaluates those
-kept runs again with today's evaluate code (minutes, not hours), refused where training params changed.
+residuals, and `auto` with the kNN weight 1 only (the previous default). `--keep DIR` keeps each run's
+data, checkpoints and bundle; `--rescore DIR` evaluates those kept runs again with today's evaluate code
+(minutes, not hours), refused where training params changed.
 Results: results/tabular.json (every run) and a Markdown table (mean ± std over splits, wins per set).
 Usage: python benchmarks/tabular.py [--sets breastw,wbc] [--splits 5] [--jobs 2] [--configs default,...]
        [--keep DIR | --rescore DIR]

@@ -211,7 +211,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     results["model"]["ensemble"], results["pca"]["ensemble"] = bundle.members, 1
     results["model"] |= {"score_neighbors": cfg.knn_neighbors if term.stats else 0, "score_knn_weight": term.weight,
                          "score_choice": term.choice}
-    results["pca"] |= {"score_neighbors": 0, "score_choice": "residual"}  # PCA is the plain residual's baseline
+    results["pca"] |= {"score_neighbors": 0, "score_knn_weight": 0.0, "score_choice": "residual"}  # PCA: the plain residual
     scores = {"model": coded.test_scores, **baseline_scores}
     warnings = evaluation_warnings(bundle.latent_dim, int(meta["n_features"]), test.is_anomaly)
     warnings += sampled_warnings({"train": (len(train), n_train), "val": (len(val), n_val), "test": (len(test), n_test)})
