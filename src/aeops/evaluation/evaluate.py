@@ -135,10 +135,15 @@ def neighbour_term(cfg: EvaluateConfig, image_shape: list[int] | None, model: to
     index = knn_index(flat[0], cfg.knn_neighbors)
     val_d, test_d = knn_distances(index, flat[1]), knn_distances(index, flat[2])
     stats = [robust_stats(val_scores), robust_stats(val_d)]
-    fused = NeighbourTerm(fuse(val_scores, val_d, stats), fuse(test_scores, test_d, stats), stats,
-                          "residual + kNN distance", [val_d, test_d], 1.0)
+
+    def fused(weight: float, why: str = "") -> NeighbourTerm:
+        chosen = weighted(stats, weight)
+        name = "residual + kNN distance" + ("" if weight == 1 else f" ×{weight:g}") + (f" ({why})" if why else "")
+        return NeighbourTerm(fuse(val_scores, val_d, chosen), fuse(test_scores, test_d, chosen), chosen, name,
+                             [val_d, test_d], weight)
+
     if use is True:
-        return fused
+        return fused(1.0)
     if has_split(cfg.data_dir, VAL_ANOMALIES):
         anomalies, kind = sample_split(cfg.data_dir, VAL_ANOMALIES, cfg.seed)[0].x, "labelled"
     else:
@@ -148,18 +153,16 @@ def neighbour_term(cfg: EvaluateConfig, image_shape: list[int] | None, model: to
     plain = best = validation_auroc(val_scores, a_scores)
     weight, tried = 0.0, []
     for w in cfg.knn_weights:  # a tie keeps the lighter rule: the residual alone, then the smaller weight
-        auroc = validation_auroc(fuse(val_scores, val_d, weighted(stats, w)), fuse(a_scores, a_d, weighted(stats, w)))
+        s = weighted(stats, w)
+        auroc = validation_auroc(fuse(val_scores, val_d, s), fuse(a_scores, a_d, s))
         tried.append(f"×{w:g} {auroc:.4f}")
         if auroc > best:
             weight, best = w, auroc
     why = (f"validation AUROC on {len(anomalies)} {kind} anomalies: residual {plain:.4f}, "
            f"+ kNN distance {', '.join(tried)}")
-    if not weight:
-        return NeighbourTerm(val_scores, test_scores, None, f"residual ({why})", fused.distances)
-    chosen = weighted(stats, weight)
-    name = "residual + kNN distance" + ("" if weight == 1 else f" ×{weight:g}")
-    return NeighbourTerm(fuse(val_scores, val_d, chosen), fuse(test_scores, test_d, chosen), chosen,
-                         f"{name} ({why})", fused.distances, weight)
+    if weight:
+        return fused(weight, why)
+    return NeighbourTerm(val_scores, test_scores, None, f"residual ({why})", [val_d, test_d])
 
 
 def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[str, Any]]:
