@@ -164,7 +164,7 @@ def test_killed_training_resumes_from_the_last_checkpoint(prepared, workdir):
             except Exception:  # being written
                 continue
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.wait(timeout=60)
     done = torch.load(last, weights_only=True)["epoch"] + 1
     assert 4 <= done < 12 and not (workdir / "models/run.json").exists()
     first_run = json.loads((workdir / "models/checkpoints/resume.json").read_text())["run_id"]

@@ -117,6 +117,26 @@ def _run_tune(workdir, cfg: TuneConfig) -> subprocess.Popen:
     )
 
 
+@pytest.mark.timeout(120)  # before the fix this waited forever
+def test_a_journal_lock_left_by_a_killed_writer_is_taken_over(workdir, monkeypatch):
+    """A process killed inside a journal write leaves its lock behind; the next run takes it over after the grace period."""
+    from aeops.tuning import storage
+
+    cfg = small_study()
+    load_study(cfg)
+    journal = workdir / cfg.output_dir / "storage" / "study.journal"
+    writer = subprocess.run(  # what a SIGKILL during append_logs leaves: the lock taken, never released
+        [sys.executable, "-c", "import sys; from aeops.config import TuneConfig; from aeops.tuning.storage import make_storage; "
+         "make_storage(TuneConfig())._backend._lock.acquire()"], cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert writer.returncode == 0, writer.stderr[-2000:]
+    assert (lock := journal.with_name("study.journal.lock")).is_symlink() and lock.exists()  # its target resolves
+    monkeypatch.setattr(storage, "JOURNAL_LOCK_GRACE_S", 2)
+    start = time.monotonic()
+    study = load_study(cfg)
+    study.set_user_attr("resumed", True)  # a write: it needs the lock
+    assert load_study(cfg).user_attrs["resumed"] and time.monotonic() - start < 60
+
+
 def test_killed_study_resumes_with_only_the_remaining_trials(prepared, workdir):
     cfg = small_study(n_trials=4, max_epochs=6, pruner="none")
     proc = _run_tune(workdir, cfg)
@@ -129,7 +149,7 @@ def test_killed_study_resumes_with_only_the_remaining_trials(prepared, workdir):
             if len(finished(study)) >= 2:
                 break
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.wait(timeout=60)
     study = load_study(cfg)
     before = {t.number: t.datetime_start for t in finished(study)}
     assert 2 <= len(before) < 4
@@ -202,6 +222,26 @@ def test_worker_without_shared_storage_is_refused(workdir, capsys):
     (workdir / "params.yaml").write_text("tune:\n  n_trials: 2\n")
     assert main(["tune-worker"]) == 2
     assert "OPTUNA_STORAGE" in capsys.readouterr().err
+
+
+def test_a_worker_that_cannot_get_the_ask_lock_fails_in_one_line(workdir, mlflow_cfg, monkeypatch):
+    """A lock another process never releases must end the worker with an error, not hang it."""
+    from aeops.tuning import workers
+
+    cfg = small_study(n_trials=2)
+    lock = workdir / cfg.output_dir / ".ask.lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sys, time; from filelock import FileLock; l = FileLock({str(lock)!r}); l.acquire(); "
+         "print('held', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(workers, "ASK_LOCK_TIMEOUT_S", 1)
+        with pytest.raises(AeopsError, match=r"\.ask\.lock stayed locked for 1 s"):
+            workers.work(cfg, mlflow_cfg, parent_run_id="none")
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
 
 
 def test_trial_cut_off_at_the_end_is_rerun_with_its_params(prepared, mlflow_cfg):

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from aeops.config import TuneConfig
 from aeops.errors import AeopsError
 
+JOURNAL_LOCK_GRACE_S = 30  # a journal lock untouched this long belongs to a killed process: taken over
 INTERRUPTED = "interrupted_trials"  # study user attr: numbers of trials left RUNNING by a killed run
 
 
@@ -30,11 +31,14 @@ def make_storage(cfg: TuneConfig) -> optuna.storages.BaseStorage | str:
     url = storage_url(cfg)
     if url:
         return url
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 
-    path = Path(cfg.output_dir) / "storage" / "study.journal"
+    path = (Path(cfg.output_dir) / "storage" / "study.journal").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    # Absolute: the lock is a symlink to the journal, and a relative target would dangle; Optuna then never sees
+    # the lock age, so a lock left by a process killed mid-write would block every later run forever.
+    lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_S)
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
 
 
 def make_pruner(cfg: TuneConfig) -> optuna.pruners.BasePruner:

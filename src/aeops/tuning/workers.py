@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from optuna.trial import TrialState
 
 from aeops.config import MlflowConfig, TuneConfig
 from aeops.errors import AeopsError
 from aeops.tracking import setup_experiment, tracking_uri
 from aeops.tuning.storage import counted, interrupted, load_study, storage_url
+
+
+ASK_LOCK_TIMEOUT_S = 300
 
 
 def work(cfg: TuneConfig, mlflow_cfg: MlflowConfig, parent_run_id: str, worker: int = 0, progress: Any = None) -> None:
@@ -31,13 +34,17 @@ def work(cfg: TuneConfig, mlflow_cfg: MlflowConfig, parent_run_id: str, worker: 
     study = load_study(cfg, worker)
     experiment_id = setup_experiment(mlflow_cfg)
     uri = tracking_uri(mlflow_cfg)
-    lock = FileLock(str(Path(cfg.output_dir) / ".ask.lock"))
+    lock = FileLock(str(Path(cfg.output_dir) / ".ask.lock"), timeout=ASK_LOCK_TIMEOUT_S)
     deadline = study.user_attrs.get("started_at", time.time()) + cfg.timeout if cfg.timeout else None
     while True:
-        with lock:  # count + ask atomically: workers together run exactly n_trials
-            if counted(study) >= cfg.n_trials or (deadline and time.time() > deadline):
-                return
-            trial = study.ask()
+        try:
+            with lock:  # count + ask atomically: workers together run exactly n_trials
+                if counted(study) >= cfg.n_trials or (deadline and time.time() > deadline):
+                    return
+                trial = study.ask()
+        except Timeout:  # held for seconds at most: a waiter that never gets it must fail, not hang
+            raise AeopsError(f"tune: {lock.lock_file} stayed locked for {ASK_LOCK_TIMEOUT_S} s; if no other tune worker "
+                             "is running, delete it and rerun") from None
         state, value, _ = run_trial(trial, cfg, uri, experiment_id, parent_run_id)
         study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
         if progress is not None:
