@@ -45,12 +45,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--reverse", action="store_true", help="run the tests in reverse order (order independence)")
 
 
-LONGEST_FIRST = ("test_journeys.py", "test_journey_examples.py")  # minutes each: start them first under xdist
+# File order under xdist (--dist loadfile, no reorder): longest first, so no worker is left with a long file at the end.
+# xdist hands each worker two files at the start; the two queued behind the journeys (minutes each) are tiny.
+FIRST = ("test_journeys.py", "test_journey_examples.py", "test_benchmarks.py", "test_config.py", "test_fuzz.py",
+         "test_tune.py", "test_train_evaluate.py", "test_postgres.py", "test_images.py", "test_registry.py",
+         "test_report.py", "test_faults.py", "test_ddp.py", "test_compression.py")  # then the rest, by name
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--reverse"):
         items.reverse()
         return
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    rank = {name: i for i, name in enumerate(FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise
