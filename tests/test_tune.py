@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -118,7 +119,7 @@ def _run_tune(workdir, cfg: TuneConfig) -> subprocess.Popen:
 
 
 @pytest.mark.timeout(120)  # before the fix this waited forever
-def test_a_journal_lock_left_by_a_killed_writer_is_taken_over(workdir, monkeypatch):
+def test_a_journal_lock_left_by_a_killed_writer_is_taken_over(workdir, monkeypatch, caplog):
     """A process killed inside a journal write leaves its lock behind; the next run takes it over after the grace period."""
     from aeops.tuning import storage
 
@@ -130,11 +131,13 @@ def test_a_journal_lock_left_by_a_killed_writer_is_taken_over(workdir, monkeypat
          "make_storage(TuneConfig())._backend._lock.acquire()"], cwd=workdir, capture_output=True, text=True, timeout=120)
     assert writer.returncode == 0, writer.stderr[-2000:]
     assert (lock := journal.with_name("study.journal.lock")).is_symlink() and lock.exists()  # its target resolves
-    monkeypatch.setattr(storage, "JOURNAL_LOCK_GRACE_S", 2)
+    monkeypatch.setattr(storage, "JOURNAL_LOCK_GRACE_S", 3)
+    monkeypatch.setattr(logging.getLogger("optuna"), "propagate", True)  # Optuna's own handler keeps it from caplog
     start = time.monotonic()
     study = load_study(cfg)
     study.set_user_attr("resumed", True)  # a write: it needs the lock
     assert load_study(cfg).user_attrs["resumed"] and time.monotonic() - start < 60
+    assert "Forcibly releasing the lock file" in caplog.text  # the warning README promises
 
 
 def test_killed_study_resumes_with_only_the_remaining_trials(prepared, workdir):
