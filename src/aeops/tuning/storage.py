@@ -31,13 +31,16 @@ def make_storage(cfg: TuneConfig) -> optuna.storages.BaseStorage | str:
     url = storage_url(cfg)
     if url:
         return url
-    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
     path = (Path(cfg.output_dir) / "storage" / "study.journal").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Absolute: the lock is a symlink to the journal, and a relative target would dangle; Optuna then never sees
-    # the lock age, so a lock left by a process killed mid-write would block every later run forever.
-    lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_S)
+    # A plain lock file, not Optuna's default symlink to the journal: with a relative path that link dangled, Optuna
+    # could not read the lock's age, and a lock left by a process killed mid-write blocked every later run forever.
+    stale = path.with_name(path.name + ".lock")
+    if stale.is_symlink() and not stale.exists():  # such a dangling link (older aeops): nothing can hold it now
+        stale.unlink()
+    lock = JournalFileOpenLock(str(path), grace_period=JOURNAL_LOCK_GRACE_S)
     return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
 
 
