@@ -127,7 +127,7 @@ def test_a_journal_lock_left_by_a_killed_writer_is_taken_over(workdir, monkeypat
     load_study(cfg)
     journal = workdir / cfg.output_dir / "storage" / "study.journal"
     writer = subprocess.run(  # what a SIGKILL during append_logs leaves: the lock taken, never released
-        [sys.executable, "-c", "import sys; from aeops.config import TuneConfig; from aeops.tuning.storage import make_storage; "
+        [sys.executable, "-c", "from aeops.config import TuneConfig; from aeops.tuning.storage import make_storage; "
          "make_storage(TuneConfig())._backend._lock.acquire()"], cwd=workdir, capture_output=True, text=True, timeout=120)
     assert writer.returncode == 0, writer.stderr[-2000:]
     assert journal.with_name("study.journal.lock").is_file()
@@ -240,7 +240,7 @@ def test_a_worker_that_cannot_get_the_ask_lock_fails_in_one_line(workdir, mlflow
     lock = workdir / cfg.output_dir / ".ask.lock"
     lock.parent.mkdir(parents=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sys, time; from filelock import FileLock; l = FileLock({str(lock)!r}); l.acquire(); "
+        [sys.executable, "-c", f"import time; from filelock import FileLock; l = FileLock({str(lock)!r}); l.acquire(); "
          "print('held', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
