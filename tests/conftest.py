@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,31 @@ from aeops.data.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
+
+
+def _restore_tracking_uri(uri: str | None) -> None:
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(uri)
+    if uri is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+
+
+# mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI. Without these two, a test or a module fixture would hand
+# its MLflow store to whatever runs next on the same worker (a registry lookup then finds another test's model).
+@pytest.fixture(autouse=True, scope="module")
+def _module_keeps_tracking_uri():
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    _restore_tracking_uri(before)
+
+
+@pytest.fixture(autouse=True)
+def _test_keeps_tracking_uri():
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    _restore_tracking_uri(before)
 
 
 @pytest.fixture
