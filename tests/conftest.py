@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 
 
-def _restore_tracking_uri(uri: str | None) -> None:
+def _restore(cwd: str, uri: str | None) -> None:
+    os.chdir(cwd)
     if "mlflow" in sys.modules:
         sys.modules["mlflow"].set_tracking_uri(uri)
     if uri is None:
@@ -24,20 +25,21 @@ def _restore_tracking_uri(uri: str | None) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = uri
 
 
-# mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI. Without these two, a test or a module fixture would hand
-# its MLflow store to whatever runs next on the same worker (a registry lookup then finds another test's model).
+# `aeops` commands run in-process chdir into their project, and mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI.
+# Without these two, a test or a module fixture would hand its folder or MLflow store to whatever runs next on the
+# same worker (a registry lookup then finds another test's model).
 @pytest.fixture(autouse=True, scope="module")
-def _module_keeps_tracking_uri():
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+def _module_keeps_cwd_and_tracking_uri():
+    before = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
     yield
-    _restore_tracking_uri(before)
+    _restore(*before)
 
 
 @pytest.fixture(autouse=True)
-def _test_keeps_tracking_uri():
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+def _test_keeps_cwd_and_tracking_uri():
+    before = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
     yield
-    _restore_tracking_uri(before)
+    _restore(*before)
 
 
 @pytest.fixture
