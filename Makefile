@@ -38,7 +38,7 @@ repro: setup ## run the DVC pipeline (prepare → tune → train → evaluate �
 # Test files run in parallel (pytest-xdist, one file per worker at a time: module fixtures stay whole),
 # the two README journeys first; `TEST_WORKERS=1 make test` runs them one after another in one process.
 # 3 workers on 2 cores: the journeys wait on servers and subprocesses, and a third worker fills that time
-# (measured on 2 cores: 410 s with 3 workers, where 2 took 654 s; 584-607 s with 3 on a slower 2-core machine).
+# (measured on 2 cores: 410 s with 3 workers, where 2 took 654 s; 581-626 s with 3 on a slower 2-core machine).
 TEST_WORKERS ?= 3
 XDIST = $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 

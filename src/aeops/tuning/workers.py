@@ -19,7 +19,7 @@ from aeops.tracking import setup_experiment, tracking_uri
 from aeops.tuning.storage import counted, interrupted, load_study, storage_url
 
 
-ASK_LOCK_TIMEOUT_S = 300
+ASK_LOCK_TIMEOUT_S = 300  # the ask lock is held for a count and an ask: seconds at most
 
 
 def work(cfg: TuneConfig, mlflow_cfg: MlflowConfig, parent_run_id: str, worker: int = 0, progress: Any = None) -> None:
