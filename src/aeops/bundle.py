@@ -88,7 +88,7 @@ class ModelBundle:
         import numpy as np
         import torch
 
-        with atomic_path(path) as tmp:
+        with atomic_path(path, replace_dir=True) as tmp:
             tmp.mkdir()
             net = {k: getattr(self, k)
                    for k in ("model_cfg", "n_features", "image_shape", "unit_interval", "state_dict", "members")}

@@ -112,17 +112,44 @@ def _serve(params: dict, args: argparse.Namespace) -> None:
     from aeops.tracking import tracking_uri
 
     cfg = _section(params, "register")
-    port = str(args.port or os.environ.get("AEOPS_SERVE_PORT") or cfg.serve_port)
+    port = _serve_port(args.port, os.environ.get("AEOPS_SERVE_PORT"), cfg.serve_port)
     uri = args.model or f"models:/{cfg.model_name}@production"
     env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri(_section(params, "mlflow")))
     # MLflow starts `uvicorn` by name: find it beside this Python even when the venv is not activated
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     _require_model(uri, env["MLFLOW_TRACKING_URI"])
+    _port_free(args.host, port)
     workers = getattr(args, "workers", 1)
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-           "-h", args.host, "-p", port, "-w", str(workers)]
+           "-h", args.host, "-p", str(port), "-w", str(workers)]
     print(f"serve: {uri} on http://{args.host}:{port}/invocations ({workers} worker{'s' * (workers > 1)})", flush=True)
     os.execvpe(cmd[0], cmd, env)
+
+
+def _serve_port(flag: int | None, env: str | None, default: int) -> int:
+    """--port, else AEOPS_SERVE_PORT, else register.serve_port; each must be a port number 1–65535."""
+    for value, where in ((flag, "--port"), (env, "AEOPS_SERVE_PORT")):
+        if value is None or value == "":
+            continue
+        text = str(value).strip()
+        if not text.isdigit() or not 1 <= int(text) <= 65535:
+            raise AeopsError(f"{where} = {value!r}: not a port number (1–65535)")
+        return int(text)
+    return default
+
+
+def _port_free(host: str, port: int) -> None:
+    """One line if another process listens on host:port (MLflow's server would print a traceback)."""
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as err:
+        raise AeopsError(f"cannot serve on {host}:{port} ({err.strerror or err}): another server uses it? "
+                         "pass --port N or set AEOPS_SERVE_PORT") from None
 
 
 def _score(params: dict, args: argparse.Namespace) -> None:
@@ -305,6 +332,12 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number (1–65535)")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aeops", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -322,11 +355,11 @@ def _parser() -> argparse.ArgumentParser:
         if name == "serve":
             p.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
             p.add_argument("--workers", type=_positive, default=1, help="server processes (default 1)")
-            p.add_argument("--port", type=int, help="port (default: AEOPS_SERVE_PORT, else register.serve_port)")
+            p.add_argument("--port", type=_port, help="port (default: AEOPS_SERVE_PORT, else register.serve_port)")
         if name == "score":
             p.add_argument("input", help="CSV or Parquet file with the model's feature columns")
             p.add_argument("output", help="Parquet file to write")
-            p.add_argument("--chunk-rows", type=int, default=50_000)
+            p.add_argument("--chunk-rows", type=_positive, default=50_000, help="rows per chunk (default 50000)")
             p.add_argument("--output-mode", choices=("scores", "reconstruction"), default="scores")
         if name in ("compress", "decompress"):
             p.add_argument("input", help="folder of PNG/JPEG images" if name == "compress" else ".aez file")
@@ -348,7 +381,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "sample":
             p.add_argument("output", help="file to write: .csv, .parquet, or .json (a REST request body)")
             p.add_argument("--split", choices=("train", "val", "test"), default="test")
-            p.add_argument("--rows", type=int, default=500, help="first N rows (default 500)")
+            p.add_argument("--rows", type=_positive, default=500, help="first N rows (default 500)")
     return parser
 
 

@@ -7,12 +7,21 @@ The header holds the model (registry name, version and a fingerprint of its weig
 prior), the coder (table recipe and constriction version), the image shape, the quantisation error,
 the image count, relative file names and original sizes. The CRCs catch altered bytes: a range
 decoder reads any words without complaint, so a flipped bit would otherwise decode to wrong images.
+
+A file is untrusted input: every size it declares is bounded before anything is allocated — the
+header's compressed size and each segment's words by the bytes the file really has, the unpacked
+header by MAX_HEADER_BYTES and MAX_HEADER_RATIO times its packed size, the images by MAX_IMAGES and
+by the segments that can follow, each segment by MAX_SEGMENT_ROWS, each original size by
+MAX_IMAGE_PIXELS (what `compress` accepts), names by MAX_NAME_BYTES a part. A file beyond any bound is
+refused in one line.
 """
 
 from __future__ import annotations
 
 import json
 import lzma
+import math
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -21,12 +30,19 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from aeops.data.images import MAX_IMAGE_PIXELS  # what `compress` accepts: the bound on an original's size
 from aeops.errors import DataError
 
 MAGIC, FORMAT = b"AEZ", 1
 _U32 = struct.Struct("<I")
 _SEGMENT = struct.Struct("<III")
 REQUIRED = {"model": dict, "coder": dict, "image_shape": list, "error": (int, float), "count": int, "names": list}
+MAX_HEADER_BYTES = 64 << 20  # the unpacked JSON header (about 1 M names of 60 characters)
+MAX_HEADER_RATIO = 200  # unpacked / packed header; real headers (file names, sizes) pack 5–30×
+MAX_IMAGES = 1_000_000
+MAX_SEGMENT_ROWS = 4096  # `compress` writes CHUNK (256) images a segment
+MAX_NAME_BYTES = 255  # a part of a relative file name (most file systems' limit); 4096 for the whole name
+MAX_ERROR = 64.0  # gray levels RMS, as `aeops compress --error` allows
 
 
 def write_header(fh: BinaryIO, header: dict[str, Any]) -> int:
@@ -42,6 +58,11 @@ def write_segment(fh: BinaryIO, rows: int, words: np.ndarray) -> int:
     return _SEGMENT.size + len(data)
 
 
+def _left(fh: BinaryIO) -> int:
+    """Bytes between the position and the end of the file."""
+    return os.fstat(fh.fileno()).st_size - fh.tell()
+
+
 def read_header(fh: BinaryIO, name: str) -> dict[str, Any]:
     start = fh.read(12)
     if len(start) < 12 or start[:3] != MAGIC:
@@ -49,14 +70,27 @@ def read_header(fh: BinaryIO, name: str) -> dict[str, Any]:
     if start[3] != FORMAT:
         raise DataError(f"{name}: .aez format {start[3]}, this aeops reads format {FORMAT}")
     size, crc = _U32.unpack(start[4:8])[0], _U32.unpack(start[8:])[0]
+    if size > _left(fh):
+        raise DataError(f"{name}: damaged header (it declares {size:,} bytes, the file has {_left(fh):,} left)")
     body = fh.read(size)
     if len(body) < size or zlib.crc32(body) != crc:
         raise DataError(f"{name}: damaged header (truncated or altered file)")
+    limit = min(MAX_HEADER_BYTES, max(1 << 16, MAX_HEADER_RATIO * size))
     try:
-        header = json.loads(lzma.decompress(body, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}]))
-    except (lzma.LZMAError, ValueError, EOFError):
+        unpacker = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+        text = unpacker.decompress(body, max_length=limit + 1)
+        if len(text) > limit:
+            raise DataError(f"{name}: header unpacks to more than {limit:,} bytes ({MAX_HEADER_RATIO}× its "
+                            f"{size:,} packed bytes, at most {MAX_HEADER_BYTES:,}): refused (altered file?)")
+        if not unpacker.eof:
+            raise EOFError
+        header = json.loads(text)
+    except (lzma.LZMAError, ValueError, EOFError, RecursionError):
         raise DataError(f"{name}: damaged header (truncated or altered file)") from None
     _check_header(header, name)
+    if header["count"] > math.ceil(_left(fh) / _SEGMENT.size) * MAX_SEGMENT_ROWS:
+        raise DataError(f"{name}: damaged header ({header['count']:,} images cannot fit in the {_left(fh):,} "
+                        "bytes that follow it)")
     return header
 
 
@@ -68,20 +102,47 @@ def _check_header(header: Any, name: str) -> None:
         if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool):
             raise DataError(f"{name}: damaged header (field '{key}' missing or of the wrong type)")
     count, names, sizes = header["count"], header["names"], header.get("sizes")
+    if not 0 < count <= MAX_IMAGES:
+        raise DataError(f"{name}: damaged header ({count} images; a file holds 1 to {MAX_IMAGES:,})")
     if len(names) != count or (sizes is not None and (not isinstance(sizes, list) or len(sizes) != count)):
         raise DataError(f"{name}: damaged header ({count} images but {len(names)} names)")
-    if sizes is not None and not all(isinstance(v, list) and len(v) == 2 and all(isinstance(n, int) and 0 < n < 1 << 16
-                                                                              for n in v) for v in sizes):
+    error = header["error"]
+    if not (isinstance(error, (int, float)) and math.isfinite(error) and 0 < error <= MAX_ERROR):
+        raise DataError(f"{name}: damaged header (error {error!r} is not a number of gray levels in (0, {MAX_ERROR:g}])")
+    shape = header["image_shape"]
+    if len(shape) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < 1 << 16 for n in shape):
+        raise DataError(f"{name}: damaged header (image_shape {shape!r} is not [channels, height, width])")
+    if sizes is not None and not all(isinstance(v, list) and len(v) == 2 and all(
+            isinstance(n, int) and not isinstance(n, bool) and 0 < n < 1 << 16 for n in v) for v in sizes):
         raise DataError(f"{name}: damaged header (image sizes are not [width, height] pairs)")
-    seen = set()
+    big = next((v for v in sizes or [] if v[0] * v[1] > MAX_IMAGE_PIXELS), None)
+    if big is not None:
+        raise DataError(f"{name}: an image of {big[0]}×{big[1]} pixels in the header, at most {MAX_IMAGE_PIXELS:,} "
+                        "pixels an image (altered file?)")
+    _check_names(names, name)
+
+
+def _check_names(names: list[Any], name: str) -> None:
+    """Relative, clean, not too long, each written once, no name both a file and a folder."""
+    outputs: set[str] = set()
+    folders: set[str] = set()
     for item in names:
         parts = PurePosixPath(item).parts if isinstance(item, str) else ()
-        if not parts or item.startswith("/") or any(p in ("..", ".") or "\\" in p for p in parts):
-            raise DataError(f"{name}: unsafe or empty file name {item!r} in the header (altered file?)")
-        out = str(PurePosixPath(item).with_suffix(".png"))
-        if out in seen:
+        if (not parts or item.startswith("/") or any(p in ("..", ".") or "\\" in p for p in parts)
+                or any(ord(ch) < 32 or ch == "\x7f" for ch in item)):
+            raise DataError(f"{name}: unsafe or empty file name {str(item)[:80]!r} in the header (altered file?)")
+        out = PurePosixPath(item).with_suffix(".png")
+        if len(str(out).encode("utf-8", "surrogatepass")) > 4096 or any(
+                len(p.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for p in out.parts):
+            raise DataError(f"{name}: file name {item[:60]!r}… is too long for a file system (at most "
+                            f"{MAX_NAME_BYTES} bytes a part, 4096 in all) (altered file?)")
+        if str(out) in outputs:
             raise DataError(f"{name}: file name {item!r} twice in the header (altered file?)")
-        seen.add(out)
+        outputs.add(str(out))
+        folders.update(str(parent) for parent in out.parents if str(parent) != ".")
+    clash = sorted(outputs & folders)
+    if clash:
+        raise DataError(f"{name}: {clash[0]!r} is both a file and a folder in the header (altered file?)")
 
 
 def read_segments(fh: BinaryIO, name: str, count: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -92,6 +153,9 @@ def read_segments(fh: BinaryIO, name: str, count: int) -> Iterator[tuple[int, np
         if len(head) < _SEGMENT.size:
             raise DataError(f"{name}: truncated: {seen} of {count} images present")
         rows, n, crc = _SEGMENT.unpack(head)
+        if 4 * n > _left(fh) or rows > MAX_SEGMENT_ROWS:
+            raise DataError(f"{name}: truncated or damaged after {seen} of {count} images (a segment declares "
+                            f"{rows} images in {4 * n:,} bytes; at most {MAX_SEGMENT_ROWS} images and the bytes left)")
         data = fh.read(4 * n)
         if len(data) < 4 * n or rows == 0 or seen + rows > count:
             raise DataError(f"{name}: truncated or damaged after {seen} of {count} images")

@@ -214,7 +214,7 @@ def decompress_file(codec: CodecModel, in_file: str | Path, out_dir: str | Path,
         bundle, c, h, w = codec.bundle, *header["image_shape"]
         coder, network = SegmentCoder(symbol_table(bundle.latent_prior, header["error"])), bundle.network()
         names, sizes, done = header["names"], header["sizes"], 0
-        with atomic_path(out_dir) as tmp, _progress(header["count"], "decompress", progress) as bar:
+        with atomic_path(out_dir, replace_dir=True) as tmp, _progress(header["count"], "decompress", progress) as bar:
             tmp.mkdir()
             for rows, words in container.read_segments(fh, str(in_file), header["count"]):
                 codes = coder.table.dequantise(coder.decode(words, rows))

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+# An image file is untrusted input: its header's size is checked before decoding (a 1 KB PNG can
+# declare 65535 × 65535 pixels). 8192 × 8192 is larger than any photo a model here is trained on.
+MAX_IMAGE_PIXELS = 1 << 26
 
 
 def _images(folder: Path) -> list[Path]:
@@ -67,9 +70,13 @@ def image_header(path: Path) -> tuple[str, tuple[int, int]]:
 
     try:
         with Image.open(path) as im:
-            return im.mode, im.size
+            mode, size = im.mode, im.size
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable image ({str(err).splitlines()[0][:120]})") from None
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise DataError(f"{path}: {size[0]}×{size[1]} pixels, at most {MAX_IMAGE_PIXELS:,} ({int(MAX_IMAGE_PIXELS ** 0.5)}² "
+                        "pixels) an image; downscale it first")
+    return mode, size
 
 
 def _plan(files: list[Path], mode: str, size: list[int] | None) -> tuple[str, tuple[int, int]]:
@@ -112,6 +119,8 @@ def decode_into(out: np.ndarray, files: list[Path], pil_mode: str, size: tuple[i
     for i, path in enumerate(files):
         try:
             with Image.open(path) as im:
+                if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:  # changed since its header was read
+                    raise ValueError(f"{im.size[0]}×{im.size[1]} pixels, at most {MAX_IMAGE_PIXELS:,}")
                 im = im.convert(pil_mode)
                 if im.size != size:
                     im = ImageOps.fit(im, size) if fit == "center_crop" else im.resize(size, Image.Resampling.BILINEAR)

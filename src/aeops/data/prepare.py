@@ -40,7 +40,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
             raise DataError(f"prepare: split '{name}' is empty (source '{cfg.source}', path '{cfg.path}')")
     kind = resolve_scaling(cfg.scaling, raw)
     profile = _profile(cfg.source, splits) | {"dropped_columns": dict(raw.dropped)}
-    with atomic_path(cfg.output_dir) as tmp:  # everything into a temporary directory, swapped in by one rename
+    with atomic_path(cfg.output_dir, replace_dir=True) as tmp:  # everything into a temporary directory, swapped in by one rename
         tmp.mkdir()
         if isinstance(raw.x, ImageFiles):
             for name, part in splits.items():
@@ -49,9 +49,12 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         else:
             train_x = splits["train"].x
         scaler = fit_scaler(kind, train_x, raw.feature_names, cfg.seed)
+        _check_scaler(scaler, train_x, kind)
         scaler["ignored_features"] = list(raw.dropped)  # served models accept these columns and ignore them
         for name, part in splits.items():
             stored = None if isinstance(part.x, ImageFiles) else apply_scaler(scaler, part.x)
+            if stored is not None:
+                _check_scaled(stored, part.x, raw.feature_names, name)
             _frame(part, stored, raw.feature_names).to_parquet(tmp / f"{name}.parquet", index=False)
         write_json(tmp / "scaler.json", scaler)
         write_json(tmp / "meta.json", _meta(cfg, raw, kind, scaler, protocol is not None))
@@ -88,9 +91,34 @@ def _cut(idx: np.ndarray, strata: np.ndarray | None, size: float | int, seed: in
     return np.sort(rest), np.sort(part)
 
 
+def _parts_nonempty(n: int, fractions: list[float]) -> bool:
+    """Whether cutting `fractions` off `n` rows one after another (sklearn rounds a part up) leaves every part ≥ 1 row."""
+    for f in fractions:
+        part = int(np.ceil(f * n))
+        if part < 1 or n - part < 1:
+            return False
+        n -= part
+    return True
+
+
+def min_rows(cfg: PrepareConfig, predefined_test: bool) -> int:
+    """The fewest rows that give train, val (and test, unless the source has its own) one row each."""
+    fractions = [cfg.val_fraction] if predefined_test else [
+        cfg.test_fraction, cfg.val_fraction / (1.0 - cfg.test_fraction)]
+    return next(n for n in range(2, 1 << 20) if _parts_nonempty(n, fractions))
+
+
 def split(raw: RawData, cfg: PrepareConfig) -> dict[str, Split]:
     """train/val/test; a predefined test set (t10k) is kept, else test_fraction of all rows."""
     idx = np.arange(len(raw.x))
+    need = min_rows(cfg, raw.test is not None)
+    if len(idx) < need:
+        parts = "train and val" if raw.test is not None else "train, val and test"
+        fractions = f"val_fraction {cfg.val_fraction}" + ("" if raw.test is not None else f", test_fraction {cfg.test_fraction}")
+        extra = (" The anomaly protocol also needs normal rows in train and val and both kinds in test, and a "
+                 "stratified split 2 rows of each class.") if _protocol_name(raw, cfg) else ""
+        raise DataError(f"prepare: {len(idx)} rows are too few: {parts} need ≥ 1 row each, so {fractions} need at "
+                        f"least {need} rows.{extra}")
     strata = _strata(raw)
     if raw.test is not None:
         train, val = _cut(idx, strata, cfg.val_fraction, cfg.seed)
@@ -246,6 +274,29 @@ def fit_scaler(kind: str, x: np.ndarray | PixelRows, feature_names: list[str], s
         "train_min": [float(v) for v in lo],
         "train_max": [float(v) for v in hi],
     }
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_scaler(scaler: dict[str, Any], x: Any, kind: str) -> None:
+    """A column whose values overflow the scaler's statistics (e.g. 1e200: its variance is inf) is one line."""
+    bad = [j for j, (o, s) in enumerate(zip(scaler["offset"], scaler["scale"])) if not (np.isfinite(o) and np.isfinite(s))]
+    if bad:
+        j, name = bad[0], scaler["feature_names"][bad[0]]
+        big = max(abs(scaler["train_min"][j]), abs(scaler["train_max"][j]))
+        raise DataError(f"prepare: feature column '{name}' holds values too large to scale ({big:.3g}): its "
+                        f"{kind} scaling overflows; fix or drop the column, or rescale it (e.g. log10)")
+
+
+def _check_scaled(stored: np.ndarray, raw_x: np.ndarray, names: list[str], split_name: str) -> None:
+    """Scaled values are stored as float32 (at most 3.4e38): a value beyond that after scaling is one line."""
+    bad = ~np.isfinite(stored)
+    if bad.any():
+        row, col = (int(v[0]) for v in np.nonzero(bad))
+        raise DataError(f"prepare: feature column '{names[col]}' = {float(raw_x[row, col]):.3g} (a {split_name} row) "
+                        f"overflows float32 once scaled (more than {FLOAT32_MAX:.3g} training scales); fix or drop "
+                        "the value, or rescale the column (e.g. log10)")
 
 
 # ---------------------------------------------------------------- outputs

@@ -224,7 +224,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
                        residual_scale=None if scale is None else scale.tolist(),
                        neighbors=cfg.knn_neighbors if term.stats else 0, fusion=term.stats)
 
-    with atomic_path(cfg.plots_dir) as tmp:
+    with atomic_path(cfg.plots_dir, replace_dir=True) as tmp:
         tmp.mkdir(parents=True)
         plots.write_curve_csvs(tmp, scores, test.is_anomaly)
         plots.plot_curves_png(tmp, scores, test.is_anomaly)

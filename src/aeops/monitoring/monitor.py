@@ -37,10 +37,10 @@ def monitor_file(model_uri: str, input_path: str, chunk_rows: int = 50_000, alph
     from mlflow.exceptions import MlflowException
     from rich.progress import Progress
 
-    from aeops.serving.batch import check_paths, guard, numeric_float32, read_chunks
+    from aeops.serving.batch import check_paths, guard, model_error, numeric_float32, read_chunks
 
     src = Path(input_path)
-    check_paths(src)
+    check_paths(src, chunk_rows=chunk_rows)
     start = time.perf_counter()
     model = mlflow.pyfunc.load_model(model_uri)
     scorer = getattr(model.unwrap_python_model(), "scorer", None)
@@ -53,11 +53,13 @@ def monitor_file(model_uri: str, input_path: str, chunk_rows: int = 50_000, alph
     with Progress(disable=not progress) as bar:
         task = bar.add_task(f"monitor {src.name}", total=total)
         for chunk in guard(src, chunks):
+            if len(chunk) == 0:
+                continue
             chunk = numeric_float32(chunk)
             try:
                 out = model.predict(chunk)
             except MlflowException as err:
-                raise DataError(f"{src}: rows {batch.rows}–{batch.rows + len(chunk) - 1}: {err.message}") from None
+                raise model_error(src, batch.rows, len(chunk), err) from None
             _add(batch, scorer, chunk, out)
             bar.update(task, completed=batch.rows)
     if batch.rows == 0:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from aeops.errors import AeopsError, DataError
-from aeops.io import atomic_path
+from aeops.io import atomic_path, same_file
 
 FORMATS = (".csv", ".parquet", ".pq")
 
@@ -42,12 +42,34 @@ class ScoreSummary:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_paths(src: Path, dst: Path | None = None) -> None:
-    """One line if the input is not an existing CSV/Parquet file or the output is not named *.parquet."""
+def check_paths(src: Path, dst: Path | None = None, chunk_rows: int = 1) -> None:
+    """One line if the input is not an existing CSV/Parquet file, the output is not a new *.parquet file
+    other than the input, or the chunk size is not a whole number ≥ 1."""
     if src.suffix.lower() not in FORMATS or not src.is_file():
         raise DataError(f"{src}: need an existing file ending in {', '.join(FORMATS)}")
-    if dst is not None and dst.suffix.lower() not in (".parquet", ".pq"):
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise DataError(f"chunk rows {chunk_rows!r}: must be a whole number ≥ 1")
+    if dst is None:
+        return
+    if dst.suffix.lower() not in (".parquet", ".pq"):
         raise DataError(f"{dst}: the output is written as Parquet; name it *.parquet")
+    if same_file(src, dst):
+        raise DataError(f"{dst}: is the input file; name another output (the scores would replace the rows)")
+    if dst.is_dir():
+        raise DataError(f"{dst}: is a folder (Parquet written by Spark?); name a new file, nothing is replaced")
+
+
+def mlflow_cause(message: str) -> str:
+    """The reason inside MLflow's schema errors, which start by printing the whole input frame:
+    "Failed to enforce schema of data '<frame>' with schema '<schema>'. Error: <reason>"."""
+    reason = message.rsplit("Error: ", 1)[-1] if "Failed to enforce schema" in message else message
+    lines = [line.strip() for line in reason.strip().splitlines() if line.strip()]
+    return (lines[0] if lines else "the model refused the rows")[:300]
+
+
+def model_error(src: Path, start: int, rows: int, err: Exception) -> DataError:
+    """One line naming the file, the rows and the cause of a refused chunk."""
+    return DataError(f"{src}: rows {start}–{start + rows - 1}: {mlflow_cause(getattr(err, 'message', str(err)))}")
 
 
 def numeric_float32(chunk: pd.DataFrame) -> pd.DataFrame:
@@ -67,7 +89,7 @@ def score_file(
     from rich.progress import Progress
 
     src, dst = Path(input_path), Path(output_path)
-    check_paths(src, dst)
+    check_paths(src, dst, chunk_rows)
     model = mlflow.pyfunc.load_model(model_uri)
     scorer = getattr(model.unwrap_python_model(), "scorer", None)
     chunks, total = read_chunks(src, chunk_rows)
@@ -76,11 +98,13 @@ def score_file(
         task = bar.add_task(f"score {src.name}", total=total)
         try:
             for chunk in guard(src, chunks):
+                if len(chunk) == 0:
+                    continue
                 chunk = numeric_float32(chunk)
                 try:
                     out = model.predict(chunk, params={"output": output})
                 except MlflowException as err:
-                    raise DataError(f"{src}: rows {done}–{done + len(chunk) - 1}: {err.message}") from None
+                    raise model_error(src, done, len(chunk), err) from None
                 if scorer is not None and output == "scores":
                     flagged += int(out["is_anomaly"].sum())
                     outside += int((out["out_of_range"] > 0).sum())

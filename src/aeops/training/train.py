@@ -44,13 +44,13 @@ def build_trainer(
         *(callbacks or []),
         EarlyStopping(monitor="val/loss", mode="min", patience=cfg.patience, check_finite=True),
     ]
-    if ckpt_dir is not None:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_last=True,
-                enable_version_counter=False,
-            )
-        )
+    if ckpt_dir is not None:  # the best epoch first: trainer.checkpoint_callback and ckpt_path="best" use it
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
+                                         enable_version_counter=False))
+        # last.ckpt after every epoch (save_last=True writes it only when the best improves, so a resumed run
+        # would repeat, and log twice, every epoch since the last improvement)
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                                         enable_version_counter=False))
     if cfg.progress_bar:
         callbacks.append(ProgressBar())
     return L.Trainer(
