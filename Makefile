@@ -13,14 +13,27 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/$$(PORT)/$(PORT)/' | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 # CPU torch (the pinned wheel) unless an NVIDIA GPU is present; then pip picks a CUDA build of torch>=2.3.
+# The stamp records the checkout the venv was made for and a hash of the files it was made from. A .venv
+# that links to another checkout's venv (one venv shared across worktrees) is never reinstalled from here:
+# `pip install -e .` would re-point the other checkout's `aeops` at this one. Same dependencies: it is
+# used as it is; other dependencies: one line with the fix.
+DEPS_HASH = $(shell cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || python3 -m venv $(VENV)
-	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-	  grep -v '^torch==' constraints.txt > $(VENV)/constraints.txt; \
-	else cp constraints.txt $(VENV)/constraints.txt; fi
-	$(PY) -m pip install -q -c $(VENV)/constraints.txt torch
-	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e '.[dev]'
-	touch $@
+	@if [ -e $(VENV) ] && [ "$$(realpath $(VENV))" != "$$(realpath $(CURDIR))/$(VENV)" ]; then \
+	  owner=$$(sed -n 1p $(STAMP) 2>/dev/null); made=$$(sed -n 2p $(STAMP) 2>/dev/null); \
+	  if [ "$$made" != "$(DEPS_HASH)" ]; then \
+	    echo "error: $(VENV) links to the venv of $${owner:-$$(realpath $(VENV))}, made from other pyproject.toml/constraints.txt; run make there first, or replace the link (rm $(VENV)) to make this checkout its own venv" >&2; exit 2; fi; \
+	  echo "make: $(VENV) is shared with $${owner:-$$(realpath $(VENV))} (same dependencies; its aeops runs that checkout's src/)" >&2; \
+	else \
+	  set -e; set -x; \
+	  test -x $(PY) || python3 -m venv $(VENV); \
+	  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	    grep -v '^torch==' constraints.txt > $(VENV)/constraints.txt; \
+	  else cp constraints.txt $(VENV)/constraints.txt; fi; \
+	  $(PY) -m pip install -q -c $(VENV)/constraints.txt torch; \
+	  $(PY) -m pip install -q -c $(VENV)/constraints.txt -e '.[dev]'; \
+	  printf '%s\n%s\n' "$(CURDIR)" "$(DEPS_HASH)" > $@; \
+	fi
 
 setup: $(STAMP) ## create .venv with the pinned dependencies and initialise DVC
 	@test -d .dvc || { $(VENV)/bin/dvc init -q $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm) \

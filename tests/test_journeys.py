@@ -66,6 +66,7 @@ JOURNEY = [  # (command as in README, runs in the background until the journey e
     ("aeops monitor rows.csv", False),
     ("sed -i '/frozen: true/d' dvc.yaml", False),
     ("dvc exp run -S monitor.path=rows.csv", False),
+    ("dvc repro -f --downstream train", False),
 ]
 
 
@@ -188,6 +189,16 @@ def test_default_journey_from_repro_to_serving_and_experiments(project: Project)
     staged = p.run("dvc exp run -S monitor.path=rows.csv", ok=False)  # exit 1 on drift fails the stage
     assert "Running stage 'monitor'" in staged.stdout and "Running stage 'train'" not in staged.stdout
     assert len(list((p.root / "monitoring").glob("*.json"))) == 2 and "Traceback" not in staged.stderr
+
+    # The tracking store lost: the hints name one recovery command (not a circle), and it works.
+    p.run("git checkout dvc.yaml params.yaml")  # the committed pipeline (monitor frozen again)
+    (p.root / "mlflow.db").unlink()
+    lost = p.run("make promote", ok=False)
+    assert lost.returncode == 2 and lost.stderr.strip().endswith("`dvc repro -f --downstream train`"), lost.stderr
+    out = p.run("dvc repro -f --downstream train").stdout
+    assert "Running stage 'train'" in out and "Running stage 'register'" in out and "Running stage 'tune'" not in out
+    p.run("make promote")
+    assert p.alias("production") == "1"
 
 
 

@@ -117,7 +117,7 @@ def _serve(params: dict, args: argparse.Namespace) -> None:
     env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri(_section(params, "mlflow")))
     # MLflow starts `uvicorn` by name: find it beside this Python even when the venv is not activated
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-    _require_model(uri, env["MLFLOW_TRACKING_URI"])
+    _require_model(uri, env["MLFLOW_TRACKING_URI"], params)
     _port_free(args.host, port)
     workers = getattr(args, "workers", 1)
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
@@ -163,7 +163,7 @@ def _score(params: dict, args: argparse.Namespace) -> None:
     mlflow.set_tracking_uri(uri)
     model = args.model or f"models:/{cfg.model_name}@production"
     refuse_dvc_out(args.output)
-    _require_model(model, uri)
+    _require_model(model, uri, params)
     summary = score_file(model, args.input, args.output, args.chunk_rows, args.output_mode)
     for line in summary.warnings:
         print(f"warning: score: {line}", file=sys.stderr)
@@ -194,7 +194,7 @@ def _monitor(params: dict, args: argparse.Namespace) -> int:
                 raise DataError(f"{register.output_file}: not found; run `dvc repro register` first")
             model = read_json(register.output_file)["model_uri"]
     refuse_dvc_out(cfg.output_dir)
-    _require_model(model, uri)
+    _require_model(model, uri, params)
     result = monitor_file(model, data, cfg.chunk_rows, cfg.alpha, cfg.psi_threshold)
     paths = write_outputs(result, cfg.output_dir)
     run_id = log_run(result, paths, mlflow_cfg)
@@ -291,8 +291,9 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
 }
 
 
-def _require_model(model_uri: str, uri: str) -> None:
-    """A missing alias or version gets one line naming the fix, not MLflow's traceback."""
+def _require_model(model_uri: str, uri: str, params: dict) -> None:
+    """A missing alias or version gets one line naming the fix, not MLflow's traceback (the recovery
+    command when the store lost the runs the pipeline's outputs name)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -309,6 +310,11 @@ def _require_model(model_uri: str, uri: str) -> None:
         else:
             client.get_model_version_by_alias(name, alias)
     except MlflowException:
+        from aeops.tracking import lost_run_hint
+
+        lost = lost_run_hint(_section(params, "mlflow"), _section(params, "register").output_file)
+        if lost:
+            raise DataError(f"{model_uri} not found: {lost}") from None
         hint = "run `make promote` first" if alias == "production" else "run `make repro` (stage register) first"
         raise DataError(f"{model_uri} not found in the registry at {mask_url(uri)}: {hint}") from None
 
@@ -321,8 +327,10 @@ def _error(text: str) -> float:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0 < value <= 64:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number of gray levels in (0, 64]")
+    from aeops.compression.container import MAX_ERROR, MIN_ERROR
+
+    if not MIN_ERROR <= value <= MAX_ERROR:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of gray levels in [{MIN_ERROR:g}, {MAX_ERROR:g}]")
     return value
 
 

@@ -23,3 +23,7 @@ class TrainingDiverged(AeopsError):
 
 class TrackingUnavailable(AeopsError):
     """The MLflow tracking server cannot be reached."""
+
+
+class TrackingLost(AeopsError):
+    """The tracking store no longer holds a run that the pipeline's outputs name."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aeops.config import MlflowConfig
-from aeops.errors import TrackingUnavailable
+from aeops.errors import TrackingLost, TrackingUnavailable
 
 # An unreachable server fails fast (the library default retries for minutes); users may override.
 HTTP_DEFAULTS = {
@@ -64,6 +64,42 @@ def setup_experiment(cfg: MlflowConfig) -> str:
         return client.create_experiment(cfg.experiment, artifact_location=location, tags=EXPERIMENT_KIND)
     except MlflowException:  # created meanwhile by another process
         return client.get_experiment_by_name(cfg.experiment).experiment_id
+
+
+RECOVER = "dvc repro -f --downstream train"  # retrains into the current store; evaluate and register follow
+
+
+def require_run(run_id: str | None, cfg: MlflowConfig, source: str) -> None:
+    """The tracking store must hold the run that a pipeline output (`source`) names.
+
+    After `rm mlflow.db` (or a new MLFLOW_TRACKING_URI) DVC still calls the pipeline up to date, since
+    the store is no DVC out: every later stage and command would fail on the missing run. One line
+    says so and names the command that trains into the current store again.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    setup_experiment(cfg)
+    try:
+        mlflow.MlflowClient(tracking_uri(cfg)).get_run(str(run_id))
+    except MlflowException:
+        raise TrackingLost(f"{source} names MLflow run {run_id}, which the tracking store {mask_url(tracking_uri(cfg))} "
+                           f"does not hold (mlflow.db deleted or MLFLOW_TRACKING_URI changed?): train into this "
+                           f"store again with `{RECOVER}`") from None
+
+
+def lost_run_hint(cfg: MlflowConfig, record: str | Path = "registry/registered.json") -> str | None:
+    """The one-line recovery when the project's last registration names a run the store lacks, else None."""
+    from aeops.io import read_json
+
+    try:
+        run_id = read_json(record)["run_id"]
+        require_run(run_id, cfg, str(record))
+    except TrackingLost as err:
+        return str(err)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

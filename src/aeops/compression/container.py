@@ -42,7 +42,7 @@ MAX_HEADER_RATIO = 200  # unpacked / packed header; real headers (file names, si
 MAX_IMAGES = 1_000_000
 MAX_SEGMENT_ROWS = 4096  # `compress` writes CHUNK (256) images a segment
 MAX_NAME_BYTES = 255  # a part of a relative file name (most file systems' limit); 4096 for the whole name
-MAX_ERROR = 64.0  # gray levels RMS, as `aeops compress --error` allows
+MIN_ERROR, MAX_ERROR = 0.01, 64.0  # gray levels RMS, as `aeops compress --error` allows
 
 
 def write_header(fh: BinaryIO, header: dict[str, Any]) -> int:
@@ -107,8 +107,9 @@ def _check_header(header: Any, name: str) -> None:
     if len(names) != count or (sizes is not None and (not isinstance(sizes, list) or len(sizes) != count)):
         raise DataError(f"{name}: damaged header ({count} images but {len(names)} names)")
     error = header["error"]
-    if not (isinstance(error, (int, float)) and math.isfinite(error) and 0 < error <= MAX_ERROR):
-        raise DataError(f"{name}: damaged header (error {error!r} is not a number of gray levels in (0, {MAX_ERROR:g}])")
+    if not (isinstance(error, (int, float)) and math.isfinite(error) and MIN_ERROR <= error <= MAX_ERROR):
+        raise DataError(f"{name}: damaged header (error {error!r} is not a number of gray levels in "
+                        f"[{MIN_ERROR:g}, {MAX_ERROR:g}])")
     shape = header["image_shape"]
     if len(shape) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < 1 << 16 for n in shape):
         raise DataError(f"{name}: damaged header (image_shape {shape!r} is not [channels, height, width])")

@@ -124,11 +124,14 @@ def symbol_table(prior: dict[str, Any], error: float) -> SymbolTable:
     quantiles = np.asarray(prior["quantiles"])
     delta = float(error * np.sqrt(12.0 / len(center)))  # d coordinates of uniform noise Δ²/12 each
     span = quantiles[:, -1] - quantiles[:, 0]
-    low = np.floor((quantiles[:, 0] - MARGIN * span - center) / delta).astype(np.int64)
-    high = np.ceil((quantiles[:, -1] + MARGIN * span - center) / delta).astype(np.int64)
-    if (high - low + 1).max() > MAX_ALPHABET:
-        raise DataError(f"error {error}: too fine for this model ({int((high - low + 1).max())} bins in a "
-                        f"coordinate, at most {MAX_ALPHABET}); use a larger error")
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        low_f = np.floor((quantiles[:, 0] - MARGIN * span - center) / delta)
+        high_f = np.ceil((quantiles[:, -1] + MARGIN * span - center) / delta)
+        bins = float(np.max(high_f - low_f + 1))
+    if not np.isfinite(bins) or bins > MAX_ALPHABET:  # checked in floats: a tiny error overflows int64
+        raise DataError(f"error {error}: too fine for this model ({bins:.3g} bins in a coordinate, at most "
+                        f"{MAX_ALPHABET}); use a larger error")
+    low, high = low_f.astype(np.int64), high_f.astype(np.int64)
     levels = np.linspace(0, 1, quantiles.shape[1])
     probs = []
     for j in range(len(center)):

@@ -29,6 +29,7 @@ from aeops.evaluation.scoring import ScoreFn, residual_scale, score_rule
 from aeops.models.ensemble import reconstruct_members
 from aeops.compression.prior import build_prior
 from aeops.monitoring.profile import build_profile
+from aeops.tracking import require_run
 from aeops.io import atomic_path, hash_dir, write_json
 
 MIN_TEST_ANOMALIES = 10  # fewer: AUROC/AUPRC swing with a single row (a warning, not an error)
@@ -172,6 +173,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     reproducible numbers only (no run ids): the same params and data give the same bytes.
     """
     bundle = ModelBundle.from_training(cfg.model_dir, cfg.data_dir)
+    require_run(bundle.run_id, mlflow_cfg, f"{cfg.model_dir}/run.json")  # before anything is written
     data_hash = hash_dir(cfg.data_dir)
     if bundle.data_hash != data_hash:
         raise DataError(

@@ -18,7 +18,7 @@ from aeops.config import MlflowConfig, RegisterConfig
 from aeops.errors import AeopsError, PromotionRefused
 from aeops.data.raw import raw_split
 from aeops.registry.register import PREVIOUS, PRODUCTION
-from aeops.tracking import setup_experiment
+from aeops.tracking import lost_run_hint, setup_experiment
 
 
 def _alias_version(client: Any, name: str, alias: str) -> str | None:
@@ -126,7 +126,8 @@ def promote(
 
     target = str(version) if version is not None else _alias_version(client, name, "challenger")
     if target is None:
-        raise AeopsError(f"promote: model '{name}' has no 'challenger' version; run `dvc repro` (stage register)")
+        raise AeopsError(lost_run_hint(mlflow_cfg, cfg.output_file)
+                         or f"promote: model '{name}' has no 'challenger' version; run `dvc repro` (stage register)")
     if target == current:
         return {"name": name, "production": target, "previous": None, "reason": "already production"}
     metric = cfg.promotion_metric

@@ -19,7 +19,7 @@ from aeops.errors import AeopsError, DataError
 from aeops.evaluation.results import headline_metrics, methods
 from aeops.io import hash_dir, read_json, write_json
 from aeops.serving.scorer import Scorer
-from aeops.tracking import setup_experiment
+from aeops.tracking import require_run
 
 CHALLENGER, PRODUCTION, PREVIOUS = "challenger", "production", "previous"
 
@@ -111,7 +111,7 @@ def register(cfg: RegisterConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     bad = [k for k in ("recon_mse", "threshold") if not _finite(model_metrics.get(k))]
     if bad:
         raise AeopsError(f"register: refusing a model whose test {', '.join(bad)} is not a finite number")
-    setup_experiment(mlflow_cfg)
+    require_run(bundle.run_id, mlflow_cfg, f"{cfg.bundle_dir}")
     client = mlflow.MlflowClient()
     run_tags = client.get_run(bundle.run_id).data.tags
     model_info = log_scoring_model(cfg.bundle_dir, cfg.data_dir)

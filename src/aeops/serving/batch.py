@@ -20,7 +20,10 @@ def read_chunks(path: Path, rows: int) -> tuple[Iterator[pd.DataFrame], int | No
         return iter(pd.read_csv(path, chunksize=rows)), None
     import pyarrow.parquet as pq
 
-    f = pq.ParquetFile(path)
+    try:
+        f = pq.ParquetFile(path)
+    except (ValueError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{path}: cannot be read as Parquet ({str(err).strip().splitlines()[0][:200]})") from None
     return (b.to_pandas() for b in f.iter_batches(batch_size=rows)), f.metadata.num_rows
 
 

@@ -166,7 +166,8 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
             logger.experiment.set_terminated(logger.run_id, "KILLED")
         raise
     fit_seconds = time.perf_counter() - start
-    test = trainer.test(lit, datamodule=data, ckpt_path="best", verbose=False)[0]
+    best = trainer.checkpoint_callback.best_model_path  # the first ModelCheckpoint's (the second keeps last.ckpt)
+    test = trainer.test(lit, datamodule=data, ckpt_path=best, verbose=False)[0]
     if not trainer.is_global_zero:
         return {}
 
