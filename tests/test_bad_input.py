@@ -279,6 +279,52 @@ def test_a_port_in_use_is_one_line(project: Path, tmp_path: Path, capsys, monkey
         _run(case, project, tmp_path, capsys, monkeypatch)
 
 
+# ------------------------------------------------------------------------------------------ requests
+def _asgi(body_chunks: list[bytes], declared: int | None = None) -> tuple[int, dict | None, bytes | None]:
+    """POST through aeops.serving.app.guarded to an app that echoes the body: (status, refusal JSON, body it saw)."""
+    import asyncio
+
+    from aeops.serving.app import guarded
+
+    seen, sent = [], []
+
+    async def inner(scope, receive, send):
+        message = await receive()
+        seen.append(message["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(body_chunks) - 1} for i, c in enumerate(body_chunks)]
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    headers = [] if declared is None else [(b"content-length", str(declared).encode())]
+    asyncio.run(guarded(inner)({"type": "http", "method": "POST", "path": "/invocations", "headers": headers},
+                               receive, send))
+    status = sent[0]["status"]
+    return status, None if status == 200 else json.loads(sent[1]["body"]), seen[0] if seen else None
+
+
+def test_bad_requests_are_refused_in_front_of_mlflows_parser():
+    from aeops.serving.app import MAX_BODY_BYTES, MAX_JSON_DEPTH
+
+    deep = b"[" * 20_000 + b"]" * 20_000
+    status, answer, seen = _asgi([deep[:7000], deep[7000:]])
+    assert (status, seen) == (400, None) and answer["message"].startswith("JSON nested 20000 levels deep, at most 64")
+    status, answer, _ = _asgi([b"{}"], declared=MAX_BODY_BYTES + 1)  # refused on the header, body unread
+    assert status == 413 and "request body over 67,108,864 bytes" in answer["message"]
+    status, answer, _ = _asgi([b" " * (MAX_BODY_BYTES // 2)] * 3)  # no length declared: counted as it streams
+    assert status == 413
+    ok = json.dumps({"dataframe_split": {"columns": ["a"], "data": [["[[[["] * 1] * 500}}).encode()
+    assert _asgi([ok[:100], ok[100:]]) == (200, None, ok)  # brackets inside strings do not count; body replayed whole
+    edge = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
+    assert _asgi([edge])[0] == 200 and _asgi([b"[" + edge + b"]"])[0] == 400
+
+
 # ------------------------------------------------------------------------------------------ crafted containers
 def _aez(path: Path, *, rows: int = 1, words: int = 2, **fields: object) -> None:
     """A well-formed .aez file with header fields overridden."""
@@ -524,6 +570,7 @@ def test_the_readme_lists_the_guards_and_bounds():
     text = (REPO / "README.md").read_text()
     section = text[text.index("## Reliability"):]
     section = section[:section.index("\n## ", 5)]
-    for bound in ("MAX_HEADER_BYTES", "MAX_IMAGE_PIXELS", "MAX_SEGMENT_ROWS", "dvc repro -f --downstream train"):
+    for bound in ("MAX_HEADER_BYTES", "MAX_IMAGE_PIXELS", "MAX_SEGMENT_ROWS", "MAX_BODY_BYTES", "MAX_JSON_DEPTH",
+                  "dvc repro -f --downstream train"):
         assert bound in section, bound
     assert json.dumps(container.MAX_HEADER_RATIO) in section

@@ -239,10 +239,12 @@ def test_serve_passes_workers_to_mlflows_server_and_refuses_zero(workdir: Path, 
     (workdir / "params.yaml").write_text("register: {}\n")
     started = []
     monkeypatch.setattr(cli, "_require_model", lambda *a: None)
-    monkeypatch.setattr(cli.os, "execvpe", lambda file, cmd, env: started.append(cmd))
+    monkeypatch.setattr(cli, "_download_model", lambda *a: str(workdir))
+    monkeypatch.setattr(cli.os, "execvpe", lambda file, cmd, env: started.append((cmd, env)))
     assert cli.main(["serve", "--model", "models:/m/1", "--workers", "2"]) == 0
-    cmd = started[0]
-    assert cmd[cmd.index("-w") + 1] == "2" and cmd[cmd.index("-h") + 1] == "127.0.0.1"
+    cmd, env = started[0]
+    assert cmd[cmd.index("--workers") + 1] == "2" and cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert cmd[-1] == "aeops.serving.app:app" and env["__pyfunc_model_path__"].endswith(workdir.name)
     assert "(2 workers)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["serve", "--workers", "0"])

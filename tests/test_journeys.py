@@ -30,7 +30,7 @@ ELSEWHERE = {
 NOT_RUN = {"make bench": "~2.5 h on 2 cores; tests/test_benchmarks.py covers the helpers and runs tabular.py capped"}
 # Inline mentions that describe a command rather than tell the reader to run it.
 DESCRIPTIVE = {
-    "mlflow models serve --env-manager local": "what `aeops serve` runs",
+    "mlflow models serve --env-manager local": "how `aeops serve` starts MLflow's scoring app (uvicorn)",
     "aeops score --model URI IN OUT": "a synopsis of the score command run in the production block",
     "aeops serve --host": "an option of `make serve`",
     "mlflow ui --app-name aeops": "what `make ui` runs",

@@ -196,6 +196,22 @@ def test_rest_server_answers_like_predict_and_rejects_bad_payloads(registry):
         status, answer = _post(port, json.dumps({"dataframe_split": extra.to_dict(orient="split")}).encode())
         assert status == 200 and len(answer["predictions"]) == 3
 
+        # bounds in front of MLflow's parser: deep nesting (a RecursionError there: 500) and oversized bodies
+        from aeops.serving.app import MAX_BODY_BYTES, MAX_JSON_DEPTH
+
+        status, answer = _post(port, b"[" * 20_000 + b"]" * 20_000)
+        assert status == 400 and f"at most {MAX_JSON_DEPTH}" in answer["message"], (status, answer)
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # declares the size, sends no body
+        conn.putrequest("POST", "/invocations")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(MAX_BODY_BYTES + 1))
+        conn.endheaders()
+        answer = conn.getresponse()
+        assert answer.status == 413 and "request body over" in json.loads(answer.read())["message"]
+        conn.close()
+
         _fuzz_rest(port, list(df.columns))
         status, _ = _post(port, json.dumps({"dataframe_split": df.to_dict(orient="split")}).encode())
         assert status == 200  # still serving after the bad requests

@@ -109,21 +109,35 @@ def _promote(params: dict, args: argparse.Namespace) -> None:
 
 
 def _serve(params: dict, args: argparse.Namespace) -> None:
+    """MLflow's scoring server app (aeops.serving.app: MLflow's, behind request bounds) under uvicorn, as
+    `mlflow models serve --env-manager local` runs it."""
+    from mlflow.pyfunc import scoring_server
+
     from aeops.tracking import tracking_uri
 
     cfg = _section(params, "register")
     port = _serve_port(args.port, os.environ.get("AEOPS_SERVE_PORT"), cfg.serve_port)
     uri = args.model or f"models:/{cfg.model_name}@production"
-    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri(_section(params, "mlflow")))
-    # MLflow starts `uvicorn` by name: find it beside this Python even when the venv is not activated
-    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-    _require_model(uri, env["MLFLOW_TRACKING_URI"], params)
+    tracking = tracking_uri(_section(params, "mlflow"))
+    _require_model(uri, tracking, params)
     _port_free(args.host, port)
     workers = getattr(args, "workers", 1)
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-           "-h", args.host, "-p", str(port), "-w", str(workers)]
+    local = _download_model(uri, tracking)
+    env = scoring_server.get_cmd(local, port, args.host, None, workers)[1] | {"MLFLOW_TRACKING_URI": tracking}
+    cmd = [sys.executable, "-m", "uvicorn", "--host", args.host, "--port", str(port), "--workers", str(workers),
+           "aeops.serving.app:app"]
     print(f"serve: {uri} on http://{args.host}:{port}/invocations ({workers} worker{'s' * (workers > 1)})", flush=True)
     os.execvpe(cmd[0], cmd, env)
+
+
+def _download_model(uri: str, tracking: str) -> str:
+    """The model's files in a new temporary folder (what `mlflow models serve` does before it starts)."""
+    import tempfile
+
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking,
+                                               dst_path=tempfile.mkdtemp(prefix="aeops-serve-"))
 
 
 def _serve_port(flag: int | None, env: str | None, default: int) -> int:
