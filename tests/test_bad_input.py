@@ -189,19 +189,24 @@ def test_a_score_that_fails_midway_leaves_no_output(project: Path, tmp_path: Pat
 
 
 # ------------------------------------------------------------------------------------------ values
-def _table(values: dict[str, tuple[slice, object]], n: int = 200) -> Callable[[Path, Path], None]:
-    """A table with an anomaly column (every 10th row, from row 0); `values` set cells: {column: (rows, value)}."""
+def _table(values: dict[str, tuple[slice, object]], n: int = 200, *, index: bool = False,
+           suffix: str = "csv") -> Callable[[Path, Path], None]:
+    """A table with an anomaly column (every 10th row, from row 0); `values` set cells: {column: (rows, value)}.
+
+    `index=True` writes pandas' index too (a CSV's first column 'Unnamed: 0' when read back)."""
     def setup(tmp: Path, project: Path) -> None:
         rng = np.random.default_rng(0)
         df = pd.DataFrame(rng.normal(size=(n, 3)), columns=["a", "b", "c"])
         df["is_anomaly"] = (np.arange(n) % 10 == 0).astype(int)
         for column, (rows, value) in values.items():
-            if isinstance(value, str):
+            if not isinstance(value, float):
                 df[column] = df[column].astype(object)
             df.loc[df.index[rows], column] = value
-        df.to_csv(tmp / "t.csv", index=False)
+        if isinstance(values.get("b", (None, None))[1], pd.Timestamp):
+            df["b"] = pd.to_datetime(df["b"])
+        df.to_parquet(tmp / "t.parquet", index=False) if suffix == "parquet" else df.to_csv(tmp / "t.csv", index=index)
         (tmp / "params.yaml").write_text(yaml.safe_dump({"prepare": {
-            "source": "table", "path": "t.csv", "normal_classes": None, "anomaly_column": "is_anomaly"}}))
+            "source": "table", "path": f"t.{suffix}", "normal_classes": None, "anomaly_column": "is_anomaly"}}))
     return setup
 
 
@@ -213,18 +218,26 @@ VALUE_CASES = [
     Case("a-two-row-table", ["prepare"], "2 rows are too few", _table({}, n=2)),
     Case("nan-cells", ["prepare"], "NaN/missing values in feature column(s) 'a'", _table({"a": (slice(3, 4), np.nan)})),
     Case("text-in-a-feature", ["prepare"], "non-numeric values", _table({"a": (slice(3, 4), "ten")})),
+    Case("a-saved-pandas-index", ["prepare"], "column 'Unnamed: 0' counts the rows (0, 1, 2, …", _table({}, index=True)),
+    Case("a-timestamp-column", ["prepare"], "column 'b' holds timestamps (datetime64",
+         _table({"b": (slice(None), pd.Timestamp("2026-01-01"))}, suffix="parquet")),
 ]
 
 
-@pytest.mark.parametrize("case", VALUE_CASES, ids=lambda c: c.id)
-def test_bad_values(case: Case, tmp_path: Path, capsys, monkeypatch):
+def _run_alone(case: Case, tmp_path: Path, capsys, monkeypatch) -> None:
+    """A case whose folder is its own project (its params.yaml): the code, one line, nothing changed or written."""
     case.setup(tmp_path, tmp_path)
     monkeypatch.chdir(tmp_path)
     before = _hashes(tmp_path)
     code = cli.main([*case.argv, "--params", str(tmp_path / "params.yaml")])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and case.says in err, err
-    assert _hashes(tmp_path) == before and not (tmp_path / "data" / "prepared").exists()  # nothing written
+    assert code == case.code and len(err.splitlines()) == 1 and case.says in err, err
+    assert _hashes(tmp_path) == before and not (tmp_path / "data" / "prepared").exists()
+
+
+@pytest.mark.parametrize("case", VALUE_CASES, ids=lambda c: c.id)
+def test_bad_values(case: Case, tmp_path: Path, capsys, monkeypatch):
+    _run_alone(case, tmp_path, capsys, monkeypatch)
 
 
 # ------------------------------------------------------------------------------------------ params
@@ -254,13 +267,7 @@ ARG_CASES = [  # run in the trained project
 
 @pytest.mark.parametrize("case", PARAM_CASES, ids=lambda c: c.id)
 def test_bad_params(case: Case, tmp_path: Path, capsys, monkeypatch):
-    case.setup(tmp_path, tmp_path)
-    monkeypatch.chdir(tmp_path)
-    before = _hashes(tmp_path)
-    code = cli.main([*case.argv, "--params", str(tmp_path / "params.yaml")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and case.says in err, err
-    assert _hashes(tmp_path) == before
+    _run_alone(case, tmp_path, capsys, monkeypatch)
 
 
 @pytest.mark.parametrize("case", ARG_CASES, ids=lambda c: c.id)

@@ -215,6 +215,10 @@ def _feature_names(cfg: PrepareConfig, df: pd.DataFrame, path: Path) -> list[str
 
 def _numeric(path: Path, col: pd.Series) -> np.ndarray:
     """One feature column as float64, with a DataError naming the first non-numeric value."""
+    if pd.api.types.is_datetime64_any_dtype(col) or pd.api.types.is_timedelta64_dtype(col):
+        # pd.to_numeric would turn them into nanoseconds since 1970: a number, but no feature
+        raise DataError(f"{path}: column '{col.name}' holds timestamps ({col.dtype}), not a feature; leave it out with "
+                        "prepare.feature_columns (derive numeric features such as the hour first, if they matter)")
     if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_complex_dtype(col):
         coerced = pd.to_numeric(col, errors="coerce")
         bad = coerced.isna() & col.notna()
@@ -280,6 +284,20 @@ def _anomaly(path: Path, col: pd.Series) -> np.ndarray:
     return values.astype(np.int64)
 
 
+def _refuse_row_index(path: Path, x: np.ndarray, names: list[str]) -> None:
+    """A column that counts the rows (0, 1, 2, … or 1, 2, 3, … in file order: a saved pandas index such as
+    'Unnamed: 0', or R's row names) tells the model where a row sits in the file, not what it is; in a
+    file sorted by label it alone separates the anomalies. Taken as a feature only when the user lists it."""
+    if len(x) < 3:
+        return
+    for j, name in enumerate(names):
+        steps = np.diff(x[:, j])
+        if x[0, j] in (0.0, 1.0) and np.all(steps == 1.0):
+            raise DataError(f"{path}: column '{name}' counts the rows ({x[0, j]:.0f}, {x[1, j]:.0f}, {x[2, j]:.0f}, … in "
+                            "file order): a saved row index, not a feature; list the features in "
+                            "prepare.feature_columns, or write the file without its index (index=False)")
+
+
 LABEL_LIKE = {"is_anomaly", "anomaly", "label", "labels", "target", "class", "y", "outlier", "is_outlier"}
 
 
@@ -292,6 +310,8 @@ def load_table(cfg: PrepareConfig) -> RawData:
             _require(path, df, column, role)
     names = _feature_names(cfg, df, path)
     x = np.column_stack([_numeric(path, df[c]) for c in names]).astype(np.float64)
+    if cfg.feature_columns is None:
+        _refuse_row_index(path, x, names)
     _check_finite(path, x, names)
     dropped = uninformative(x, names)
     if len(dropped) == len(names):
