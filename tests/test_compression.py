@@ -211,4 +211,4 @@ def test_refusals_name_the_problem_in_one_line(model: Path, tmp_path, capsys):
         assert not (tmp_path / "y").exists()
     with pytest.raises(SystemExit):  # argparse: exit 2 with the allowed range
         main(["compress", "a", "b", "--error", "0"])
-    assert "not a number of gray levels in (0, 64]" in capsys.readouterr().err
+    assert "not a number of gray levels in [0.01, 64]" in capsys.readouterr().err
