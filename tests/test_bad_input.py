@@ -354,6 +354,17 @@ def _crafted(make: Callable[[Path], None]) -> Callable[[Path, Path], None]:
     return setup
 
 
+def _images(*names: str) -> Callable[[Path, Path], None]:
+    """A folder `imgs` of 8 × 8 gray PNGs: a.png and `names`."""
+    def setup(tmp: Path, project: Path) -> None:
+        from PIL import Image
+
+        (tmp / "imgs").mkdir()
+        for name in ("a.png", *names):
+            Image.new("L", (8, 8), 7).save(tmp / "imgs" / name, format="PNG")
+    return setup
+
+
 def _deep_json(path: Path) -> None:
     text = b"[" * 20_000 + b"]" * 20_000  # within the unpacking bounds; deeper than Python's parser recurses
     path.write_bytes(_raw_header(lzma_raw(text)))
@@ -391,6 +402,8 @@ CONTAINER_CASES = [
     Case("aez-more-images-than-bytes", ["decompress", "x.aez", "out"], "cannot fit in the",
          _crafted(lambda p: _aez(p, count=20_000, names=[f"{i}.png" for i in range(20_000)]))),
     Case("aez-not-an-aez", ["decompress", "bystander.txt", "out"], "not an aeops compressed file"),
+    Case("compress-a-name-decompress-refuses", ["compress", "imgs", "x.aez", "--model", MODEL],
+         "unsafe or empty file name 'b\\x01.png' (rename it: decompress could not write it back)", _images("b\x01.png")),
 ]
 
 

@@ -120,30 +120,31 @@ def _check_header(header: Any, name: str) -> None:
     if big is not None:
         raise DataError(f"{name}: an image of {big[0]}×{big[1]} pixels in the header, at most {MAX_IMAGE_PIXELS:,} "
                         "pixels an image (altered file?)")
-    _check_names(names, name)
+    check_names(names, name)
 
 
-def _check_names(names: list[Any], name: str) -> None:
-    """Relative, clean, not too long, each written once, no name both a file and a folder."""
+def check_names(names: list[Any], name: str, hint: str = "altered file?") -> None:
+    """Relative, clean, not too long, each written once, no name both a file and a folder
+    (`compress` checks the same with its own hint: a file it writes always decompresses)."""
     outputs: set[str] = set()
     folders: set[str] = set()
     for item in names:
         parts = PurePosixPath(item).parts if isinstance(item, str) else ()
         if (not parts or item.startswith("/") or any(p in ("..", ".") or "\\" in p for p in parts)
                 or any(ord(ch) < 32 or ch == "\x7f" for ch in item)):
-            raise DataError(f"{name}: unsafe or empty file name {str(item)[:80]!r} in the header (altered file?)")
+            raise DataError(f"{name}: unsafe or empty file name {str(item)[:80]!r} ({hint})")
         out = PurePosixPath(item).with_suffix(".png")
         if len(str(out).encode("utf-8", "surrogatepass")) > 4096 or any(
                 len(p.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for p in out.parts):
             raise DataError(f"{name}: file name {item[:60]!r}… is too long for a file system (at most "
-                            f"{MAX_NAME_BYTES} bytes a part, 4096 in all) (altered file?)")
+                            f"{MAX_NAME_BYTES} bytes a part, 4096 in all) ({hint})")
         if str(out) in outputs:
-            raise DataError(f"{name}: file name {item!r} twice in the header (altered file?)")
+            raise DataError(f"{name}: file name {item!r} twice ({hint})")
         outputs.add(str(out))
         folders.update(str(parent) for parent in out.parents if str(parent) != ".")
     clash = sorted(outputs & folders)
     if clash:
-        raise DataError(f"{name}: {clash[0]!r} is both a file and a folder in the header (altered file?)")
+        raise DataError(f"{name}: {clash[0]!r} is both a file and a folder ({hint})")
 
 
 def read_segments(fh: BinaryIO, name: str, count: int) -> Iterator[tuple[int, np.ndarray]]:

@@ -163,11 +163,13 @@ def compress_folder(codec: CodecModel, in_dir: str | Path, out_file: str | Path,
     bundle = codec.bundle
     table, pixel_max = symbol_table(bundle.latent_prior, error), bundle.latent_prior["pixel_max"]
     files, skipped = list_images(in_dir)
+    names = [p.relative_to(in_dir).as_posix() for p in files]
+    container.check_names(names, str(in_dir), "rename it: decompress could not write it back")
     sizes = _sizes(files, bundle.image_shape[0])
     h, w = bundle.image_shape[1:]
     header = {"model": {"name": codec.name, "version": codec.version, "fingerprint": codec.fingerprint},
               "coder": coder_id(), "image_shape": bundle.image_shape, "error": error, "count": len(files),
-              "names": [p.relative_to(in_dir).as_posix() for p in files],
+              "names": names,
               "sizes": None if all(s == (w, h) for s in sizes) else [list(s) for s in sizes]}
     coder, network, clipped = SegmentCoder(table), bundle.network(), 0
     with atomic_path(out_file) as tmp, tmp.open("wb") as fh, _progress(len(files), "compress", progress) as bar:
