@@ -78,7 +78,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # xdist hands each worker two files at the start; the two queued behind the journeys (minutes each) are tiny.
 FIRST = ("test_journeys.py", "test_journey_examples.py", "test_benchmarks.py", "test_config.py", "test_fuzz.py",
          "test_tune.py", "test_train_evaluate.py", "test_postgres.py", "test_images.py", "test_registry.py",
-         "test_report.py", "test_faults.py", "test_ddp.py", "test_compression.py")  # then the rest, by name
+         "test_report.py", "test_faults.py", "test_ddp.py", "test_compression.py",
+         "test_bad_input.py")  # then the rest, by name
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
