@@ -54,12 +54,17 @@ repro: setup ## run the DVC pipeline (prepare → tune → train → evaluate �
 # (measured on 2 cores: 410 s with 3 workers, where 2 took 654 s; 581-626 s with 3 on a slower 2-core machine).
 TEST_WORKERS ?= 3
 XDIST = $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+# Intra-op threads per test process: the cores shared out among the workers (at least 1). Each torch process
+# otherwise spins threads over every core, and the workers and their subprocesses slow each other down:
+# a fresh clone on 2 cores took 643 s with torch's default, 518 s with 1 thread (273 tests both times).
+TEST_THREADS ?= $(shell n=$$(( $$(nproc) / $(TEST_WORKERS) )); echo $$(( n > 0 ? n : 1 )))
+THREADS = OMP_NUM_THREADS=$(TEST_THREADS) MKL_NUM_THREADS=$(TEST_THREADS)
 
 test: setup ## run every test (the README journeys, DDP and PostgreSQL included; ≤ 10 min on 2 cores)
-	$(PY) -m pytest $(XDIST) --durations=15
+	$(THREADS) $(PY) -m pytest $(XDIST) --durations=15
 
 test-fast: setup ## the inner loop: every test not marked slow
-	$(PY) -m pytest $(XDIST) -m "not slow"
+	$(THREADS) $(PY) -m pytest $(XDIST) -m "not slow"
 
 bench: setup ## run the benchmarks (benchmarks/results/*.json + SUMMARY.md; ~2.7 h on 2 cores)
 	for b in $(filter-out benchmarks/summarize.py,$(wildcard benchmarks/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done
