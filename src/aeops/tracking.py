@@ -69,7 +69,7 @@ def setup_experiment(cfg: MlflowConfig) -> str:
 RECOVER = "dvc repro -f --downstream train"  # retrains into the current store; evaluate and register follow
 
 
-def require_run(run_id: str | None, cfg: MlflowConfig, source: str) -> None:
+def require_run(run_id: str | None, cfg: MlflowConfig, *, source: str) -> None:
     """The tracking store must hold the run that a pipeline output (`source`) names.
 
     After `rm mlflow.db` (or a new MLFLOW_TRACKING_URI) DVC still calls the pipeline up to date, since
@@ -94,7 +94,7 @@ def lost_run_hint(cfg: MlflowConfig, record: str | Path = "registry/registered.j
 
     try:
         run_id = read_json(record)["run_id"]
-        require_run(run_id, cfg, str(record))
+        require_run(run_id, cfg, source=str(record))
     except TrackingLost as err:
         return str(err)
     except (OSError, ValueError, KeyError, TypeError):

@@ -123,7 +123,7 @@ def _check_header(header: Any, name: str) -> None:
     check_names(names, name)
 
 
-def check_names(names: list[Any], name: str, hint: str = "altered file?") -> None:
+def check_names(names: list[Any], name: str, *, hint: str = "altered file?") -> None:
     """Relative, clean, not too long, each written once, no name both a file and a folder
     (`compress` checks the same with its own hint: a file it writes always decompresses)."""
     outputs: set[str] = set()

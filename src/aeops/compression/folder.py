@@ -164,7 +164,7 @@ def compress_folder(codec: CodecModel, in_dir: str | Path, out_file: str | Path,
     table, pixel_max = symbol_table(bundle.latent_prior, error), bundle.latent_prior["pixel_max"]
     files, skipped = list_images(in_dir)
     names = [p.relative_to(in_dir).as_posix() for p in files]
-    container.check_names(names, str(in_dir), "rename it: decompress could not write it back")
+    container.check_names(names, str(in_dir), hint="rename it: decompress could not write it back")
     sizes = _sizes(files, bundle.image_shape[0])
     h, w = bundle.image_shape[1:]
     header = {"model": {"name": codec.name, "version": codec.version, "fingerprint": codec.fingerprint},

@@ -54,7 +54,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         for name, part in splits.items():
             stored = None if isinstance(part.x, ImageFiles) else apply_scaler(scaler, part.x)
             if stored is not None:
-                _check_scaled(stored, part.x, raw.feature_names, name)
+                _check_scaled(stored, part.x, names=raw.feature_names, split_name=name)
             _frame(part, stored, raw.feature_names).to_parquet(tmp / f"{name}.parquet", index=False)
         write_json(tmp / "scaler.json", scaler)
         write_json(tmp / "meta.json", _meta(cfg, raw, kind, scaler, protocol is not None))
@@ -289,7 +289,7 @@ def _check_scaler(scaler: dict[str, Any], x: Any, kind: str) -> None:
                         f"{kind} scaling overflows; fix or drop the column, or rescale it (e.g. log10)")
 
 
-def _check_scaled(stored: np.ndarray, raw_x: np.ndarray, names: list[str], split_name: str) -> None:
+def _check_scaled(stored: np.ndarray, raw_x: np.ndarray, *, names: list[str], split_name: str) -> None:
     """Scaled values are stored as float32 (at most 3.4e38): a value beyond that after scaling is one line."""
     bad = ~np.isfinite(stored)
     if bad.any():

@@ -173,7 +173,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     reproducible numbers only (no run ids): the same params and data give the same bytes.
     """
     bundle = ModelBundle.from_training(cfg.model_dir, cfg.data_dir)
-    require_run(bundle.run_id, mlflow_cfg, f"{cfg.model_dir}/run.json")  # before anything is written
+    require_run(bundle.run_id, mlflow_cfg, source=f"{cfg.model_dir}/run.json")  # before anything is written
     data_hash = hash_dir(cfg.data_dir)
     if bundle.data_hash != data_hash:
         raise DataError(

@@ -59,7 +59,7 @@ def monitor_file(model_uri: str, input_path: str, chunk_rows: int = 50_000, alph
             try:
                 out = model.predict(chunk)
             except MlflowException as err:
-                raise model_error(src, batch.rows, len(chunk), err) from None
+                raise model_error(src, err, start=batch.rows, rows=len(chunk)) from None
             _add(batch, scorer, chunk, out)
             bar.update(task, completed=batch.rows)
     if batch.rows == 0:

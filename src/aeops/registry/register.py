@@ -111,7 +111,7 @@ def register(cfg: RegisterConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     bad = [k for k in ("recon_mse", "threshold") if not _finite(model_metrics.get(k))]
     if bad:
         raise AeopsError(f"register: refusing a model whose test {', '.join(bad)} is not a finite number")
-    require_run(bundle.run_id, mlflow_cfg, f"{cfg.bundle_dir}")
+    require_run(bundle.run_id, mlflow_cfg, source=cfg.bundle_dir)
     client = mlflow.MlflowClient()
     run_tags = client.get_run(bundle.run_id).data.tags
     model_info = log_scoring_model(cfg.bundle_dir, cfg.data_dir)

@@ -45,7 +45,7 @@ class ScoreSummary:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_paths(src: Path, dst: Path | None = None, chunk_rows: int = 1) -> None:
+def check_paths(src: Path, dst: Path | None = None, *, chunk_rows: int = 1) -> None:
     """One line if the input is not an existing CSV/Parquet file, the output is not a new *.parquet file
     other than the input, or the chunk size is not a whole number ≥ 1."""
     if src.suffix.lower() not in FORMATS or not src.is_file():
@@ -70,7 +70,7 @@ def mlflow_cause(message: str) -> str:
     return (lines[0] if lines else "the model refused the rows")[:300]
 
 
-def model_error(src: Path, start: int, rows: int, err: Exception) -> DataError:
+def model_error(src: Path, err: Exception, *, start: int, rows: int) -> DataError:
     """One line naming the file, the rows and the cause of a refused chunk."""
     return DataError(f"{src}: rows {start}–{start + rows - 1}: {mlflow_cause(getattr(err, 'message', str(err)))}")
 
@@ -92,7 +92,7 @@ def score_file(
     from rich.progress import Progress
 
     src, dst = Path(input_path), Path(output_path)
-    check_paths(src, dst, chunk_rows)
+    check_paths(src, dst, chunk_rows=chunk_rows)
     model = mlflow.pyfunc.load_model(model_uri)
     scorer = getattr(model.unwrap_python_model(), "scorer", None)
     chunks, total = read_chunks(src, chunk_rows)
@@ -107,7 +107,7 @@ def score_file(
                 try:
                     out = model.predict(chunk, params={"output": output})
                 except MlflowException as err:
-                    raise model_error(src, done, len(chunk), err) from None
+                    raise model_error(src, err, start=done, rows=len(chunk)) from None
                 if scorer is not None and output == "scores":
                     flagged += int(out["is_anomaly"].sum())
                     outside += int((out["out_of_range"] > 0).sum())
