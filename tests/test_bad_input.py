@@ -2,8 +2,9 @@
 
 Every case asserts the exit code, a one-line message naming the problem, and that no input file and
 no unrelated output changed (every file under the case's folder and the project's outputs are hashed
-before and after). Classes: files, values, params, crafted containers (.aez, image files), resource
-bounds (peak RSS of a subprocess), interruptions, environment. Add a case to its class's list.
+before and after). Classes: files, values, params and arguments, requests (the REST guard), crafted
+containers (.aez, image files), resource bounds (peak RSS of a subprocess), interruptions,
+environment. Add a case to its class's list.
 """
 
 from __future__ import annotations
