@@ -19,11 +19,12 @@ help: ## list the targets
 # used as it is; other dependencies: one line with the fix.
 DEPS_HASH = $(shell cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 $(STAMP): pyproject.toml constraints.txt
-	@if [ -e $(VENV) ] && [ "$$(realpath $(VENV))" != "$$(realpath $(CURDIR))/$(VENV)" ]; then \
-	  owner=$$(sed -n 1p $(STAMP) 2>/dev/null); made=$$(sed -n 2p $(STAMP) 2>/dev/null); \
+	@owner=$$(sed -n 1p $(STAMP) 2>/dev/null); made=$$(sed -n 2p $(STAMP) 2>/dev/null); \
+	if [ -e $(VENV) ] && [ "$$(realpath $(VENV))" != "$$(realpath $(CURDIR))/$(VENV)" ] && [ "$$owner" != "$(CURDIR)" ]; then \
+	  venv=$$(realpath $(VENV)); \
 	  if [ "$$made" != "$(DEPS_HASH)" ]; then \
-	    echo "error: $(VENV) links to the venv of $${owner:-$$(realpath $(VENV))}, made from other pyproject.toml/constraints.txt; run make there first, or replace the link (rm $(VENV)) to make this checkout its own venv" >&2; exit 2; fi; \
-	  echo "make: $(VENV) is shared with $${owner:-$$(realpath $(VENV))} (same dependencies; its aeops runs that checkout's src/)" >&2; \
+	    echo "error: $(VENV) links to $$venv, set up by $${owner:-another checkout} from other pyproject.toml/constraints.txt; update it there (rm $$venv/.installed; make setup), or replace the link (rm $(VENV)) to give this checkout its own venv" >&2; exit 2; fi; \
+	  echo "make: $(VENV) is shared with $$owner (same dependencies; its aeops runs that checkout's src/)" >&2; \
 	else \
 	  set -e; set -x; \
 	  test -x $(PY) || python3 -m venv $(VENV); \

@@ -261,6 +261,7 @@ ARG_CASES = [  # run in the trained project
     Case("port-flag-out-of-range", ["serve", "--port", "99999"], "not a port number (1–65535)"),
     Case("port-env-out-of-range", ["serve"], "AEOPS_SERVE_PORT = '99999': not a port number", env={"AEOPS_SERVE_PORT": "99999"}),
     Case("port-env-not-a-number", ["serve"], "AEOPS_SERVE_PORT = 'http'", env={"AEOPS_SERVE_PORT": "http"}),
+    Case("port-env-superscript-digit", ["serve"], "AEOPS_SERVE_PORT = '²'", env={"AEOPS_SERVE_PORT": "²"}),
     Case("compress-error-zero", ["compress", "in", "out.aez", "--error", "0"], "not a number of gray levels"),
     Case("compress-error-tiny", ["compress", "in", "out.aez", "--error", "1e-300"], "in [0.01, 64]"),
 ]
@@ -288,7 +289,8 @@ def test_a_port_in_use_is_one_line(project: Path, tmp_path: Path, capsys, monkey
 
 
 # ------------------------------------------------------------------------------------------ requests
-def _asgi(body_chunks: list[bytes], declared: int | None = None) -> tuple[int, dict | None, bytes | None]:
+def _asgi(body_chunks: list[bytes], declared: int | None = None,
+          content_type: bytes = b"application/json") -> tuple[int, dict | None, bytes | None]:
     """POST through aeops.serving.app.guarded to an app that echoes the body: (status, refusal JSON, body it saw)."""
     import asyncio
 
@@ -310,7 +312,7 @@ def _asgi(body_chunks: list[bytes], declared: int | None = None) -> tuple[int, d
     async def send(message):
         sent.append(message)
 
-    headers = [] if declared is None else [(b"content-length", str(declared).encode())]
+    headers = [(b"content-type", content_type)] + ([] if declared is None else [(b"content-length", str(declared).encode())])
     asyncio.run(guarded(inner)({"type": "http", "method": "POST", "path": "/invocations", "headers": headers},
                                receive, send))
     status = sent[0]["status"]
@@ -331,6 +333,11 @@ def test_bad_requests_are_refused_in_front_of_mlflows_parser():
     assert _asgi([ok[:100], ok[100:]]) == (200, None, ok)  # brackets inside strings do not count; body replayed whole
     edge = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
     assert _asgi([edge])[0] == 200 and _asgi([b"[" + edge + b"]"])[0] == 400
+    # an unterminated string of escaped quotes: a regex for JSON strings rescans it from every quote
+    # (hours for 1 MB); the scan is linear, and the 65 brackets before it still count
+    status, answer, _ = _asgi([b"[" * 65 + b'"' + b'\\"' * 500_000])
+    assert status == 400 and "nested 65 levels" in answer["message"]
+    assert _asgi([b"a,b\n" + b"[" * 100 + b",1\n"], content_type=b"text/csv")[0] == 200  # CSV is not JSON
 
 
 # ------------------------------------------------------------------------------------------ crafted containers
@@ -422,6 +429,16 @@ def test_a_segment_declaring_more_words_than_the_file_holds_is_refused(tmp_path:
             list(container.read_segments(fh, "x.aez", header["count"]))
 
 
+def test_compress_never_writes_a_header_that_decompress_refuses():
+    import io
+
+    out = io.BytesIO()
+    too_many = {"count": container.MAX_IMAGES + 1, "names": []}
+    with pytest.raises(container.DataError, match="holds at most 1,000,000 images .* compress the folder in parts"):
+        container.write_header(out, too_many)
+    assert out.getvalue() == b""
+
+
 def _png_header(width: int, height: int) -> bytes:
     """A PNG whose header declares width × height pixels (no pixel data: decoding would fail, reading the size not)."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
@@ -436,13 +453,13 @@ def test_an_image_declaring_a_huge_size_is_refused_before_decoding(tmp_path: Pat
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         for i in range(4):
             Image.new("L", (8, 8), 40 * i).save(tmp_path / "imgs" / cls / f"{i}.png")
-    (tmp_path / "imgs" / "a" / "bomb.png").write_bytes(_png_header(9000, 9000))  # below Pillow's own bomb limit
+    (tmp_path / "imgs" / "a" / "bomb.png").write_bytes(_png_header(12000, 12000))  # below Pillow's own refusal
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"prepare": {
         "source": "image_folder", "path": "imgs", "normal_classes": ["a"]}}))
     monkeypatch.chdir(tmp_path)
     assert cli.main(["prepare"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.endswith("bomb.png: 9000×9000 pixels, at most 67,108,864 (8192² pixels) an image; downscale it first")
+    assert err.endswith("bomb.png: 12000×12000 pixels, at most 134,217,728 pixels an image; downscale it first")
     assert not (tmp_path / "data").exists()
 
 
@@ -561,6 +578,30 @@ def test_a_deleted_tracking_store_names_the_one_recovery_command(argv, lost_stor
     assert _hashes(lost_store) == before
 
 
+def test_a_tracking_server_error_is_not_taken_for_a_lost_store(monkeypatch, tmp_path: Path):
+    """Only 'run not found' means the store lost it; a server error or a refusal keeps MLflow's own message."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from aeops.errors import TrackingLost
+    from aeops.tracking import require_run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def refused(self, run_id):
+        raise MlflowException("permission denied", error_code="PERMISSION_DENIED")
+
+    real = mlflow.MlflowClient.get_run
+    monkeypatch.setattr(mlflow.MlflowClient, "get_run", refused)
+    with pytest.raises(MlflowException, match="permission denied") as caught:
+        require_run("0" * 32, MlflowConfig(), source="models/run.json")
+    assert not isinstance(caught.value, TrackingLost)
+    monkeypatch.setattr(mlflow.MlflowClient, "get_run", real)  # the store in tmp_path: no such run
+    with pytest.raises(TrackingLost, match="names MLflow run 00000000"):
+        require_run("0" * 32, MlflowConfig(), source="models/run.json")
+
+
 def _fake_venv(tmp: Path, deps_hash: str) -> Path:
     other = tmp / "other"
     (other / ".venv").mkdir(parents=True)
@@ -574,13 +615,14 @@ def _fake_venv(tmp: Path, deps_hash: str) -> Path:
     return clone
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.skipif(not all(map(shutil.which, ("make", "realpath", "sha256sum"))), reason="needs make and coreutils")
 def test_make_never_reinstalls_into_a_venv_another_checkout_made(tmp_path: Path):
     deps = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + (REPO / "constraints.txt").read_bytes())
     clone = _fake_venv(tmp_path / "differs", "0" * 16)
     proc = subprocess.run(["make", ".venv/.installed"], cwd=clone, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "pip" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    assert f"links to the venv of {tmp_path / 'differs' / 'other'}" in proc.stderr and "rm .venv" in proc.stderr
+    other = tmp_path / "differs" / "other"
+    assert f"links to {other / '.venv'}, set up by {other} from other" in proc.stderr and "rm .venv" in proc.stderr
     clone = _fake_venv(tmp_path / "same", deps.hexdigest()[:16])
     proc = subprocess.run(["make", ".venv/.installed"], cwd=clone, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "pip" not in proc.stdout and "is shared with" in proc.stderr, proc.stderr
@@ -594,4 +636,4 @@ def test_the_readme_lists_the_guards_and_bounds():
     for bound in ("MAX_HEADER_BYTES", "MAX_IMAGE_PIXELS", "MAX_SEGMENT_ROWS", "MAX_BODY_BYTES", "MAX_JSON_DEPTH",
                   "dvc repro -f --downstream train"):
         assert bound in section, bound
-    assert json.dumps(container.MAX_HEADER_RATIO) in section
+    assert "MAX_VALUES_PER_IMAGE" in section and "MAX_IMAGES" in section

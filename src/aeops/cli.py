@@ -146,7 +146,7 @@ def _serve_port(flag: int | None, env: str | None, default: int) -> int:
         if value is None or value == "":
             continue
         text = str(value).strip()
-        if not text.isdigit() or not 1 <= int(text) <= 65535:
+        if not (text.isascii() and text.isdecimal()) or not 1 <= int(text) <= 65535:
             raise AeopsError(f"{where} = {value!r}: not a port number (1–65535)")
         return int(text)
     return default
@@ -349,13 +349,13 @@ def _error(text: str) -> float:
 
 
 def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdecimal()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number ≥ 1")
     return int(text)
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdecimal()) or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"'{text}' is not a port number (1–65535)")
     return int(text)
 

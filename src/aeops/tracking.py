@@ -82,7 +82,9 @@ def require_run(run_id: str | None, cfg: MlflowConfig, *, source: str) -> None:
     setup_experiment(cfg)
     try:
         mlflow.MlflowClient(tracking_uri(cfg)).get_run(str(run_id))
-    except MlflowException:
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":  # a server error or a refusal is not a lost store
+            raise
         raise TrackingLost(f"{source} names MLflow run {run_id}, which the tracking store {mask_url(tracking_uri(cfg))} "
                            f"does not hold (mlflow.db deleted or MLFLOW_TRACKING_URI changed?): train into this "
                            f"store again with `{RECOVER}`") from None

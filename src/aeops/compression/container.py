@@ -10,7 +10,8 @@ decoder reads any words without complaint, so a flipped bit would otherwise deco
 
 A file is untrusted input: every size it declares is bounded before anything is allocated — the
 header's compressed size and each segment's words by the bytes the file really has, the unpacked
-header by MAX_HEADER_BYTES and MAX_HEADER_RATIO times its packed size, the images by MAX_IMAGES and
+header by MAX_HEADER_BYTES and its JSON values by MAX_VALUES_PER_IMAGE an image (counted before it is
+parsed, so a small header cannot unfold into millions of objects), the images by MAX_IMAGES and
 by the segments that can follow, each segment by MAX_SEGMENT_ROWS, each original size by
 MAX_IMAGE_PIXELS (what `compress` accepts), names by MAX_NAME_BYTES a part. A file beyond any bound is
 refused in one line.
@@ -38,7 +39,7 @@ _U32 = struct.Struct("<I")
 _SEGMENT = struct.Struct("<III")
 REQUIRED = {"model": dict, "coder": dict, "image_shape": list, "error": (int, float), "count": int, "names": list}
 MAX_HEADER_BYTES = 64 << 20  # the unpacked JSON header (about 1 M names of 60 characters)
-MAX_HEADER_RATIO = 200  # unpacked / packed header; real headers (file names, sizes) pack 5–30×
+MAX_VALUES_PER_IMAGE = 8  # JSON values ("[", "{", ",") an image may add: a name and a size take 3-4
 MAX_IMAGES = 1_000_000
 MAX_SEGMENT_ROWS = 4096  # `compress` writes CHUNK (256) images a segment
 MAX_NAME_BYTES = 255  # a part of a relative file name (most file systems' limit); 4096 for the whole name
@@ -46,8 +47,12 @@ MIN_ERROR, MAX_ERROR = 0.01, 64.0  # gray levels RMS, as `aeops compress --error
 
 
 def write_header(fh: BinaryIO, header: dict[str, Any]) -> int:
-    body = lzma.compress(json.dumps({"format": FORMAT, **header}, separators=(",", ":")).encode(),
-                         format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9}])
+    """Write the header; one line (nothing written) if `read_header` would refuse it for its size."""
+    text = json.dumps({"format": FORMAT, **header}, separators=(",", ":")).encode()
+    if header.get("count", 0) > MAX_IMAGES or len(text) > MAX_HEADER_BYTES:
+        raise DataError(f"{header.get('count')} images with {len(text):,} bytes of names: an .aez file holds at most "
+                        f"{MAX_IMAGES:,} images and {MAX_HEADER_BYTES:,} bytes of header; compress the folder in parts")
+    body = lzma.compress(text, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9}])
     fh.write(MAGIC + bytes([FORMAT]) + _U32.pack(len(body)) + _U32.pack(zlib.crc32(body)) + body)
     return 12 + len(body)
 
@@ -75,15 +80,18 @@ def read_header(fh: BinaryIO, name: str) -> dict[str, Any]:
     body = fh.read(size)
     if len(body) < size or zlib.crc32(body) != crc:
         raise DataError(f"{name}: damaged header (truncated or altered file)")
-    limit = min(MAX_HEADER_BYTES, max(1 << 16, MAX_HEADER_RATIO * size))
     try:
         unpacker = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
-        text = unpacker.decompress(body, max_length=limit + 1)
-        if len(text) > limit:
-            raise DataError(f"{name}: header unpacks to more than {limit:,} bytes ({MAX_HEADER_RATIO}× its "
-                            f"{size:,} packed bytes, at most {MAX_HEADER_BYTES:,}): refused (altered file?)")
+        text = unpacker.decompress(body, max_length=MAX_HEADER_BYTES + 1)
+        if len(text) > MAX_HEADER_BYTES:
+            raise DataError(f"{name}: header unpacks to more than {MAX_HEADER_BYTES:,} bytes (from {size:,} packed "
+                            "bytes): refused (altered file?)")
         if not unpacker.eof:
             raise EOFError
+        values = text.count(b"[") + text.count(b"{") + text.count(b",")
+        if values > MAX_VALUES_PER_IMAGE * MAX_IMAGES:
+            raise DataError(f"{name}: header holds {values:,} JSON values, more than {MAX_IMAGES:,} images can "
+                            "need: refused (altered file?)")
         header = json.loads(text)
     except (lzma.LZMAError, ValueError, EOFError, RecursionError):
         raise DataError(f"{name}: damaged header (truncated or altered file)") from None

@@ -16,6 +16,7 @@ Memory holds the file list and one image, not the pixels.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 # An image file is untrusted input: its header's size is checked before decoding (a 1 KB PNG can
-# declare 65535 × 65535 pixels). 8192 × 8192 is larger than any photo a model here is trained on.
-MAX_IMAGE_PIXELS = 1 << 26
+# declare 65535 × 65535 pixels). 2^27 pixels (134 M) holds a 102-megapixel camera's photos; Pillow's own
+# check warns above 89 M and refuses above 179 M, and this bound replaces its warning.
+MAX_IMAGE_PIXELS = 1 << 27
 
 
 def _images(folder: Path) -> list[Path]:
@@ -69,13 +71,15 @@ def image_header(path: Path) -> tuple[str, tuple[int, int]]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            mode, size = im.mode, im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_IMAGE_PIXELS decides below
+            with Image.open(path) as im:
+                mode, size = im.mode, im.size
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable image ({str(err).splitlines()[0][:120]})") from None
     if size[0] * size[1] > MAX_IMAGE_PIXELS:
-        raise DataError(f"{path}: {size[0]}×{size[1]} pixels, at most {MAX_IMAGE_PIXELS:,} ({int(MAX_IMAGE_PIXELS ** 0.5)}² "
-                        "pixels) an image; downscale it first")
+        raise DataError(f"{path}: {size[0]}×{size[1]} pixels, at most {MAX_IMAGE_PIXELS:,} pixels an image; "
+                        "downscale it first")
     return mode, size
 
 
@@ -118,13 +122,15 @@ def decode_into(out: np.ndarray, files: list[Path], pil_mode: str, size: tuple[i
     channels = out.shape[1]
     for i, path in enumerate(files):
         try:
-            with Image.open(path) as im:
-                if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:  # changed since its header was read
-                    raise ValueError(f"{im.size[0]}×{im.size[1]} pixels, at most {MAX_IMAGE_PIXELS:,}")
-                im = im.convert(pil_mode)
-                if im.size != size:
-                    im = ImageOps.fit(im, size) if fit == "center_crop" else im.resize(size, Image.Resampling.BILINEAR)
-                pixels = np.asarray(im, dtype=np.uint8)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_IMAGE_PIXELS decides
+                with Image.open(path) as im:
+                    if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:  # changed since its header was read
+                        raise ValueError(f"{im.size[0]}×{im.size[1]} pixels, at most {MAX_IMAGE_PIXELS:,}")
+                    im = im.convert(pil_mode)
+                    if im.size != size:
+                        im = ImageOps.fit(im, size) if fit == "center_crop" else im.resize(size, Image.Resampling.BILINEAR)
+                    pixels = np.asarray(im, dtype=np.uint8)
         except (Image.DecompressionBombError, OSError, ValueError) as err:
             raise DataError(f"{path}: cannot be decoded ({str(err).splitlines()[0][:120]})") from None
         out[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)

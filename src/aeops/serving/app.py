@@ -9,6 +9,7 @@ a JSON body nested deeper than MAX_JSON_DEPTH is refused with a 400 (MLflow's pa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ import numpy as np
 
 MAX_BODY_BYTES = 64 << 20  # about 100,000 rows of 64 features as JSON
 MAX_JSON_DEPTH = 64  # a `dataframe_split` body is 3 deep, `inputs` tensors a few more
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # a JSON string, escapes included
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)  # a backslash and the character it escapes
 _STEP = np.zeros(256, np.int8)
 _STEP[[ord("["), ord("{")]], _STEP[[ord("]"), ord("}")]] = 1, -1
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
@@ -26,12 +27,14 @@ ASGI = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable
 
 
 def json_depth(body: bytes) -> int:
-    """How deep brackets nest in `body`, strings left out: the brackets alone are kept (bytes.translate, in C)
-    and their running depth summed with numpy, 4 M brackets at a time (a 340 KB request: 0.3 ms)."""
+    """How deep brackets nest in `body`, strings left out. Linear in the body, in C but for the sum: escapes
+    are dropped, the text between quotes (the strings) is cut out, only the brackets are kept
+    (bytes.translate), and numpy sums their running depth 4 M at a time. A 340 KB request: 0.3 ms."""
     opening = body.count(b"[") + body.count(b"{")
     if opening <= MAX_JSON_DEPTH:
         return opening  # it cannot nest deeper than it opens: no need to look
-    brackets = np.frombuffer(_STRING.sub(b'""', body).translate(None, _NOT_BRACKETS), np.uint8)
+    outside = b"".join(_ESCAPE.sub(b"", body).split(b'"')[::2])  # even pieces lie outside strings
+    brackets = np.frombuffer(outside.translate(None, _NOT_BRACKETS), np.uint8)
     depth, deepest = 0, 0
     for start in range(0, len(brackets), 1 << 22):
         levels = depth + np.cumsum(_STEP[brackets[start:start + (1 << 22)]], dtype=np.int64)
@@ -68,7 +71,9 @@ def guarded(inner: ASGI) -> ASGI:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
-        depth = json_depth(body)
+        content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
+        # MLflow parses everything but CSV as JSON; the scan runs in a thread so /ping answers meanwhile
+        depth = 0 if content_type.startswith(b"text/csv") else await asyncio.to_thread(json_depth, body)
         if depth > MAX_JSON_DEPTH:
             return await _refuse(send, 400, f"JSON nested {depth} levels deep, at most {MAX_JSON_DEPTH}; send "
                                             "{\"dataframe_split\": {\"columns\": [...], \"data\": [[...]]}}")
