@@ -162,8 +162,12 @@ def _port_free(host: str, port: int) -> None:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
     except OSError as err:
-        raise AeopsError(f"cannot serve on {host}:{port} ({err.strerror or err}): another server uses it? "
-                         "pass --port N or set AEOPS_SERVE_PORT") from None
+        import errno
+
+        if err.errno == errno.EADDRINUSE:
+            raise AeopsError(f"cannot serve on {host}:{port}: another process listens there; pass --port N or set "
+                             "AEOPS_SERVE_PORT") from None
+        raise AeopsError(f"cannot serve on {host}:{port} ({err.strerror or err}): check --host") from None
 
 
 def _score(params: dict, args: argparse.Namespace) -> None:
