@@ -29,7 +29,7 @@ ASGI = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable
 def json_depth(body: bytes) -> int:
     """How deep brackets nest in `body`, strings left out. Linear in the body, in C but for the sum: escapes
     are dropped, the text between quotes (the strings) is cut out, only the brackets are kept
-    (bytes.translate), and numpy sums their running depth 4 M at a time. A 340 KB request: 0.3 ms."""
+    (bytes.translate), and numpy sums their running depth 4 M at a time. A 340 KB request: under 1 ms."""
     opening = body.count(b"[") + body.count(b"{")
     if opening <= MAX_JSON_DEPTH:
         return opening  # it cannot nest deeper than it opens: no need to look
