@@ -145,11 +145,17 @@ def _serve_port(flag: int | None, env: str | None, default: int) -> int:
     for value, where in ((flag, "--port"), (env, "AEOPS_SERVE_PORT")):
         if value is None or value == "":
             continue
-        text = str(value).strip()
-        if not (text.isascii() and text.isdecimal()) or not 1 <= int(text) <= 65535:
+        port = _port_number(str(value))
+        if port is None:
             raise AeopsError(f"{where} = {value!r}: not a port number (1–65535)")
-        return int(text)
+        return port
     return default
+
+
+def _port_number(text: str) -> int | None:
+    """The port 1–65535 that `text` names in ASCII digits ('²' passes isdigit() but not int()), else None."""
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdecimal() and 1 <= int(text) <= 65535 else None
 
 
 def _port_free(host: str, port: int) -> None:
@@ -359,9 +365,10 @@ def _positive(text: str) -> int:
 
 
 def _port(text: str) -> int:
-    if not (text.isascii() and text.isdecimal()) or not 1 <= int(text) <= 65535:
+    port = _port_number(text)
+    if port is None:
         raise argparse.ArgumentTypeError(f"'{text}' is not a port number (1–65535)")
-    return int(text)
+    return port
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -49,7 +49,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         else:
             train_x = splits["train"].x
         scaler = fit_scaler(kind, train_x, raw.feature_names, cfg.seed)
-        _check_scaler(scaler, train_x, kind)
+        _check_scaler(scaler, kind)
         scaler["ignored_features"] = list(raw.dropped)  # served models accept these columns and ignore them
         for name, part in splits.items():
             stored = None if isinstance(part.x, ImageFiles) else apply_scaler(scaler, part.x)
@@ -279,7 +279,7 @@ def fit_scaler(kind: str, x: np.ndarray | PixelRows, feature_names: list[str], s
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _check_scaler(scaler: dict[str, Any], x: Any, kind: str) -> None:
+def _check_scaler(scaler: dict[str, Any], kind: str) -> None:
     """A column whose values overflow the scaler's statistics (e.g. 1e200: its variance is inf) is one line."""
     bad = [j for j, (o, s) in enumerate(zip(scaler["offset"], scaler["scale"])) if not (np.isfinite(o) and np.isfinite(s))]
     if bad:
