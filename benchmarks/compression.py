@@ -77,11 +77,14 @@ def photo_sets(args: argparse.Namespace, work: Path) -> tuple[dict, np.ndarray]:
 
 def train_codec(name: str, prepare_kw: dict, latent: int, args: argparse.Namespace) -> tuple[Path, float]:
     """prepare → train a conv AE of this latent size → bundle with prior; returns its folder and fit seconds."""
-    from aeops.bundle import ModelBundle, ScoringRule
+    from dataclasses import replace
+
     from aeops.compression.prior import build_prior
     from aeops.config import MlflowConfig, PrepareConfig, TrainConfig
     from aeops.data.prepare import prepare
-    from aeops.data.prepared import load_split
+    from aeops.data.prepared import load_scaler, load_split
+    from aeops.scoring.bundle import ModelBundle
+    from aeops.scoring.rule import ScoringRule
     from aeops.evaluation.evaluate import encode_decode
     from aeops.training.train import train
 
@@ -93,11 +96,11 @@ def train_codec(name: str, prepare_kw: dict, latent: int, args: argparse.Namespa
                       output_dir=out, metrics_file=f"{out}/train.json",
                       model={"architecture": "conv", "latent_dim": latent})
     metrics = train(cfg, MlflowConfig(experiment=f"compression-{name}"))
-    bundle = ModelBundle.from_training(out, data)
+    bundle = ModelBundle.from_training(out, scaler=load_scaler(data))
     network = bundle.network()
     codes, _ = encode_decode(network, load_split(data, "train").x)
     prior = build_prior(network, codes, bundle.scaler, 255.0)
-    bundle.with_scoring(ScoringRule(threshold=0.0), None, prior).save(f"{out}/bundle")
+    replace(bundle, scoring=ScoringRule(threshold=0.0), latent_prior=prior).save(f"{out}/bundle")  # codes only
     return Path(f"{out}/bundle"), float(metrics["fit_seconds"])
 
 

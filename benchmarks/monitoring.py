@@ -104,7 +104,7 @@ def shifts(model: dict, rng: np.random.Generator, rows: int) -> dict:
             "rotated 15°": lambda: _rotate(draw(rows), shape, 15.0).clip(lo, hi),
             "noise σ 10 % of range": lambda: (draw(rows) + rng.normal(0, 0.1 * (hi - lo), (rows, normal.shape[1]))).clip(lo, hi),
         }
-    from aeops.data.prepared import apply_scaler
+    from aeops.scoring.preprocess import apply_scaler
 
     def one_feature() -> pd.DataFrame:
         batch = draw(rows)
@@ -116,7 +116,7 @@ def shifts(model: dict, rng: np.random.Generator, rows: int) -> dict:
         "anomalies 10 %": mixed(0.1),
         "one feature + 1 std": one_feature,
         "all features × 1.5": lambda: draw(rows) * 1.5,
-        "pre-scaled input": lambda: pd.DataFrame(apply_scaler(scorer.scaler, draw(rows).to_numpy()),
+        "pre-scaled input": lambda: pd.DataFrame(apply_scaler(scorer.preprocessor.scaler, draw(rows).to_numpy()),
                                                  columns=normal.columns),
     }
 

@@ -114,8 +114,8 @@ def test_folder_round_trip_keeps_names_and_sizes_and_decodes_what_the_network_re
                                                                                          capsys):
     import torch
 
-    from aeops.bundle import ModelBundle
-    from aeops.data.prepared import apply_scaler, invert_scaler
+    from aeops.scoring.bundle import ModelBundle
+    from aeops.scoring.preprocess import apply_scaler, invert_scaler
 
     images = _digits(tmp_path / "in" / "a", 40)
     _digits(tmp_path / "in" / "b" / "deep", 3, start=100)

@@ -15,7 +15,8 @@ import pytest
 from aeops.config import PrepareConfig
 from aeops.data import prepare as prepare_mod
 from aeops.data.prepare import prepare
-from aeops.data.prepared import apply_scaler, invert_scaler, load_meta, load_scaler, load_split
+from aeops.data.prepared import load_meta, load_scaler, load_split
+from aeops.scoring.preprocess import apply_scaler, invert_scaler
 from aeops.data.sources import IDX_IMAGES, IDX_LABELS, load_digits, load_idx_dir, load_raw
 from aeops.errors import ConfigError, DataError
 

@@ -14,16 +14,14 @@ from aeops.config import EvaluateConfig
 from aeops.evaluation import plots
 from aeops.data.prepared import Split
 from aeops.evaluation.baselines import Coded, model_metrics, run_baselines
-from aeops.evaluation.neighbors import knn_distances, knn_index
 from aeops.evaluation.metrics import (
     anomaly_metrics,
-    choose_threshold,
     compression_metrics,
     embedding_metrics,
     quantize_codes,
     reconstruction_metrics,
 )
-from aeops.evaluation.scoring import anomaly_scores, score_rule
+from aeops.scoring.rule import ScoringRule, RuleScorer, anomaly_scores, choose_threshold, knn_distances, knn_index
 
 MODEL_KEYS = {
     "recon_mse", "psnr", "quantized_psnr", "auroc", "auprc", "precision", "recall", "f1",
@@ -305,18 +303,18 @@ def test_top_fraction_averages_the_largest_squared_residuals():
 def test_smoothing_keeps_channels_apart_and_needs_images():
     x = np.zeros((1, 2, 5, 5))
     x[0, 0, 2, 2] = 1.0
-    one = anomaly_scores(x, np.zeros(50), 1.0, (2, 5, 5))
-    both = anomaly_scores(np.repeat(x[:, :1], 2, axis=1), np.zeros(50), 1.0, (2, 5, 5))
+    one = anomaly_scores(x, np.zeros(50), smoothing=1.0, image_shape=(2, 5, 5))
+    both = anomaly_scores(np.repeat(x[:, :1], 2, axis=1), np.zeros(50), smoothing=1.0, image_shape=(2, 5, 5))
     assert both[0] == pytest.approx(2 * one[0])  # no blur across channels
     with pytest.raises(ValueError, match="image data"):
-        anomaly_scores(x.reshape(1, -1), np.zeros((1, 50)), 1.0)
+        anomaly_scores(x.reshape(1, -1), np.zeros((1, 50)), smoothing=1.0)
 
 
 def test_pca_baseline_is_scored_by_the_given_rule(digits_split):
     tr_x, tr_y, va_x, te_x, te_y, anom = digits_split
     cfg = EvaluateConfig(isolation_forest_trees=10, trustworthiness_max_rows=100)
     plain_m, plain = _baselines(digits_split, 8, cfg)
-    smooth_m, smooth = _baselines(digits_split, 8, cfg, score_rule(0.8, (1, 8, 8), 1.0))
+    smooth_m, smooth = _baselines(digits_split, 8, cfg, RuleScorer(ScoringRule(threshold=0.0, smoothing=0.8), image_shape=(1, 8, 8)).residual)
     assert (smooth["pca"] < plain["pca"]).all()  # smoothed residuals, lower scores and threshold
     assert smooth_m["pca"]["threshold"] < plain_m["pca"]["threshold"]
     assert smooth_m["pca"]["recon_mse"] == plain_m["pca"]["recon_mse"]  # reconstructions themselves unchanged
@@ -324,7 +322,7 @@ def test_pca_baseline_is_scored_by_the_given_rule(digits_split):
 
 
 def test_standardised_residuals_weigh_features_by_their_typical_error():
-    from aeops.evaluation.scoring import residual_scale
+    from aeops.scoring.rule import residual_scale
 
     rng = np.random.default_rng(0)
     val = rng.normal(size=(500, 2))
@@ -351,7 +349,7 @@ def test_an_ensemble_scores_the_mean_of_its_members():
 
 
 def test_knn_term_distances_and_robust_fusion():
-    from aeops.evaluation.neighbors import fuse, knn_distances, knn_index, robust_stats, weighted
+    from aeops.scoring.rule import fuse, robust_stats, weighted
 
     rng = np.random.default_rng(0)
     ref, x = rng.normal(size=(50, 3)), rng.normal(size=(7, 3))

@@ -12,10 +12,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
 
 from aeops.config import ModelConfig
-from aeops.bundle import ModelBundle, ScoringRule
+from aeops.scoring.bundle import ModelBundle
+from aeops.scoring.rule import ScoringRule
 from aeops.models import build_autoencoder
 from aeops.serving.pyfunc import AutoencoderScorer
-from aeops.serving.scorer import InputError, Scorer
+from aeops.scoring.scorer import InputError, Scorer
 
 FEATURES = ["a", "b", "c", "d"]
 

@@ -16,7 +16,7 @@ from aeops.config import Choices, IntRange, TuneConfig, parse_section
 from aeops.errors import AeopsError, ConfigError, DataError
 from aeops.evaluation.evaluate import evaluation_warnings
 from aeops.paths import refuse_dvc_out
-from aeops.serving.scorer import InputError, Scorer
+from aeops.scoring.scorer import InputError, Scorer
 from aeops.training.train import apply_tuned
 from aeops.tuning.space import cap_latent
 
@@ -24,7 +24,8 @@ from aeops.tuning.space import cap_latent
 def _scorer(threshold: float = 0.1, expected: float | None = 0.05, ignored: list[str] | None = None) -> Scorer:
     from aeops.models.factory import build_autoencoder
 
-    from aeops.bundle import ModelBundle, ScoringRule
+    from aeops.scoring.bundle import ModelBundle
+    from aeops.scoring.rule import ScoringRule
 
     cfg = {"latent_dim": 2, "mlp": {"hidden": [4]}}
     scaler = {"feature_names": ["a", "b", "c"], "offset": [100.0, 0, 0], "scale": [10.0, 1, 1],

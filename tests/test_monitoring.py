@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from aeops.monitoring.drift import BatchStats, assess, homogeneity, psi
-from aeops.monitoring.profile import MIN_SHARE, Profile, build_profile, feature_bins
+from aeops.scoring.profile import MIN_SHARE, Profile, build_profile, feature_bins
 from aeops.monitoring.report import markdown
 
 D = 12
@@ -24,7 +24,8 @@ def profile() -> Profile:
     rng = np.random.default_rng(0)
     val_scores = rng.gamma(2.0, 1.0, size=1000)
     threshold = float(np.quantile(val_scores, 0.95))
-    return build_profile([f"f{i}" for i in range(D)], _rows(rng, 5000), val_scores, threshold, 0.05)
+    return build_profile([f"f{i}" for i in range(D)], _rows(rng, 5000), val_scores=val_scores, threshold=threshold,
+                         expected_flagged=0.05)
 
 
 def _check(profile: Profile, x: np.ndarray, scores: np.ndarray) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import tiny_train
 
-from aeops.bundle import ModelBundle
+from aeops.scoring.bundle import ModelBundle
 from aeops.config import EvaluateConfig
 from aeops.evaluation.evaluate import evaluate, report_path
 from aeops.training.train import train

@@ -13,8 +13,8 @@ import torch
 from conftest import tiny_train
 
 from aeops.config import EvaluateConfig
-from aeops.data.prepared import load_split
-from aeops.bundle import ModelBundle
+from aeops.data.prepared import load_scaler, load_split
+from aeops.scoring.bundle import ModelBundle
 from aeops.evaluation.evaluate import evaluate, methods
 from aeops.models.lightning import load_autoencoder
 from aeops.tracking import tracking_uri
@@ -64,7 +64,7 @@ def test_train_writes_checkpoints_and_tracks_everything(prepared, mlflow_cfg):
 
     # The bundle built from the training outputs reconstructs like the best checkpoint.
     model, _ = load_autoencoder(info["best_checkpoint"])
-    bundle = ModelBundle.from_training("models", prepared)
+    bundle = ModelBundle.from_training("models", scaler=load_scaler(prepared))
     assert bundle.run_id == info["run_id"] and bundle.data_hash == info["data_hash"] and bundle.scoring is None
     x = torch.from_numpy(load_split(prepared, "test").x[:16])
     with torch.no_grad():
@@ -214,7 +214,7 @@ def test_a_knn_term_joins_the_residual_where_it_wins_on_validation_and_serving_r
     from aeops.config import PrepareConfig
     from aeops.data.prepare import prepare
     from aeops.data.raw import raw_split
-    from aeops.serving.scorer import Scorer
+    from aeops.scoring.scorer import Scorer
 
     _gap_table(workdir / "t.csv")
     prepare(PrepareConfig(source="table", path="t.csv", anomaly_column="is_anomaly", normal_classes=None))

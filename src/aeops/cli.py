@@ -19,6 +19,7 @@ from aeops.config import load_params, parse_section
 from aeops.errors import AeopsError, DataError, PromotionRefused
 from aeops.paths import refuse_dvc_out
 from aeops.quiet import quiet
+from aeops.scoring.reference import PRODUCTION, ModelRef, registered
 
 
 def _section(params: dict, name: str):
@@ -117,7 +118,7 @@ def _serve(params: dict, args: argparse.Namespace) -> None:
 
     cfg = _section(params, "register")
     port = _serve_port(args.port, os.environ.get("AEOPS_SERVE_PORT"), cfg.serve_port)
-    uri = args.model or f"models:/{cfg.model_name}@production"
+    uri = args.model or ModelRef.default(cfg.model_name).uri
     tracking = tracking_uri(_section(params, "mlflow"))
     _require_model(uri, tracking, params)
     _port_free(args.host, port)
@@ -185,10 +186,10 @@ def _score(params: dict, args: argparse.Namespace) -> None:
     cfg = _section(params, "register")
     uri = tracking_uri(_section(params, "mlflow"))
     mlflow.set_tracking_uri(uri)
-    model = args.model or f"models:/{cfg.model_name}@production"
+    model = args.model or ModelRef.default(cfg.model_name).uri
     refuse_dvc_out(args.output)
     _require_model(model, uri, params)
-    summary = score_file(model, args.input, args.output, args.chunk_rows, args.output_mode)
+    summary = score_file(model, args.input, args.output, chunk_rows=args.chunk_rows, output=args.output_mode)
     for line in summary.warnings:
         print(f"warning: score: {line}", file=sys.stderr)
     flagged = (f", {summary.flagged_share:.1%} flagged, {summary.out_of_range_share:.1%} with a feature out of "
@@ -212,14 +213,14 @@ def _monitor(params: dict, args: argparse.Namespace) -> int:
     if model is None:
         register = _section(params, "register")
         if hasattr(args, "input"):  # the command: the served model
-            model = f"models:/{register.model_name}@production"
+            model = ModelRef.default(register.model_name).uri
         else:  # the stage (no command-line arguments): the model the pipeline just registered
             if not os.path.isfile(register.output_file):
                 raise DataError(f"{register.output_file}: not found; run `dvc repro register` first")
             model = read_json(register.output_file)["model_uri"]
     refuse_dvc_out(cfg.output_dir)
     _require_model(model, uri, params)
-    result = monitor_file(model, data, cfg.chunk_rows, cfg.alpha, cfg.psi_threshold)
+    result = monitor_file(model, data, chunk_rows=cfg.chunk_rows, alpha=cfg.alpha, psi_threshold=cfg.psi_threshold)
     paths = write_outputs(result, cfg.output_dir)
     run_id = log_run(result, paths, mlflow_cfg)
     print(f"monitor: {summary_line(result)}")
@@ -232,7 +233,7 @@ def _compress(params: dict, args: argparse.Namespace) -> None:
     from aeops.tracking import tracking_uri
 
     refuse_dvc_out(args.output)
-    model = args.model or f"models:/{_section(params, 'register').model_name}@production"
+    model = args.model or ModelRef.default(_section(params, "register").model_name).uri
     codec = load_codec_model(model, tracking_uri(_section(params, "mlflow")))
     r = compress_folder(codec, args.input, args.output, args.error)
     print(f"compress: {r['images']} images → {args.output} ({r['bytes']:,} bytes, {r['bpp']:.3f} bits per pixel; "
@@ -250,7 +251,7 @@ def _decompress(params: dict, args: argparse.Namespace) -> None:
 
     refuse_dvc_out(args.output)
     written = read_header(args.input)["model"]
-    model = args.model or (f"models:/{written['name']}/{written['version']}" if written.get("name") else None)
+    model = args.model or (registered(written["name"], version=written["version"]) if written.get("name") else None)
     if model is None:
         raise DataError(f"{args.input}: compressed with a model bundle folder, not a registered model; "
                         "pass that folder as --model")
@@ -276,7 +277,7 @@ def _export(params: dict, args: argparse.Namespace) -> None:
 
 
 def _report(params: dict, args: argparse.Namespace) -> None:
-    from aeops.bundle import bundle_run_id
+    from aeops.scoring.bundle import bundle_run_id
     from aeops.evaluation.results import report_path
 
     cfg = _section(params, "evaluate")
@@ -323,23 +324,23 @@ def _require_model(model_uri: str, uri: str, params: dict) -> None:
 
     from aeops.tracking import mask_url
 
-    ref = model_uri.removeprefix("models:/")
-    if ref == model_uri or ("@" not in ref and "/" not in ref):
+    ref = ModelRef.parse(model_uri)
+    if not ref.registered:
         return  # not a registry URI with a version or alias: MLflow says what is wrong
     client = mlflow.MlflowClient(uri)
-    name, alias = ref.split("@", 1) if "@" in ref else (ref.rsplit("/", 1)[0], None)
+    alias = ref.alias
     try:
         if alias is None:
-            client.get_model_version(name, ref.rsplit("/", 1)[1])
+            client.get_model_version(ref.name, ref.version)
         else:
-            client.get_model_version_by_alias(name, alias)
+            client.get_model_version_by_alias(ref.name, alias)
     except MlflowException:
         from aeops.tracking import lost_run_hint
 
         lost = lost_run_hint(_section(params, "mlflow"), _section(params, "register").output_file)
         if lost:
             raise DataError(f"{model_uri} not found: {lost}") from None
-        hint = "run `make promote` first" if alias == "production" else "run `make repro` (stage register) first"
+        hint = "run `make promote` first" if alias == PRODUCTION else "run `make repro` (stage register) first"
         raise DataError(f"{model_uri} not found in the registry at {mask_url(uri)}: {hint}") from None
 
 

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from aeops.bundle import NETWORK, PRIOR, ModelBundle
+from aeops.scoring.bundle import NETWORK, PRIOR, ModelBundle
 from aeops.compression import container
 from aeops.compression.codec import SegmentCoder, coder_id
 from aeops.compression.prior import FORMAT as PRIOR_FORMAT
@@ -26,6 +26,7 @@ from aeops.compression.prior import symbol_table
 from aeops.data.images import EXTENSIONS, GRAY_MODES, decode_images, image_header
 from aeops.errors import DataError
 from aeops.io import atomic_path
+from aeops.scoring.reference import ModelRef, registered
 
 CHUNK = 256
 
@@ -45,7 +46,7 @@ class CodecModel:
 
     @property
     def uri(self) -> str | None:
-        return f"models:/{self.name}/{self.version}" if self.name else None
+        return registered(self.name, version=self.version) if self.name else None
 
 
 def fingerprint(bundle: ModelBundle, bundle_dir: Path) -> str:
@@ -67,17 +68,18 @@ def load_codec_model(model: str, tracking_uri: str) -> CodecModel:
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient(tracking_uri)
-    ref = model.removeprefix("models:/")
+    ref = ModelRef.parse(model)
+    if not ref.registered:
+        name = ref.name or "<name>"
+        raise DataError(f"--model {model}: name a version or an alias, e.g. {registered(name, version=1)} or "
+                        f"{ModelRef.default(name)}")
+    name = ref.name
     try:
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            version = client.get_model_version_by_alias(name, alias).version
-        elif "/" in ref:
-            name, version = ref.rsplit("/", 1)
-            client.get_model_version(name, version)
+        if ref.alias is not None:
+            version = client.get_model_version_by_alias(name, ref.alias).version
         else:
-            raise DataError(f"--model {model}: name a version or an alias, e.g. models:/{ref}/1 or models:/{ref}@production")
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+            version = client.get_model_version(name, ref.version).version
+        local = mlflow.artifacts.download_artifacts(artifact_uri=registered(name, version=version),
                                                     tracking_uri=tracking_uri)
     except MlflowException as err:
         raise DataError(f"{model}: not found in the registry ({str(err).splitlines()[0][:160]})") from None
@@ -156,7 +158,7 @@ def compress_folder(codec: CodecModel, in_dir: str | Path, out_file: str | Path,
     """Write `out_file`; return the image count, bytes, bits per pixel (of the originals) and clipped codes."""
     import torch
 
-    from aeops.data.prepared import apply_scaler
+    from aeops.scoring.preprocess import apply_scaler
 
     if Path(out_file).is_dir():
         raise DataError(f"{out_file}: is a folder; name the .aez file to write (nothing is overwritten)")
@@ -205,7 +207,7 @@ def decompress_file(codec: CodecModel, in_file: str | Path, out_dir: str | Path,
     import torch
     from PIL import Image
 
-    from aeops.data.prepared import invert_scaler
+    from aeops.scoring.preprocess import invert_scaler
 
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -245,9 +247,9 @@ def check_model(header: dict[str, Any], codec: CodecModel, name: str) -> None:
                         "decompress with the aeops version that compressed it")
     written = header["model"]
     if written.get("fingerprint") != codec.fingerprint:
-        registered = written.get("name") is not None
-        what = f"{written['name']} version {written.get('version')}" if registered else "a model bundle folder"
-        fix = (f"--model models:/{written['name']}/{written.get('version')}" if registered
+        is_registered = written.get("name") is not None
+        what = f"{written['name']} version {written.get('version')}" if is_registered else "a model bundle folder"
+        fix = (f"--model {registered(written['name'], version=written.get('version'))}" if is_registered
                else "--model <the bundle folder it was compressed with>")
         raise DataError(f"{name}: compressed with {what} (fingerprint {written.get('fingerprint')}), not with "
                         f"{codec.label} (fingerprint {codec.fingerprint}); decompress with {fix}")

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from aeops.data.rawdata import RawData
 from aeops.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -166,12 +167,10 @@ class ImageFiles:
 
 def _raw(files: list[Path], plan: tuple[str, tuple[int, int]], fit: str, labels: np.ndarray | None,
          is_anomaly: np.ndarray | None, names: list[Any] | None, test: Any = None) -> Any:
-    from aeops.data.sources import RawData
-
     x = ImageFiles(files, *plan, fit)
     c, h, w = x.image_shape
     features = [f"px_{i}" for i in range(h * w)] if c == 1 else [f"c{k}_px_{i}" for k in range(c) for i in range(h * w)]
-    return RawData(x, labels, is_anomaly, features, (c, h, w), names, test)  # type: ignore[arg-type]
+    return RawData(x, labels, is_anomaly, features, (c, h, w), names, test, pixel_max=255.0)  # type: ignore[arg-type]
 
 
 def load_image_folder(cfg: Any) -> Any:

@@ -11,7 +11,8 @@ import pandas as pd
 
 from aeops.config import PrepareConfig
 from aeops.data.images import ImageFiles
-from aeops.data.prepared import ANOMALY_COLUMN, LABEL_COLUMN, VAL_ANOMALIES, PixelRows, Split, apply_scaler
+from aeops.data.prepared import ANOMALY_COLUMN, LABEL_COLUMN, VAL_ANOMALIES, PixelRows, Split
+from aeops.scoring.preprocess import apply_scaler
 from aeops.data.sources import RawData, load_raw
 from aeops.errors import ConfigError, DataError
 from aeops.io import atomic_path, write_json
@@ -315,6 +316,7 @@ def _meta(cfg: PrepareConfig, raw: RawData, kind: str, scaler: dict[str, Any], h
         "scaling": kind,
         "value_range": [lo, hi],
         "unit_interval": bool(lo >= 0.0 and hi <= 1.0),
+        "pixel_max": raw.pixel_max,
     }
 
 

@@ -16,6 +16,7 @@ from typing import Any, Iterator, Literal
 import numpy as np
 
 from aeops.errors import DataError
+from aeops.scoring.preprocess import scaler_arrays
 
 SPLITS = ("train", "val", "test")
 # Labelled anomalies outside test (those the protocol removed from train/val), written only under an
@@ -82,7 +83,7 @@ class PixelRows:
         self.image_shape = tuple(image)
         self.ndim, self.dtype = 2, np.dtype(np.float32)
         if scaler is not None:
-            self._offset, self._scale = _arrays(scaler, np.empty((0, self.shape[1])))
+            self._offset, self._scale = scaler_arrays(scaler, np.empty((0, self.shape[1])))
 
     @property
     def pixels(self) -> np.ndarray:
@@ -187,23 +188,3 @@ def sample_split(data_dir: str | Path, name: Literal["train", "val", "test", "va
         return Split(np.asarray(split.x), split.labels, split.is_anomaly), n
     rows = np.sort(np.random.default_rng(seed).choice(n, size=keep, replace=False))
     return split.take(rows), n
-
-
-def _arrays(scaler: dict[str, Any], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    offset = np.asarray(scaler["offset"], dtype=np.float64)
-    scale = np.asarray(scaler["scale"], dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] != len(offset):
-        raise DataError(f"scaler expects (n, {len(offset)}) features, got shape {x.shape}")
-    return offset, scale
-
-
-def apply_scaler(scaler: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    """Scale raw features: (x - offset) / scale, as float32."""
-    offset, scale = _arrays(scaler, x)
-    return ((np.asarray(x, dtype=np.float64) - offset) / scale).astype(np.float32)
-
-
-def invert_scaler(scaler: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    """Back to raw units: x * scale + offset, as float32 (e.g. for reconstructions)."""
-    offset, scale = _arrays(scaler, x)
-    return (np.asarray(x, dtype=np.float64) * scale + offset).astype(np.float32)

@@ -8,7 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from aeops.data.prepared import invert_scaler, load_scaler, load_split, sample_split
+from aeops.data.prepared import load_scaler, load_split, sample_split
+from aeops.scoring.preprocess import invert_scaler
 from aeops.errors import DataError
 from aeops.io import atomic_path
 

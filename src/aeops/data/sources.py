@@ -6,7 +6,6 @@ import csv
 import gzip
 import logging
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from aeops.config import PrepareConfig
+from aeops.data.rawdata import RawData
 from aeops.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -25,24 +25,6 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 TABLE_EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-
-
-@dataclass
-class RawData:
-    """Raw features (n, d) float64 with optional int64 labels and 0/1 anomaly flags.
-
-    `label_names` names the classes in ascending label order; `test` is a predefined test set
-    (the t10k files of MNIST-like sources), else None.
-    """
-
-    x: np.ndarray
-    labels: np.ndarray | None
-    is_anomaly: np.ndarray | None
-    feature_names: list[str]
-    image_shape: tuple[int, int, int] | None
-    label_names: list[Any] | None = None
-    test: RawData | None = None
-    dropped: dict[str, str] = field(default_factory=dict)  # feature column → why prepare dropped it
 
 
 def load_raw(cfg: PrepareConfig) -> RawData:
@@ -70,7 +52,7 @@ def load_digits() -> RawData:
     bunch = sk_load_digits()
     x = np.asarray(bunch.data, dtype=np.float64)
     labels = np.asarray(bunch.target, dtype=np.int64)
-    return RawData(x, labels, None, _pixel_names(x.shape[1]), (1, 8, 8), list(range(10)))
+    return RawData(x, labels, None, _pixel_names(x.shape[1]), (1, 8, 8), list(range(10)), pixel_max=16.0)
 
 
 # ---------------------------------------------------------------- IDX (MNIST, Fashion-MNIST)
@@ -142,9 +124,10 @@ def load_idx_dir(folder: str | Path) -> RawData:
     names = _pixel_names(h * w)
     classes = sorted(set(np.unique(train_lab).tolist()) | set(np.unique(test_lab).tolist()))
     shape = (1, h, w)
-    test = RawData(test_img.reshape(len(test_img), -1).astype(np.float64), test_lab, None, names, shape, classes)
+    test = RawData(test_img.reshape(len(test_img), -1).astype(np.float64), test_lab, None, names, shape, classes,
+                   pixel_max=255.0)
     x = train_img.reshape(len(train_img), -1).astype(np.float64)
-    return RawData(x, train_lab, None, names, shape, classes, test)
+    return RawData(x, train_lab, None, names, shape, classes, test, pixel_max=255.0)
 
 
 # ---------------------------------------------------------------- tables

@@ -17,16 +17,15 @@ from aeops.config import EvaluateConfig
 from aeops.data.prepared import Split
 from aeops.evaluation.metrics import (
     anomaly_metrics,
-    choose_threshold,
     compression_metrics,
     embedding_metrics,
     quantize_codes,
     reconstruction_metrics,
 )
-from aeops.evaluation.neighbors import knn_distances, knn_index
-from aeops.evaluation.scoring import ScoreFn, anomaly_scores
+from aeops.scoring.rule import anomaly_scores, choose_threshold, knn_distances, knn_index
 
 QUANT_BITS = 8
+ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (x, recon) -> (n,) scores
 ScoreMaker = Callable[[np.ndarray, np.ndarray], ScoreFn]  # (normal val rows, their recon) → score function
 
 

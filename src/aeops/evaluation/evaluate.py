@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,7 @@ import torch
 
 from aeops.config import EvaluateConfig, MlflowConfig, caps
 from aeops.data.prepared import (
-    MAX_EVAL_VALUES, SPLITS, VAL_ANOMALIES, Split, has_split, invert_scaler, load_meta, sample_split,
+    MAX_EVAL_VALUES, SPLITS, VAL_ANOMALIES, Split, has_split, load_meta, load_scaler, sample_split,
 )
 from aeops.data.synthetic import synthetic_anomalies
 from aeops.errors import ConfigError, DataError
@@ -21,14 +19,12 @@ from aeops.evaluation import plots
 from aeops.evaluation.results import (  # noqa: F401 (methods and headline_metrics re-exported)
     comparison_table, headline_metrics, methods, report_path,
 )
-from aeops.bundle import ModelBundle, ScoringRule
 from aeops.evaluation.baselines import QUANT_BITS, Coded, model_metrics, run_baselines
 from aeops.evaluation.metrics import quantize_codes
-from aeops.evaluation.neighbors import fuse, knn_distances, knn_index, robust_stats, validation_auroc, weighted
-from aeops.evaluation.scoring import ScoreFn, residual_scale, score_rule
 from aeops.models.ensemble import reconstruct_members
 from aeops.compression.prior import build_prior
-from aeops.monitoring.profile import build_profile
+from aeops.scoring.bundle import ModelBundle
+from aeops.scoring.fit import FittedRule, RuleSettings, fit_rule, residual_rule
 from aeops.tracking import require_run
 from aeops.io import atomic_path, hash_dir, write_json
 
@@ -81,17 +77,11 @@ def member_recons(model: torch.nn.Module, x: np.ndarray, batch: int = 4096) -> n
                            for i in range(0, len(x), batch)], axis=1)
 
 
-def standardize(cfg: EvaluateConfig, image_shape: list[int] | None) -> bool:
-    """`auto`: standardised residuals for tables (features in unlike units), plain ones for images."""
-    return image_shape is None if cfg.score_standardize == "auto" else bool(cfg.score_standardize)
-
-
-def rule_maker(cfg: EvaluateConfig, image_shape: list[int] | None) -> Callable[[np.ndarray, np.ndarray], ScoreFn]:
-    """(normal val rows, their reconstructions) → the score function, its residual scale fitted on them."""
-    def make(val_x: np.ndarray, val_recon: np.ndarray) -> ScoreFn:
-        scale = residual_scale(val_x, val_recon, cfg.score_smoothing, image_shape) if standardize(cfg, image_shape) else None
-        return score_rule(cfg.score_smoothing, image_shape, cfg.score_top_fraction, scale)
-    return make
+def rule_settings(cfg: EvaluateConfig) -> RuleSettings:
+    """What the scoring rule's fit may choose from: params.yaml's `evaluate` section."""
+    return RuleSettings(smoothing=cfg.score_smoothing, top_fraction=cfg.score_top_fraction,
+                        standardize=cfg.score_standardize, neighbors=cfg.score_neighbors, k=cfg.knn_neighbors,
+                        knn_weights=tuple(cfg.knn_weights), threshold_percentile=cfg.threshold_percentile)
 
 
 @torch.no_grad()
@@ -104,66 +94,21 @@ def _normal_rows(split: Split) -> np.ndarray:
     return split.x if split.is_anomaly is None else split.x[split.is_anomaly == 0]
 
 
-@dataclass(frozen=True)
-class NeighbourTerm:
-    """The model's final validation and test scores; `stats` is None where the residual stands alone."""
-
-    val_scores: np.ndarray
-    test_scores: np.ndarray
-    stats: list[list[float]] | None
-    choice: str  # why: which rule, and the validation AUROCs it was chosen by
-    distances: list[np.ndarray] | None = None  # kNN distances of [val, test] where measured: the baseline reuses them
-    weight: float = 0.0  # the distance term's weight against the residual's (0: not used)
-
-
-def neighbour_term(cfg: EvaluateConfig, image_shape: list[int] | None, model: torch.nn.Module, score: ScoreFn,
-                   train_x: np.ndarray, val_x: np.ndarray, val_scores: np.ndarray, test_scores: np.ndarray,
-                   test_x: np.ndarray) -> NeighbourTerm:
-    """The residual alone, or fused with the distance to the k nearest training rows (`evaluate.score_neighbors`).
-
-    `auto` keeps the fused score on tables where it separates validation anomalies better than the
-    residual alone (prepare's labelled ones, else synthetic ones made from normal validation rows), with
-    the distance weighted by the one of `knn_weights` that separates them best.
-    Images keep the residual (a pixel kNN needs the training images in the model, and was not measured).
-    """
-    use = cfg.score_neighbors
-    if use is False or (use == "auto" and image_shape):
-        return NeighbourTerm(val_scores, test_scores, None, "residual")
-    if image_shape:
+def fit_model_rule(cfg: EvaluateConfig, model: torch.nn.Module, *, image_shape: list[int] | None,
+                   train_x: np.ndarray, val_x: np.ndarray, val_recon: np.ndarray) -> FittedRule:
+    """The model's scoring rule, fitted on validation rows (`aeops.scoring.fit`): validation anomalies are
+    prepare's labelled ones where the protocol held some out of test, else synthetic ones."""
+    if cfg.score_neighbors is True and image_shape:
         raise ConfigError("params.yaml: evaluate.score_neighbors = true needs table data (the kNN term keeps the "
                           "training rows in the model); use auto or false for images")
-    flat = [np.asarray(a, np.float64).reshape(len(a), -1) for a in (train_x, val_x, test_x)]
-    index = knn_index(flat[0], cfg.knn_neighbors)
-    val_d, test_d = knn_distances(index, flat[1]), knn_distances(index, flat[2])
-    stats = [robust_stats(val_scores), robust_stats(val_d)]
 
-    def fused(weight: float, why: str = "") -> NeighbourTerm:
-        chosen = weighted(stats, weight)
-        name = "residual + kNN distance" + ("" if weight == 1 else f" ×{weight:g}") + (f" ({why})" if why else "")
-        return NeighbourTerm(fuse(val_scores, val_d, chosen), fuse(test_scores, test_d, chosen), chosen, name,
-                             [val_d, test_d], weight)
+    def anomalies() -> tuple[np.ndarray, str]:
+        if has_split(cfg.data_dir, VAL_ANOMALIES):
+            return sample_split(cfg.data_dir, VAL_ANOMALIES, cfg.seed)[0].x, "labelled"
+        return synthetic_anomalies(val_x, cfg.seed), "synthetic"
 
-    if use is True:
-        return fused(1.0)
-    if has_split(cfg.data_dir, VAL_ANOMALIES):
-        anomalies, kind = sample_split(cfg.data_dir, VAL_ANOMALIES, cfg.seed)[0].x, "labelled"
-    else:
-        anomalies, kind = synthetic_anomalies(val_x, cfg.seed), "synthetic"
-    a_scores = score(anomalies, member_recons(model, anomalies))
-    a_d = knn_distances(index, np.asarray(anomalies, np.float64).reshape(len(anomalies), -1))
-    plain = best = validation_auroc(val_scores, a_scores)
-    weight, tried = 0.0, []
-    for w in cfg.knn_weights:  # a tie keeps the lighter rule: the residual alone, then the smaller weight
-        s = weighted(stats, w)
-        auroc = validation_auroc(fuse(val_scores, val_d, s), fuse(a_scores, a_d, s))
-        tried.append(f"×{w:g} {auroc:.4f}")
-        if auroc > best:
-            weight, best = w, auroc
-    why = (f"validation AUROC on {len(anomalies)} {kind} anomalies: residual {plain:.4f}, "
-           f"+ kNN distance {', '.join(tried)}")
-    if weight:
-        return fused(weight, why)
-    return NeighbourTerm(val_scores, test_scores, None, f"residual ({why})", [val_d, test_d])
+    return fit_rule(rule_settings(cfg), image_shape=image_shape, train_x=train_x, val_x=val_x, val_recon=val_recon,
+                    reconstruct=lambda x: member_recons(model, x), anomalies=anomalies)
 
 
 def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[str, Any]]:
@@ -172,7 +117,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     Returns the metrics file's content: one entry per method plus `warnings`. The file holds
     reproducible numbers only (no run ids): the same params and data give the same bytes.
     """
-    bundle = ModelBundle.from_training(cfg.model_dir, cfg.data_dir)
+    bundle = ModelBundle.from_training(cfg.model_dir, scaler=load_scaler(cfg.data_dir))
     require_run(bundle.run_id, mlflow_cfg, source=f"{cfg.model_dir}/run.json")  # before anything is written
     data_hash = hash_dir(cfg.data_dir)
     if bundle.data_hash != data_hash:
@@ -196,35 +141,34 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     test_codes, test_recon = encode_decode(model, test.x)
     val_members, test_members = member_recons(model, val_x), member_recons(model, test.x)
     quantized = quantize_codes(test_codes, train_codes.min(0), train_codes.max(0), QUANT_BITS)
-    make_score = rule_maker(cfg, meta["image_shape"])
-    score = make_score(val_x, val_members)
-    term = neighbour_term(cfg, meta["image_shape"], model, score, train.x, val_x,
-                          score(val_x, val_members), score(test.x, test_members), test.x)
+    image_shape = meta["image_shape"]
+    fitted = fit_model_rule(cfg, model, image_shape=image_shape, train_x=train.x, val_x=val_x, val_recon=val_members)
     coded = Coded(
         train_codes=train_codes, test_codes=test_codes, test_recon=test_recon,
-        test_recon_quantized=decode(model, quantized), val_scores=term.val_scores, test_scores=term.test_scores,
+        test_recon_quantized=decode(model, quantized), val_scores=fitted.val_scores,
+        test_scores=fitted.scorer(test.x, test_members),
     )
     sizes = {"latent_dim": bundle.latent_dim, "data_range": data_range, "cfg": cfg}
     results = {"model": model_metrics(coded, train=train, test=test, **sizes)}
-    baselines, baseline_scores = run_baselines(train=train, val_x=val_x, test=test, make_score=make_score,
-                                                knn=term.distances, **sizes)
+    settings = rule_settings(cfg)
+    knn = None if fitted.index is None else [fitted.val_distances, fitted.distances(test.x)]
+    baselines, baseline_scores = run_baselines(  # PCA's residual scale is fitted on PCA's validation residuals
+        train=train, val_x=val_x, test=test, knn=knn, **sizes,
+        make_score=lambda vx, vr: residual_rule(settings, image_shape=image_shape, val_x=vx, val_recon=vr).residual)
     results.update(baselines)
-    standardized = standardize(cfg, meta["image_shape"])
+    standardized = settings.standardized(image_shape)
     for method in ("model", "pca"):  # the scoring rule, shown beside the numbers it produced
         results[method] |= {"score_smoothing": cfg.score_smoothing, "score_top_fraction": cfg.score_top_fraction,
                             "score_standardized": standardized}
     results["model"]["ensemble"], results["pca"]["ensemble"] = bundle.members, 1
-    results["model"] |= {"score_neighbors": cfg.knn_neighbors if term.stats else 0, "score_knn_weight": term.weight,
-                         "score_choice": term.choice}
+    results["model"] |= {"score_neighbors": fitted.rule.neighbors, "score_knn_weight": fitted.weight,
+                         "score_choice": fitted.choice}
     results["pca"] |= {"score_neighbors": 0, "score_knn_weight": 0.0, "score_choice": "residual"}  # PCA: the plain residual
     scores = {"model": coded.test_scores, **baseline_scores}
     warnings = evaluation_warnings(bundle.latent_dim, int(meta["n_features"]), test.is_anomaly)
     warnings += sampled_warnings({"train": (len(train), n_train), "val": (len(val), n_val), "test": (len(test), n_test)})
-    scale = score.keywords["scale"]
-    rule = ScoringRule(threshold=float(results["model"]["threshold"]), smoothing=cfg.score_smoothing,
-                       top_fraction=cfg.score_top_fraction, threshold_percentile=cfg.threshold_percentile,
-                       residual_scale=None if scale is None else scale.tolist(),
-                       neighbors=cfg.knn_neighbors if term.stats else 0, fusion=term.stats)
+    if results["model"]["threshold"] != fitted.rule.threshold:  # one percentile of the same scores
+        raise AssertionError("the model's metrics and its scoring rule disagree on the threshold")
 
     with atomic_path(cfg.plots_dir, replace_dir=True) as tmp:
         tmp.mkdir(parents=True)
@@ -233,18 +177,19 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
         plots.plot_score_histograms(
             tmp, scores, test.is_anomaly, {m: r.get("threshold") for m, r in results.items()}
         )
-    profile = build_profile(list(meta["feature_names"]), invert_scaler(bundle.scaler, train.x), coded.val_scores,
-                            rule.threshold, rule.expected_flagged or 0.0)
-    # what `aeops compress` codes with; digits' pixels run 0–16, every other image source's 0–255
-    pixel_max = 16.0 if meta["source"] == "digits" else 255.0
-    prior = build_prior(model, train_codes, bundle.scaler, pixel_max) if meta["image_shape"] else None
-    reference = np.asarray(train.x, np.float32) if term.stats else None  # the rows the kNN term measures against
-    bundle.with_scoring(rule, profile.to_dict(), prior, reference).save(cfg.bundle_dir)  # what register registers and serving scores with
+    prior = None  # image models: what `aeops compress` codes with (prepare records the white pixel's raw value)
+    if image_shape:
+        if "pixel_max" not in meta:
+            raise DataError(f"{cfg.data_dir}/meta.json: has no pixel_max (prepared by an older aeops); "
+                            "run `dvc repro prepare` first")
+        prior = build_prior(model, train_codes, bundle.scaler, meta["pixel_max"])
+    # what register registers and serving scores with
+    bundle.with_scoring(fitted, train_x=train.x, latent_prior=prior).save(cfg.bundle_dir)
     record = {**results, "warnings": warnings}
     write_json(cfg.metrics_file, record)
     _log(bundle.run_id, cfg, mlflow_cfg, results, warnings)
     _report(bundle.run_id, cfg, mlflow_cfg, results, warnings, test=test, recon=test_recon, codes=test_codes,
-            scores=coded.test_scores, image_shape=meta["image_shape"], feature_names=list(meta["feature_names"]))
+            scores=coded.test_scores, image_shape=image_shape, feature_names=list(meta["feature_names"]))
     return record
 
 

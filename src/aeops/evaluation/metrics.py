@@ -40,14 +40,6 @@ def psnr(mse: float, data_range: float) -> float | None:
     return 10.0 * math.log10(data_range**2 / mse) if mse > 0 and data_range > 0 else None
 
 
-def choose_threshold(val_scores_normal: np.ndarray, percentile: float) -> float:
-    """Threshold = `percentile` of scores of NORMAL validation rows (never test labels)."""
-    scores = np.asarray(val_scores_normal, dtype=np.float64).ravel()
-    if scores.size == 0:
-        raise ValueError("choose_threshold: no validation scores")
-    return float(np.percentile(scores, percentile))
-
-
 def anomaly_metrics(
     test_scores: np.ndarray, test_is_anomaly: np.ndarray | None, threshold: float | None
 ) -> dict:

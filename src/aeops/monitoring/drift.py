@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from aeops.monitoring.profile import Profile
+from aeops.scoring.profile import Profile
 
 PSI_FLOOR = 0.5  # pseudo-count per bin, so an empty bin has a finite PSI
 

@@ -14,54 +14,34 @@ from aeops.errors import AeopsError, DataError
 from aeops.io import atomic_path, write_json
 from aeops.monitoring.drift import BatchStats, assess
 from aeops.monitoring.report import markdown
+from aeops.scoring.batch import check_paths, load_model, scored_chunks
+from aeops.scoring.reference import ModelRef
 
 
 def model_version(model_uri: str) -> tuple[str | None, str | None]:
     """(registered name, version) of a `models:/name/N` or `models:/name@alias` URI; (None, None) otherwise."""
-    import mlflow
+    ref = ModelRef.parse(model_uri)
+    if ref.alias is not None:
+        import mlflow
 
-    ref = model_uri.removeprefix("models:/")
-    if ref == model_uri:
-        return None, None
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return name, str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
-    name, _, version = ref.rpartition("/")
-    return (name, version) if name else (ref, None)
+        return ref.name, str(mlflow.MlflowClient().get_model_version_by_alias(ref.name, ref.alias).version)
+    return ref.name, ref.version
 
 
-def monitor_file(model_uri: str, input_path: str, chunk_rows: int = 50_000, alpha: float = 0.01,
+def monitor_file(model_uri: str, input_path: str | Path, *, chunk_rows: int = 50_000, alpha: float = 0.01,
                  psi_threshold: float = 0.1, progress: bool = True) -> dict[str, Any]:
     """Stream the file through the model (constant memory but the scores) and assess it against the profile."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from rich.progress import Progress
-
-    from aeops.serving.batch import check_paths, guard, model_error, numeric_float32, read_chunks
-
     src = Path(input_path)
     check_paths(src, chunk_rows=chunk_rows)
     start = time.perf_counter()
-    model = mlflow.pyfunc.load_model(model_uri)
-    scorer = getattr(model.unwrap_python_model(), "scorer", None)
+    model, scorer = load_model(model_uri)
     if scorer is None or scorer.profile is None:
         raise DataError(f"{model_uri}: has no reference profile (registered before aeops wrote one); "
                         "run `dvc repro` to register a model that has one")
     batch = BatchStats(scorer.profile)
-    chunks, total = read_chunks(src, chunk_rows)
     scoring_started = time.perf_counter()
-    with Progress(disable=not progress) as bar:
-        task = bar.add_task(f"monitor {src.name}", total=total)
-        for chunk in guard(src, chunks):
-            if len(chunk) == 0:
-                continue
-            chunk = numeric_float32(chunk)
-            try:
-                out = model.predict(chunk)
-            except MlflowException as err:
-                raise model_error(src, err, start=batch.rows, rows=len(chunk)) from None
-            _add(batch, scorer, chunk, out)
-            bar.update(task, completed=batch.rows)
+    for chunk, out in scored_chunks(model, src, chunk_rows=chunk_rows, label="monitor", progress=progress):
+        _add(batch, scorer, chunk, out)
     if batch.rows == 0:
         raise DataError(f"{src}: no rows to check")
     result = assess(batch, alpha, psi_threshold)
@@ -123,7 +103,7 @@ def summary_line(result: dict[str, Any]) -> str:
             + (f"; driven by {drivers}" if drivers else ""))
 
 
-def frame_check(scorer: Any, df: pd.DataFrame, alpha: float = 0.01, psi_threshold: float = 0.1) -> dict[str, Any]:
+def frame_check(scorer: Any, df: pd.DataFrame, *, alpha: float = 0.01, psi_threshold: float = 0.1) -> dict[str, Any]:
     """Assess an in-memory table with a `Scorer` (benchmarks and tests: no MLflow, no files)."""
     if scorer.profile is None:
         raise AeopsError("the scorer's bundle has no reference profile")

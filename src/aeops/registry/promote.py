@@ -18,6 +18,7 @@ from aeops.config import MlflowConfig, RegisterConfig
 from aeops.errors import AeopsError, PromotionRefused
 from aeops.data.raw import raw_split
 from aeops.registry.register import PREVIOUS, PRODUCTION
+from aeops.scoring.reference import registered
 from aeops.tracking import lost_run_hint, setup_experiment
 
 
@@ -38,7 +39,7 @@ def score_version(name: str, version: str, data_dir: str, metric: str) -> float:
     from aeops.evaluation import metrics
 
     df, split = raw_split(data_dir)
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    model = mlflow.pyfunc.load_model(registered(name, version=version))
     out = model.predict(df)
     if metric in ("recon_mse", "psnr"):
         mse = float(out["reconstruction_error"].mean())  # equal row widths: the mean of row MSEs is the MSE
@@ -57,7 +58,7 @@ def input_columns(name: str, version: str) -> list[str]:
     """The input columns a registered version's signature names."""
     from mlflow.models import get_model_info
 
-    signature = get_model_info(f"models:/{name}/{version}").signature
+    signature = get_model_info(registered(name, version=version)).signature
     return list(signature.inputs.input_names()) if signature is not None else []
 
 

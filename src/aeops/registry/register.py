@@ -12,13 +12,14 @@ import pandas as pd
 import torch
 
 import aeops
-from aeops.bundle import ModelBundle
+from aeops.scoring.bundle import ModelBundle
 from aeops.config import MlflowConfig, RegisterConfig
 from aeops.data.raw import raw_split, write_sample  # noqa: F401 (re-exported)
 from aeops.errors import AeopsError, DataError
 from aeops.evaluation.results import headline_metrics, methods
 from aeops.io import hash_dir, read_json, write_json
-from aeops.serving.scorer import Scorer
+from aeops.scoring.scorer import Scorer
+from aeops.scoring.reference import registered
 from aeops.tracking import require_run
 
 CHALLENGER, PRODUCTION, PREVIOUS = "challenger", "production", "previous"
@@ -125,7 +126,7 @@ def register(cfg: RegisterConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
     client.set_registered_model_alias(cfg.model_name, CHALLENGER, version.version)
     record = {
         "name": cfg.model_name, "version": int(version.version), "alias": CHALLENGER,
-        "run_id": bundle.run_id, "model_uri": f"models:/{cfg.model_name}/{version.version}",
+        "run_id": bundle.run_id, "model_uri": registered(cfg.model_name, version=version.version),
         "metrics": model_metrics,
     }
     write_json(cfg.output_file, record)

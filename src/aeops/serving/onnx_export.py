@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from aeops.bundle import ModelBundle
+from aeops.scoring.bundle import ModelBundle
 from aeops.io import atomic_path
 
 

@@ -17,8 +17,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from aeops.bundle import ModelBundle
-from aeops.serving.scorer import InputError, Scorer
+from aeops.scoring.bundle import ModelBundle
+from aeops.scoring.scorer import InputError, Scorer
 
 
 class AutoencoderScorer(mlflow.pyfunc.PythonModel):

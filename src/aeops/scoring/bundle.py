@@ -2,42 +2,35 @@
 
 On disk it is a folder: `network.pt` (the network's config and weights, and the training rows of a
 kNN score term where the rule has one: a plain dict that loads with `torch.load(weights_only=True)`),
-`bundle.json` (scaler, feature names, scoring rule and threshold, provenance) and `profile.json` (the reference profile that `aeops monitor` compares
-batches with; absent in bundles made before it existed). `evaluate` writes it as its DVC out; `register` logs it inside the MLflow
-pyfunc; serving, promotion, batch scoring and ONNX export read it back.
+`bundle.json` (scaler, feature names, scoring rule and threshold, provenance), `profile.json` (the
+reference profile that `aeops monitor` compares batches with; absent in bundles made before it
+existed) and `prior.json` (image models: what `aeops compress` codes with). `evaluate` writes it as its
+DVC out; `register` logs it inside the MLflow pyfunc; serving, promotion, batch scoring, compression
+and ONNX export read it back.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from aeops.errors import DataError
 from aeops.io import atomic_path, read_json, write_json
+from aeops.scoring.preprocess import Preprocessor
+from aeops.scoring.profile import build_profile
+from aeops.scoring.rule import RuleScorer, ScoringRule
 
 if TYPE_CHECKING:
     import torch
 
+    from aeops.scoring.fit import FittedRule
+
 FORMAT = 1
 NETWORK, META, PROFILE, PRIOR = "network.pt", "bundle.json", "profile.json", "prior.json"
-
-
-@dataclass(frozen=True)
-class ScoringRule:
-    """How a row's score is computed and where the anomaly threshold lies."""
-
-    threshold: float
-    smoothing: float = 0.0  # Gaussian sigma (pixels) on the residual image; 0 = none
-    top_fraction: float = 1.0  # mean of this share of the largest squared residuals; 1 = all
-    threshold_percentile: float | None = None  # of normal validation scores: 100 - the expected flagged %
-    residual_scale: list[list[float]] | None = None  # (members, features) residual RMS on normal val rows; None = raw
-    neighbors: int = 0  # k > 0: the score adds the mean distance to the k nearest training rows (the bundle's reference)
-    fusion: list[list[float]] | None = None  # [[median, IQR] of normal val residual scores, [the same of their distances]]
-
-    @property
-    def expected_flagged(self) -> float | None:
-        return None if self.threshold_percentile is None else 1 - self.threshold_percentile / 100
 
 
 @dataclass(frozen=True)
@@ -55,7 +48,7 @@ class ModelBundle:
     git_commit: str | None = None
     scoring: ScoringRule | None = None
     members: int = 1  # > 1: an ensemble of that many networks of model_cfg (scores average their residuals)
-    profile: dict[str, Any] | None = field(default=None, repr=False)  # monitoring reference (aeops.monitoring.profile)
+    profile: dict[str, Any] | None = field(default=None, repr=False)  # monitoring reference (aeops.scoring.profile)
     latent_prior: dict[str, Any] | None = field(default=None, repr=False)  # image models: aeops.compression.prior
     reference: Any = field(default=None, repr=False)  # (n, features) float32 scaled training rows: the kNN term's
 
@@ -67,6 +60,16 @@ class ModelBundle:
     def latent_dim(self) -> int:
         return int(self.model_cfg["latent_dim"])
 
+    @property
+    def preprocessor(self) -> Preprocessor:
+        return Preprocessor(self.scaler)
+
+    def rule_scorer(self) -> RuleScorer:
+        """The bundle's scoring rule, ready to apply to scaled rows and their reconstructions."""
+        if self.scoring is None:
+            raise ValueError("this bundle has no scoring rule yet (evaluate adds it)")
+        return RuleScorer(self.scoring, image_shape=self.image_shape, reference=self.reference)
+
     def network(self) -> torch.nn.Module:
         """The autoencoder with its weights, in evaluation mode."""
         from aeops.models.factory import build_autoencoder
@@ -76,16 +79,20 @@ class ModelBundle:
         model.load_state_dict(self.state_dict)
         return model.eval()
 
-    def with_scoring(self, rule: ScoringRule, profile: dict[str, Any] | None = None,
-                     latent_prior: dict[str, Any] | None = None, reference: Any = None) -> ModelBundle:
-        if bool(rule.neighbors) != (reference is not None):
-            raise ValueError("a scoring rule with a kNN term needs the reference rows, and only it")
-        return ModelBundle(**{**self._fields(), "scoring": rule, "profile": profile, "latent_prior": latent_prior,
-                              "reference": reference})
+    def with_scoring(self, fitted: FittedRule, *, train_x: np.ndarray,
+                     latent_prior: dict[str, Any] | None = None) -> ModelBundle:
+        """This network with its fitted rule (and its kNN reference rows where it has a kNN term), the
+        reference profile of the (scaled) training rows and the normal validation scores, and a code prior."""
+        rule = fitted.rule
+        if not math.isfinite(rule.threshold):
+            raise ValueError(f"a scoring rule with threshold {rule.threshold}: fit it on validation scores first")
+        profile = build_profile(self.feature_names, self.preprocessor.unscale(train_x), val_scores=fitted.val_scores,
+                                threshold=rule.threshold, expected_flagged=rule.expected_flagged or 0.0)
+        return ModelBundle(**{**self._fields(), "scoring": rule, "profile": profile.to_dict(),
+                              "latent_prior": latent_prior, "reference": fitted.reference})
 
     def save(self, path: str | Path) -> Path:
         """Write the folder atomically (a failed write leaves the old bundle, or none)."""
-        import numpy as np
         import torch
 
         with atomic_path(path, replace_dir=True) as tmp:
@@ -117,9 +124,8 @@ class ModelBundle:
                    git_commit=meta.get("git_commit"), scoring=scoring, profile=profile, latent_prior=prior)
 
     @classmethod
-    def from_training(cls, model_dir: str | Path, data_dir: str | Path) -> ModelBundle:
+    def from_training(cls, model_dir: str | Path, *, scaler: dict[str, Any]) -> ModelBundle:
         """The trained network (best checkpoint, `run.json`) with the prepared data's scaler; no scoring yet."""
-        from aeops.data.prepared import load_scaler
         from aeops.models.factory import load_autoencoder
 
         run_path = Path(model_dir) / "run.json"
@@ -129,7 +135,7 @@ class ModelBundle:
         model, hparams = load_autoencoder(info["best_checkpoint"])
         return cls(
             model_cfg=hparams["model_cfg"], n_features=int(hparams["n_features"]), image_shape=hparams["image_shape"],
-            unit_interval=bool(hparams["unit_interval"]), state_dict=model.state_dict(), scaler=load_scaler(data_dir),
+            unit_interval=bool(hparams["unit_interval"]), state_dict=model.state_dict(), scaler=scaler,
             members=int(hparams.get("members", 1)),
             data_hash=info["data_hash"], run_id=info["run_id"], git_commit=info.get("git_commit"),
         )

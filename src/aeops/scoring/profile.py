@@ -4,7 +4,7 @@ Per feature (raw units): bin edges at the training deciles (bins holding under `
 training rows merged into a neighbour, so a discrete or mostly-constant feature keeps bins a batch
 can fill) with the training share in each bin, and a few quantiles for the report. Per model: the
 sorted anomaly scores of the normal validation rows (what the threshold was set on) and the share
-of normal rows expected above the threshold. Pure numpy: `evaluate` builds it, `monitor` and the
+of normal rows expected above the threshold. Pure numpy: the bundle builds it, `monitor` and the
 scorer read it.
 """
 
@@ -92,7 +92,7 @@ def feature_bins(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         edges = np.delete(edges, drop)
 
 
-def build_profile(features: list[str], train_raw: np.ndarray, val_scores: np.ndarray, threshold: float,
+def build_profile(features: list[str], train_raw: np.ndarray, *, val_scores: np.ndarray, threshold: float,
                   expected_flagged: float) -> Profile:
     """The profile of the training rows (raw units) and the normal validation scores."""
     train_raw = np.asarray(train_raw, np.float64)

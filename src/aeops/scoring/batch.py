@@ -1,0 +1,108 @@
+"""The batch reader that `score`, `monitor` and promotion share: a CSV/Parquet file (or a table) in
+chunks through a logged model, constant memory, every refusal one line naming the file and the rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from aeops.errors import DataError
+from aeops.io import same_file
+
+FORMATS = (".csv", ".parquet", ".pq")
+
+
+def read_chunks(path: Path, rows: int) -> tuple[Iterator[pd.DataFrame], int | None]:
+    """Chunks of the input and the total row count when the format knows it (Parquet)."""
+    if path.suffix.lower() == ".csv":
+        return iter(pd.read_csv(path, chunksize=rows)), None
+    import pyarrow.parquet as pq
+
+    try:
+        f = pq.ParquetFile(path)
+    except (ValueError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{path}: cannot be read as Parquet ({str(err).strip().splitlines()[0][:200]})") from None
+    return (b.to_pandas() for b in f.iter_batches(batch_size=rows)), f.metadata.num_rows
+
+
+def guard(src: Path, chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Re-raise a reader's parse error as one line naming the file."""
+    try:
+        yield from chunks
+    except (ValueError, OSError) as err:  # pandas ParserError, pyarrow ArrowInvalid are ValueErrors
+        raise DataError(f"{src}: cannot be read ({str(err).strip().splitlines()[0][:200]})") from None
+
+
+def check_paths(src: Path, dst: Path | None = None, *, chunk_rows: int = 1) -> None:
+    """One line if the input is not an existing CSV/Parquet file, the output is not a new *.parquet file
+    other than the input, or the chunk size is not a whole number ≥ 1."""
+    if src.suffix.lower() not in FORMATS or not src.is_file():
+        raise DataError(f"{src}: need an existing file ending in {', '.join(FORMATS)}")
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise DataError(f"chunk rows {chunk_rows!r}: must be a whole number ≥ 1")
+    if dst is None:
+        return
+    if dst.suffix.lower() not in (".parquet", ".pq"):
+        raise DataError(f"{dst}: the output is written as Parquet; name it *.parquet")
+    if same_file(src, dst):
+        raise DataError(f"{dst}: is the input file; name another output (the scores would replace the rows)")
+    if dst.is_dir():
+        raise DataError(f"{dst}: is a folder (Parquet written by Spark?); name a new file, nothing is replaced")
+
+
+def mlflow_cause(message: str) -> str:
+    """The reason inside MLflow's schema errors, which start by printing the whole input frame:
+    "Failed to enforce schema of data '<frame>' with schema '<schema>'. Error: <reason>"."""
+    reason = message.rsplit("Error: ", 1)[-1] if "Failed to enforce schema" in message else message
+    lines = [line.strip() for line in reason.strip().splitlines() if line.strip()]
+    return (lines[0] if lines else "the model refused the rows")[:300]
+
+
+def model_error(src: Path, err: Exception, *, start: int, rows: int) -> DataError:
+    """One line naming the file, the rows and the cause of a refused chunk."""
+    return DataError(f"{src}: rows {start}–{start + rows - 1}: {mlflow_cause(getattr(err, 'message', str(err)))}")
+
+
+def numeric_float32(chunk: pd.DataFrame) -> pd.DataFrame:
+    """The signature says float32; files hold float64 (or ints): cast the numeric columns."""
+    return chunk.astype({c: "float32" for c in chunk.columns if pd.api.types.is_numeric_dtype(chunk[c])})
+
+
+def load_model(model_uri: str) -> tuple[Any, Any]:
+    """(the MLflow pyfunc, its aeops `Scorer` or None for a pyfunc aeops did not write)."""
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    return model, getattr(model.unwrap_python_model(), "scorer", None)
+
+
+def predict(model: Any, chunk: pd.DataFrame, *, src: Path | str, start: int = 0,
+            params: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The model's output for these rows (numeric columns cast to the signature's float32); a refusal is one line."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return model.predict(numeric_float32(chunk), params=params)
+    except MlflowException as err:
+        raise model_error(Path(src), err, start=start, rows=len(chunk)) from None
+
+
+def scored_chunks(model: Any, src: Path, *, chunk_rows: int, params: dict[str, Any] | None = None,
+                  label: str = "score", progress: bool = True) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """(rows, the model's output for them) per non-empty chunk of `src`, with a progress bar."""
+    from rich.progress import Progress
+
+    chunks, total = read_chunks(src, chunk_rows)
+    done = 0
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task(f"{label} {src.name}", total=total)
+        for chunk in guard(src, chunks):
+            if len(chunk) == 0:
+                continue
+            out = predict(model, chunk, src=src, start=done, params=params)
+            yield chunk, out
+            done += len(chunk)
+            bar.update(task, completed=done)

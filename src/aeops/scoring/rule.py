@@ -1,0 +1,151 @@
+"""The scoring rule: how a row and its reconstruction become one anomaly score, and where the threshold lies.
+
+The residual score is the per-row mean squared residual, optionally smoothed, standardised and pooled.
+`smoothing` (sigma in pixels) Gaussian-smooths each image's residual before squaring: a coherent
+missing or extra part keeps its energy while scattered one-pixel misalignments of strokes average
+out. `residual_scale` divides each feature's residual by its typical size on normal validation rows,
+so a feature the model reconstructs well counts as much as a noisy one. `top_fraction` < 1 averages
+only the largest squared values of each row (the worst region). An ensemble's score is the mean of
+its members'. Where the rule has a kNN term, the residual score is fused with the mean distance to
+the k nearest training rows, each put on the scale of normal validation rows (median and IQR).
+
+`ScoringRule` is the fitted, JSON-serialised rule (it lives in the model bundle); `RuleScorer`
+applies it. What each part buys is measured in `benchmarks/quality.py` and `benchmarks/tabular.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+from sklearn.neighbors import NearestNeighbors
+
+TRUNCATE = 3.0  # kernel radius = round(3 sigma)
+SCALE_FLOOR = 1e-3  # a feature's residual scale is at least this share of the member's overall one
+
+
+@dataclass(frozen=True)
+class ScoringRule:
+    """How a row's score is computed and where the anomaly threshold lies (the bundle's `scoring`)."""
+
+    threshold: float
+    smoothing: float = 0.0  # Gaussian sigma (pixels) on the residual image; 0 = none
+    top_fraction: float = 1.0  # mean of this share of the largest squared residuals; 1 = all
+    threshold_percentile: float | None = None  # of normal validation scores: 100 - the expected flagged %
+    residual_scale: list[list[float]] | None = None  # (members, features) residual RMS on normal val rows; None = raw
+    neighbors: int = 0  # k > 0: the score adds the mean distance to the k nearest training rows (the bundle's reference)
+    fusion: list[list[float]] | None = None  # [[median, IQR] of normal val residual scores, [the same of their distances]]
+
+    @property
+    def expected_flagged(self) -> float | None:
+        return None if self.threshold_percentile is None else 1 - self.threshold_percentile / 100
+
+
+class RuleScorer:
+    """A `ScoringRule` ready to apply: the residual score, and the kNN term where the rule has one."""
+
+    def __init__(self, rule: ScoringRule, *, image_shape: Sequence[int] | None, reference: np.ndarray | None = None,
+                 index: NearestNeighbors | None = None):
+        """`reference`: the training rows of a kNN term (and only of one); `index`: their index where already built."""
+        if bool(rule.neighbors) != (reference is not None):
+            raise ValueError("a scoring rule with a kNN term needs the reference rows, and only it")
+        self.rule, self.image_shape, self.reference = rule, image_shape, reference
+        self.scale = None if rule.residual_scale is None else np.asarray(rule.residual_scale, np.float64)
+        self.index = index if index is not None or reference is None else knn_index(reference, rule.neighbors)
+
+    def residual(self, x: np.ndarray, recon: np.ndarray) -> np.ndarray:
+        """(n,) float64 residual scores; `recon` (n, ...) or an ensemble's (members, n, ...)."""
+        return anomaly_scores(x, recon, smoothing=self.rule.smoothing, image_shape=self.image_shape,
+                              top_fraction=self.rule.top_fraction, scale=self.scale)
+
+    def __call__(self, x: np.ndarray, recon: np.ndarray) -> np.ndarray:
+        """(n,) float64 anomaly scores: the residual score, fused with the kNN distance where the rule says so."""
+        score = self.residual(x, recon)
+        if self.index is None:
+            return score
+        return fuse(score, knn_distances(self.index, x), self.rule.fusion)
+
+
+def _residuals(x: np.ndarray, recon: np.ndarray, smoothing: float, image_shape: Sequence[int] | None) -> np.ndarray:
+    """(members, n, features) float64 residuals; `recon` is (n, ...) or (members, n, ...)."""
+    n = len(x)
+    flat = np.asarray(x, np.float64).reshape(n, -1)
+    recon = np.asarray(recon, np.float64)
+    members = len(recon) if recon.ndim == np.ndim(x) + 1 else 1
+    residual = flat[None] - recon.reshape(members, n, -1)
+    if smoothing > 0:
+        if image_shape is None:
+            raise ValueError("score smoothing needs image data (an image_shape); use 0 for tables")
+        images = residual.reshape(*residual.shape[:2], *image_shape)
+        sigma = (0,) * (images.ndim - 2) + (smoothing, smoothing)
+        residual = gaussian_filter(images, sigma, mode="constant", truncate=TRUNCATE).reshape(residual.shape)
+    return residual
+
+
+def residual_scale(x: np.ndarray, recon: np.ndarray, *, smoothing: float = 0.0,
+                   image_shape: Sequence[int] | None = None) -> np.ndarray:
+    """(members, features): each feature's root-mean-square residual on these (normal validation) rows."""
+    rms = np.sqrt(np.mean(_residuals(x, recon, smoothing, image_shape) ** 2, axis=1))
+    floor = SCALE_FLOOR * np.sqrt(np.mean(rms**2, axis=1, keepdims=True))
+    return np.maximum(rms, np.maximum(floor, np.finfo(np.float64).tiny))
+
+
+def anomaly_scores(x: np.ndarray, recon: np.ndarray, *, smoothing: float = 0.0,
+                   image_shape: Sequence[int] | None = None, top_fraction: float = 1.0,
+                   scale: np.ndarray | Sequence[Sequence[float]] | None = None) -> np.ndarray:
+    """(n,) float64 scores; `recon` (n, ...) or an ensemble's (members, n, ...); `scale` (members, features).
+    With the defaults: each row's plain mean squared residual (its reconstruction error)."""
+    residual = _residuals(x, recon, smoothing, image_shape)
+    if scale is not None:
+        scale = np.asarray(scale, np.float64)
+        if scale.shape != (residual.shape[0], residual.shape[2]):
+            raise ValueError(f"residual scale of shape {scale.shape} for {residual.shape[0]} member(s) x "
+                             f"{residual.shape[2]} features")
+        residual = residual / scale[:, None, :]
+    squared = residual**2
+    d = squared.shape[2]
+    k = max(1, round(top_fraction * d))
+    if k < d:
+        squared = np.partition(squared, d - k, axis=2)[:, :, d - k :]
+    return np.mean(squared, axis=(0, 2))
+
+
+def choose_threshold(val_scores_normal: np.ndarray, percentile: float) -> float:
+    """Threshold = `percentile` of scores of NORMAL validation rows (never test labels)."""
+    scores = np.asarray(val_scores_normal, dtype=np.float64).ravel()
+    if scores.size == 0:
+        raise ValueError("choose_threshold: no validation scores")
+    return float(np.percentile(scores, percentile))
+
+
+# ---------------------------------------------------------------- the kNN term
+def knn_index(reference: np.ndarray, k: int) -> NearestNeighbors:
+    """A nearest-neighbour index of the reference (training) rows, flattened; k clamped to their count."""
+    ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    return NearestNeighbors(n_neighbors=min(k, len(ref))).fit(ref)
+
+
+def knn_distances(index: NearestNeighbors, x: np.ndarray) -> np.ndarray:
+    """(n,) float64 mean Euclidean distance of each row to its k nearest reference rows."""
+    return index.kneighbors(np.asarray(x, np.float64).reshape(len(x), -1))[0].mean(axis=1).astype(np.float64)
+
+
+def robust_stats(values: np.ndarray) -> list[float]:
+    """[median, interquartile range] of scores (the range floored so a constant score cannot divide by 0)."""
+    q1, median, q3 = np.percentile(np.asarray(values, np.float64), [25, 50, 75])
+    return [float(median), float(max(q3 - q1, 1e-12 * max(abs(median), 1.0), np.finfo(np.float64).tiny))]
+
+
+def weighted(stats: list[list[float]], weight: float) -> list[list[float]]:
+    """Fusion stats that count the distance `weight` times (its scale divided by it): `fuse` and the bundle stay as is."""
+    (m1, s1), (m2, s2) = stats
+    return [[m1, s1], [m2, s2 / weight]]
+
+
+def fuse(residual: np.ndarray, distance: np.ndarray, stats: list[list[float]]) -> np.ndarray:
+    """Sum of robust z-scores; `stats` = [robust_stats(normal val residuals), robust_stats(their distances)],
+    the second scale divided by the distance's weight where it is not 1 (`weighted`)."""
+    (m1, s1), (m2, s2) = stats
+    return (np.asarray(residual, np.float64) - m1) / s1 + (np.asarray(distance, np.float64) - m2) / s2
