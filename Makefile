@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro test test-fast bench ui report compare promote serve clean
+.PHONY: help setup repro lint test test-fast bench ui report compare promote serve clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/$$(PORT)/$(PORT)/' | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -61,10 +61,14 @@ XDIST = $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist l
 TEST_THREADS ?= $(shell n=$$(( $$(nproc) / $(TEST_WORKERS) )); echo $$(( n > 0 ? n : 1 )))
 THREADS = OMP_NUM_THREADS=$(TEST_THREADS) MKL_NUM_THREADS=$(TEST_THREADS)
 
-test: setup ## run every test (the README journeys, DDP and PostgreSQL included; ≤ 10 min on 2 cores)
+lint: setup ## ruff (src, tests, benchmarks, pipelines) and mypy (src); config in pyproject.toml
+	$(VENV)/bin/ruff check src tests benchmarks pipelines
+	$(VENV)/bin/mypy src/aeops
+
+test: setup lint ## run every test (the README journeys, DDP and PostgreSQL included; ≤ 10 min on 2 cores)
 	$(THREADS) $(PY) -m pytest $(XDIST) --durations=15
 
-test-fast: setup ## the inner loop: every test not marked slow
+test-fast: setup lint ## the inner loop: every test not marked slow
 	$(THREADS) $(PY) -m pytest $(XDIST) -m "not slow"
 
 bench: setup ## run the benchmarks (benchmarks/results/*.json + SUMMARY.md; ~2.7 h on 2 cores)

@@ -83,9 +83,9 @@ def train_codec(name: str, prepare_kw: dict, latent: int, args: argparse.Namespa
     from aeops.config import MlflowConfig, PrepareConfig, TrainConfig
     from aeops.data.prepare import prepare
     from aeops.data.prepared import load_scaler, load_split
+    from aeops.evaluation.evaluate import encode_decode
     from aeops.scoring.bundle import ModelBundle
     from aeops.scoring.rule import ScoringRule
-    from aeops.evaluation.evaluate import encode_decode
     from aeops.training.train import train
 
     data = Path(f"{name}_prepared")

@@ -224,7 +224,7 @@ def summarize(runs: list[dict]) -> dict:
             "sets": len(per_set),
         }
     ref = table.get("aeops", {}).get("per_set", {})
-    for method, entry in table.items():  # sets where the default pipeline beats this method (mean AUROC)
+    for entry in table.values():  # sets where the default pipeline beats this method (mean AUROC)
         common = [s for s in entry["per_set"] if s in ref]
         entry["aeops_wins"] = sum(ref[s]["auroc"][0] > entry["per_set"][s]["auroc"][0] + 5e-4 for s in common)
         entry["aeops_ties"] = sum(abs(ref[s]["auroc"][0] - entry["per_set"][s]["auroc"][0]) <= 5e-4 for s in common)

@@ -3,7 +3,7 @@
 import pytest
 
 from aeops.cli import main
-from aeops.config import load_section, parse_section
+from aeops.config import load_params, load_section, parse_section
 from aeops.errors import ConfigError
 
 CASES = [
@@ -38,8 +38,13 @@ def test_bad_params_give_one_clear_line(section, raw, where, allowed):
 def test_shipped_params_yaml_is_valid():
     from conftest import REPO
 
-    for section in ("prepare", "train", "evaluate", "mlflow"):
-        load_section(section, REPO / "params.yaml")
+    from aeops.config import SECTIONS
+
+    shipped = load_params(REPO / "params.yaml")
+    assert set(shipped) == set(SECTIONS), "params.yaml and the params schema name different sections"
+    for section in SECTIONS:
+        cfg = load_section(section, REPO / "params.yaml")
+        assert cfg.model_dump(exclude_unset=True), f"params.yaml: section {section} sets nothing"
 
 
 def test_stage_exits_2_with_message_and_writes_nothing(tmp_path, monkeypatch, capsys):
@@ -79,3 +84,24 @@ def test_params_yaml_and_the_pydantic_defaults_agree():
 
     diffs = [d for name, model in SECTIONS.items() for d in differences(params[name], model().model_dump(mode="json"), f"{name}.")]
     assert not diffs, diffs
+
+
+def test_num_threads_auto_shares_the_usable_cores_and_yields_to_omp_num_threads(monkeypatch):
+    from aeops.config import parse_section
+    from aeops.training.threads import resolve_threads, usable_cores
+    from aeops.training.train import local_processes
+
+    cores = usable_cores()
+    assert resolve_threads("auto", env={}) == cores
+    assert resolve_threads("auto", processes=cores * 2, env={}) == 1  # never 0
+    assert resolve_threads("auto", processes=2, env={}) == max(1, cores // 2)
+    assert resolve_threads("auto", env={"OMP_NUM_THREADS": "3"}) is None  # the user's setting stands
+    assert resolve_threads(5, env={"OMP_NUM_THREADS": "3"}) == 5  # an explicit param wins over it
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert local_processes(parse_section("train", {"accelerator": "cpu", "devices": 2})) == 2
+    assert local_processes(parse_section("train", {"accelerator": "auto", "devices": 2})) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun
+    assert local_processes(parse_section("train", {})) == 4
+    for bad in (0, -1, 1.5, "many", True):
+        with pytest.raises(ConfigError, match=r"train\.num_threads = .* whole number ≥ 1 or 'auto'"):
+            parse_section("train", {"num_threads": bad})

@@ -8,17 +8,17 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
 import pandas as pd
 import pytest
+import torch
 
 from aeops.config import PrepareConfig
 from aeops.data import prepare as prepare_mod
 from aeops.data.prepare import prepare
 from aeops.data.prepared import load_meta, load_scaler, load_split
-from aeops.scoring.preprocess import apply_scaler, invert_scaler
 from aeops.data.sources import IDX_IMAGES, IDX_LABELS, load_digits, load_idx_dir, load_raw
 from aeops.errors import ConfigError, DataError
+from aeops.scoring.preprocess import apply_scaler, invert_scaler
 
 DATASETS = Path(__file__).parents[2] / "shared/datasets"
 MNIST = DATASETS / "mnist"

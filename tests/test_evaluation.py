@@ -10,9 +10,10 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.metrics import precision_recall_fscore_support
 
+from aeops import figures
 from aeops.config import EvaluateConfig
-from aeops.evaluation import plots
 from aeops.data.prepared import Split
+from aeops.evaluation import plots
 from aeops.evaluation.baselines import Coded, model_metrics, run_baselines
 from aeops.evaluation.metrics import (
     anomaly_metrics,
@@ -21,7 +22,7 @@ from aeops.evaluation.metrics import (
     quantize_codes,
     reconstruction_metrics,
 )
-from aeops.scoring.rule import ScoringRule, RuleScorer, anomaly_scores, choose_threshold, knn_distances, knn_index
+from aeops.scoring.rule import RuleScorer, ScoringRule, anomaly_scores, choose_threshold, knn_distances, knn_index
 
 MODEL_KEYS = {
     "recon_mse", "psnr", "quantized_psnr", "auroc", "auprc", "precision", "recall", "f1",
@@ -247,21 +248,21 @@ def test_curve_csvs_and_pngs(tmp_path):
 def test_image_table_latent_and_loss_plots(tmp_path):
     rng = np.random.default_rng(4)
     imgs = rng.random((10, 1, 8, 8))
-    assert _nonempty_png(plots.plot_reconstructions(tmp_path / "img.png", imgs, imgs, (1, 8, 8)))
+    assert _nonempty_png(figures.plot_reconstructions(tmp_path / "img.png", imgs, imgs, (1, 8, 8)))
     rgb = rng.random((3, 3, 4, 4))
-    rgb_png = plots.plot_reconstructions(tmp_path / "rgb.png", rgb, rgb, (3, 4, 4), n=3)
+    rgb_png = figures.plot_reconstructions(tmp_path / "rgb.png", rgb, rgb, (3, 4, 4), n=3)
     assert _nonempty_png(rgb_png)
     table = rng.normal(size=(20, 6))
-    assert _nonempty_png(plots.plot_reconstructions(tmp_path / "tab.png", table, table, None))
+    assert _nonempty_png(figures.plot_reconstructions(tmp_path / "tab.png", table, table, None))
     labels = rng.integers(0, 5, 200)
     for d in (1, 2, 6):
         codes = rng.normal(size=(200, d))
-        assert _nonempty_png(plots.plot_latent_2d(tmp_path / f"z{d}.png", codes, labels, 0))
-    assert _nonempty_png(plots.plot_latent_2d(tmp_path / "nolab.png", codes, None, 0))
+        assert _nonempty_png(figures.plot_latent_2d(tmp_path / f"z{d}.png", codes, labels, 0))
+    assert _nonempty_png(figures.plot_latent_2d(tmp_path / "nolab.png", codes, None, 0))
     many = rng.integers(0, 50, 200)
-    assert _nonempty_png(plots.plot_latent_2d(tmp_path / "many.png", codes, many, 0))
+    assert _nonempty_png(figures.plot_latent_2d(tmp_path / "many.png", codes, many, 0))
     hist = {"train/loss": [1.0, 0.5, 0.3], "val/loss": [1.1, 0.6, 0.4]}
-    assert _nonempty_png(plots.plot_loss_curves(tmp_path / "loss.png", hist))
+    assert _nonempty_png(figures.plot_loss_curves(tmp_path / "loss.png", hist))
 
 
 # ---------------------------------------------------------------- scoring rule

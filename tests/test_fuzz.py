@@ -12,11 +12,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
 
 from aeops.config import ModelConfig
+from aeops.models import build_autoencoder
 from aeops.scoring.bundle import ModelBundle
 from aeops.scoring.rule import ScoringRule
-from aeops.models import build_autoencoder
-from aeops.serving.pyfunc import AutoencoderScorer
 from aeops.scoring.scorer import InputError, Scorer
+from aeops.serving.pyfunc import AutoencoderScorer
 
 FEATURES = ["a", "b", "c", "d"]
 

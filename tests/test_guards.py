@@ -17,13 +17,12 @@ from aeops.errors import AeopsError, ConfigError, DataError
 from aeops.evaluation.evaluate import evaluation_warnings
 from aeops.paths import refuse_dvc_out
 from aeops.scoring.scorer import InputError, Scorer
-from aeops.training.train import apply_tuned
+from aeops.training.choice import apply_tuned
 from aeops.tuning.space import cap_latent
 
 
 def _scorer(threshold: float = 0.1, expected: float | None = 0.05, ignored: list[str] | None = None) -> Scorer:
     from aeops.models.factory import build_autoencoder
-
     from aeops.scoring.bundle import ModelBundle
     from aeops.scoring.rule import ScoringRule
 
@@ -173,9 +172,8 @@ def test_a_failed_tune_leaves_its_parent_run_failed(prepared: Path, mlflow_cfg, 
 
 
 def test_a_killed_training_run_ends_killed(prepared: Path, mlflow_cfg, monkeypatch):
-    from conftest import tiny_train
-
     import lightning as L
+    from conftest import tiny_train
 
     from aeops.tracking import tracking_uri
     from aeops.training.train import train

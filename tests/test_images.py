@@ -175,7 +175,7 @@ def _idx(path: Path, array: np.ndarray, magic: int) -> None:
 @pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason=f"MNIST expected in {SHARED / 'mnist'}")
 def test_mnist_as_png_folders_gives_the_idx_paths_auroc(workdir: Path, mlflow_cfg):
     """The same 2,000 training and 600 test images as IDX files and as PNG class folders: same AUROC."""
-    from aeops.data.sources import IDX_IMAGES, IDX_LABELS, IDX_FILES, load_idx_dir
+    from aeops.data.sources import IDX_FILES, IDX_IMAGES, IDX_LABELS, load_idx_dir
     from aeops.evaluation.evaluate import evaluate
     from aeops.training.train import train
 

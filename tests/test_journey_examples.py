@@ -19,7 +19,6 @@ def project(tmp_path: Path):
     p.stop()
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"MNIST and tabular sets expected in {SHARED}")
 def _image_folder(root: Path) -> None:
     """data/images/good: 240 MNIST ones, data/images/defect: 40 sevens, as PNG files (the README's example)."""
     from PIL import Image
@@ -34,6 +33,7 @@ def _image_folder(root: Path) -> None:
             Image.fromarray(row.reshape(28, 28).astype("uint8")).save(folder / f"{i:04d}.png")
 
 
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"MNIST and tabular sets expected in {SHARED}")
 def test_table_mnist_and_image_folder_examples_and_no_promotion_across_schemas(project: Project):
     p = project
     p.run(RESET)
@@ -41,7 +41,7 @@ def test_table_mnist_and_image_folder_examples_and_no_promotion_across_schemas(p
     best = json.loads((p.root / "tune" / "best_params.json").read_text())
     assert best["n_features"] == 9 and best["train"]["model"]["latent_dim"] < 9  # capped below the features
     metrics = json.loads((p.root / "metrics" / "evaluate.json").read_text())
-    assert 0 <= metrics["model"]["auroc"] <= 1 and metrics["warnings"] == []
+    assert metrics["model"]["auroc"] > 0.8 and metrics["warnings"] == []  # a floor: breast-w separates easily
     assert "labelled anomalies" in metrics["model"]["score_choice"]  # auto judged the kNN term on validation
     p.run("make promote")
     assert p.alias("production") == "1"

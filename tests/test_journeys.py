@@ -9,6 +9,7 @@ a table and MNIST in test_journey_examples.py (a second file, so the two can run
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -100,7 +101,7 @@ def test_default_journey_from_repro_to_serving_and_experiments(project: Project)
         assert f"Running stage '{stage}'" in out
     metrics = json.loads((p.root / "metrics" / "evaluate.json").read_text())
     assert {"model", "pca", "isolation_forest", "knn_distance"} <= set(metrics)
-    assert 0 <= metrics["model"]["auroc"] <= 1 and isinstance(metrics["warnings"], list)
+    assert metrics["model"]["auroc"] > 0.5 and isinstance(metrics["warnings"], list)  # better than chance at 2 epochs
     run = p.last_run()
     assert run.data.params["train.max_epochs"] == "2"  # AEOPS_CAP
     assert run.data.tags["model_config_source"].startswith("tune:aeops#")
@@ -123,6 +124,7 @@ def test_default_journey_from_repro_to_serving_and_experiments(project: Project)
     assert run.info.run_name in table and "kNN AUROC" in table and run.info.run_name.startswith("digits[0-8] ")
     p.start("make ui", f"http://127.0.0.1:{p.ui_port}/health")
     chromium = shutil.which("chromium")
+    assert chromium or not os.environ.get("AEOPS_CI"), ".ci/run installs chromium: the UI check must run in CI"
     if chromium:  # what a user sees at the experiment's plain address: the training runs, not the GenAI view
         exp = f"http://127.0.0.1:{p.ui_port}/#/experiments/{run.info.experiment_id}"
         dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",

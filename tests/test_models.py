@@ -15,8 +15,8 @@ from aeops.models.autoencoder import (
     SparseAutoencoder,
     VariationalAutoencoder,
     encoder_jacobian,
-    jacobian_norm_estimate,
     gaussian_kl,
+    jacobian_norm_estimate,
 )
 from aeops.models.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 

@@ -7,8 +7,8 @@ import pytest
 from scipy import stats
 
 from aeops.monitoring.drift import BatchStats, assess, homogeneity, psi
-from aeops.scoring.profile import MIN_SHARE, Profile, build_profile, feature_bins
 from aeops.monitoring.report import markdown
+from aeops.scoring.profile import MIN_SHARE, Profile, build_profile, feature_bins
 
 D = 12
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import tiny_train
 
-from aeops.scoring.bundle import ModelBundle
 from aeops.config import EvaluateConfig
 from aeops.evaluation.evaluate import evaluate, report_path
+from aeops.scoring.bundle import ModelBundle
 from aeops.training.train import train
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -14,9 +14,9 @@ from conftest import tiny_train
 
 from aeops.config import EvaluateConfig
 from aeops.data.prepared import load_scaler, load_split
-from aeops.scoring.bundle import ModelBundle
 from aeops.evaluation.evaluate import evaluate, methods
 from aeops.models.lightning import load_autoencoder
+from aeops.scoring.bundle import ModelBundle
 from aeops.tracking import tracking_uri
 from aeops.training.train import train
 

@@ -277,8 +277,8 @@ def _export(params: dict, args: argparse.Namespace) -> None:
 
 
 def _report(params: dict, args: argparse.Namespace) -> None:
-    from aeops.scoring.bundle import bundle_run_id
     from aeops.evaluation.results import report_path
+    from aeops.scoring.bundle import bundle_run_id
 
     cfg = _section(params, "evaluate")
     path = report_path(cfg, bundle_run_id(cfg.bundle_dir))

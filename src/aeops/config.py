@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
 from aeops import variants
 from aeops.errors import ConfigError
@@ -160,6 +160,7 @@ class TrainConfig(Strict):
     gradient_clip_val: float = Field(0.0, ge=0)
     deterministic: bool = True
     num_workers: int = Field(0, ge=0)
+    num_threads: int | Literal["auto"] = "auto"  # torch intra-op threads per process (aeops.training.threads)
     progress_bar: bool = True
     data_dir: str = "data/prepared"
     output_dir: str = "models"
@@ -169,6 +170,13 @@ class TrainConfig(Strict):
     min_epoch_rows: int = Field(2048, ge=0)  # an epoch draws at least this many rows: small tables are cycled
     max_epoch_rows: int | None = Field(8192, ge=1)  # and at most this many (a fresh random share of large data)
     model: ModelConfig = Field(default_factory=ModelConfig)
+
+    @field_validator("num_threads", mode="before")
+    @classmethod
+    def _threads(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("must be a whole number ≥ 1 or 'auto'")
 
 
 # ---------------------------------------------------------------- tune

@@ -13,7 +13,6 @@ import numpy as np
 
 from aeops.compression.prior import SymbolTable
 
-
 RECIPE = 1  # how tables become models (prior.py's bins and mixing, the integer weights below); in the header
 WEIGHT_BITS = 24
 

@@ -2,8 +2,9 @@
 
 Images stream through in chunks of CHUNK images (memory holds one chunk), are brought to the
 model's mode and size (colour into a grayscale model is refused), encoded, quantised in the
-bundle's latent prior's coordinates (to add about `error` gray levels RMS), and range-coded. Decompression writes PNGs under the original
-relative names and sizes. Both write atomically: a failure leaves no partial file or folder.
+bundle's latent prior's coordinates (to add about `error` gray levels RMS), and range-coded.
+Decompression writes PNGs under the original relative names and sizes. Both write atomically: a
+failure leaves no partial file or folder.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from aeops.scoring.bundle import NETWORK, PRIOR, ModelBundle
 from aeops.compression import container
 from aeops.compression.codec import SegmentCoder, coder_id
 from aeops.compression.prior import FORMAT as PRIOR_FORMAT
@@ -26,6 +26,7 @@ from aeops.compression.prior import symbol_table
 from aeops.data.images import EXTENSIONS, GRAY_MODES, decode_images, image_header
 from aeops.errors import DataError
 from aeops.io import atomic_path
+from aeops.scoring.bundle import NETWORK, ModelBundle
 from aeops.scoring.reference import ModelRef, registered
 
 CHUNK = 256

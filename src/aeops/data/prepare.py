@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,10 +11,10 @@ import pandas as pd
 from aeops.config import PrepareConfig
 from aeops.data.images import ImageFiles
 from aeops.data.prepared import ANOMALY_COLUMN, LABEL_COLUMN, VAL_ANOMALIES, PixelRows, Split
-from aeops.scoring.preprocess import apply_scaler
 from aeops.data.sources import RawData, load_raw
 from aeops.errors import ConfigError, DataError
 from aeops.io import atomic_path, write_json
+from aeops.scoring.preprocess import apply_scaler
 
 log = logging.getLogger(__name__)
 MAX_VAL_ANOMALIES = 1000  # labelled anomalies kept outside test for detection-aware model selection

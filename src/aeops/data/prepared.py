@@ -9,9 +9,10 @@ they are fetched, so a split larger than RAM never has to be held in memory.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 

@@ -9,9 +9,9 @@ from typing import Any
 import pandas as pd
 
 from aeops.data.prepared import load_scaler, load_split, sample_split
-from aeops.scoring.preprocess import invert_scaler
 from aeops.errors import DataError
 from aeops.io import atomic_path
+from aeops.scoring.preprocess import invert_scaler
 
 
 def raw_split(data_dir: str, name: str = "test", head: int | None = None) -> tuple[pd.DataFrame, Any]:

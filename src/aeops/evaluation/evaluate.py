@@ -6,27 +6,36 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
+from aeops.compression.prior import build_prior
 from aeops.config import EvaluateConfig, MlflowConfig, caps
 from aeops.data.prepared import (
-    MAX_EVAL_VALUES, SPLITS, VAL_ANOMALIES, Split, has_split, load_meta, load_scaler, sample_split,
+    MAX_EVAL_VALUES,
+    SPLITS,
+    VAL_ANOMALIES,
+    Split,
+    has_split,
+    load_meta,
+    load_scaler,
+    sample_split,
 )
 from aeops.data.synthetic import synthetic_anomalies
 from aeops.errors import ConfigError, DataError
 from aeops.evaluation import plots
-from aeops.evaluation.results import (  # noqa: F401 (methods and headline_metrics re-exported)
-    comparison_table, headline_metrics, methods, report_path,
-)
 from aeops.evaluation.baselines import QUANT_BITS, Coded, model_metrics, run_baselines
 from aeops.evaluation.metrics import quantize_codes
+from aeops.evaluation.results import (  # noqa: F401 (methods and headline_metrics re-exported)
+    comparison_table,
+    headline_metrics,
+    methods,
+    report_path,
+)
+from aeops.io import atomic_path, hash_dir, write_json
 from aeops.models.ensemble import reconstruct_members
-from aeops.compression.prior import build_prior
 from aeops.scoring.bundle import ModelBundle
 from aeops.scoring.fit import FittedRule, RuleSettings, fit_rule, residual_rule
 from aeops.tracking import require_run
-from aeops.io import atomic_path, hash_dir, write_json
 
 MIN_TEST_ANOMALIES = 10  # fewer: AUROC/AUPRC swing with a single row (a warning, not an error)
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aeops.evaluation import plots
+from aeops import figures
 from aeops.data.prepared import Split
 from aeops.io import atomic_path
 
@@ -82,11 +82,11 @@ def build_report(
         worst = order[:8]
         typical = order[len(order) // 2 : len(order) // 2 + 8]
         figs = {
-            "recon_worst": plots.plot_reconstructions(t / "rw.png", test.x[worst], recon[worst], image_shape, errors[worst]),
-            "recon_typical": plots.plot_reconstructions(t / "rt.png", test.x[typical], recon[typical], image_shape,
+            "recon_worst": figures.plot_reconstructions(t / "rw.png", test.x[worst], recon[worst], image_shape, errors[worst]),
+            "recon_typical": figures.plot_reconstructions(t / "rt.png", test.x[typical], recon[typical], image_shape,
                                                         errors[typical]),
-            "latent": plots.plot_latent_2d(t / "latent.png", codes, test.labels, seed, test.is_anomaly),
-            "loss": plots.plot_loss_curves(t / "loss.png", history),
+            "latent": figures.plot_latent_2d(t / "latent.png", codes, test.labels, seed, test.is_anomaly),
+            "loss": figures.plot_loss_curves(t / "loss.png", history),
         }
         sections = [
             ("Model vs baselines (test split)", _table(_by_metric(table))),

@@ -11,7 +11,6 @@ from torch import Tensor
 from aeops.models.autoencoder import Autoencoder
 from aeops.models.factory import build_autoencoder, load_autoencoder  # noqa: F401 (re-exported)
 
-
 LOSS_PARTS = ("loss", "recon_loss", "reg_loss")
 
 

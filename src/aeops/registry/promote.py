@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 from aeops.config import MlflowConfig, RegisterConfig
-from aeops.errors import AeopsError, PromotionRefused
 from aeops.data.raw import raw_split
+from aeops.errors import AeopsError, PromotionRefused
 from aeops.registry.register import PREVIOUS, PRODUCTION
 from aeops.scoring.reference import registered
 from aeops.tracking import lost_run_hint, setup_experiment

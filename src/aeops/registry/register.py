@@ -12,14 +12,14 @@ import pandas as pd
 import torch
 
 import aeops
-from aeops.scoring.bundle import ModelBundle
 from aeops.config import MlflowConfig, RegisterConfig
 from aeops.data.raw import raw_split, write_sample  # noqa: F401 (re-exported)
 from aeops.errors import AeopsError, DataError
 from aeops.evaluation.results import headline_metrics, methods
 from aeops.io import hash_dir, read_json, write_json
-from aeops.scoring.scorer import Scorer
+from aeops.scoring.bundle import ModelBundle
 from aeops.scoring.reference import registered
+from aeops.scoring.scorer import Scorer
 from aeops.tracking import require_run
 
 CHALLENGER, PRODUCTION, PREVIOUS = "challenger", "production", "previous"

@@ -20,7 +20,15 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 from aeops.scoring.rule import (
-    RuleScorer, ScoringRule, choose_threshold, fuse, knn_distances, knn_index, residual_scale, robust_stats, weighted,
+    RuleScorer,
+    ScoringRule,
+    choose_threshold,
+    fuse,
+    knn_distances,
+    knn_index,
+    residual_scale,
+    robust_stats,
+    weighted,
 )
 
 Reconstruct = Callable[[np.ndarray], np.ndarray]  # rows → (members, n, ...) reconstructions

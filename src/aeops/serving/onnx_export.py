@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from aeops.scoring.bundle import ModelBundle
 from aeops.io import atomic_path
+from aeops.scoring.bundle import ModelBundle
 
 
 class _Encode(nn.Module):

@@ -16,12 +16,13 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
 
 from aeops.scoring.bundle import ModelBundle
 from aeops.scoring.scorer import InputError, Scorer
 
 
-class AutoencoderScorer(mlflow.pyfunc.PythonModel):
+class AutoencoderScorer(PythonModel):
     """Artifact `bundle`: the `ModelBundle` folder that `evaluate` wrote (loaded with weights_only=True)."""
 
     def load_context(self, context: Any) -> None:

@@ -18,7 +18,7 @@ STATE = "resume.json"
 
 def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
     """What makes a checkpoint reusable: every training param except display ones, and the data."""
-    params = cfg.model_dump(exclude={"progress_bar", "num_workers"})
+    params = cfg.model_dump(exclude={"progress_bar", "num_workers", "num_threads"})
     return hashlib.sha256(json.dumps([params, data_hash], sort_keys=True).encode()).hexdigest()
 
 

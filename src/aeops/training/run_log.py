@@ -14,14 +14,21 @@ from aeops.config import MlflowConfig, TrainConfig
 from aeops.data.prepared import eval_rows, load_split
 from aeops.io import read_json
 from aeops.tracking import (
-    data_label, effective_model, flatten, lineage_tags, log_dataset, loss_curves, run_name, setup_experiment,
+    data_label,
+    effective_model,
+    flatten,
+    lineage_tags,
+    log_dataset,
+    loss_curves,
+    run_name,
+    setup_experiment,
     tracking_uri,
 )
 from aeops.training.logger import EpochMLFlowLogger
 
 if TYPE_CHECKING:
     from aeops.models.lightning import LitAutoencoder
-    from aeops.training.train import ModelChoice
+    from aeops.training.choice import ModelChoice
 
 PLOT_ROWS = 10_000  # test rows the run's plots are drawn from (the first ones; fewer for wide images)
 
@@ -81,7 +88,7 @@ def log_training_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: di
     """
     import mlflow
 
-    from aeops.evaluation import plots
+    from aeops import figures
 
     client, run_id = logger.experiment, logger.run_id
     prepare = prepare_params(cfg.data_dir)
@@ -119,8 +126,8 @@ def log_training_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: di
         with tempfile.TemporaryDirectory() as tmp:
             shape = tuple(meta["image_shape"]) if meta["image_shape"] else None
             for path in (
-                plots.plot_loss_curves(Path(tmp) / "loss_curves.png", history),
-                plots.plot_reconstructions(Path(tmp) / "reconstructions.png", test.x, recon, shape, errors),
-                plots.plot_latent_2d(Path(tmp) / "latent_2d.png", codes, test.labels, cfg.seed, test.is_anomaly),
+                figures.plot_loss_curves(Path(tmp) / "loss_curves.png", history),
+                figures.plot_reconstructions(Path(tmp) / "reconstructions.png", test.x, recon, shape, errors),
+                figures.plot_latent_2d(Path(tmp) / "latent_2d.png", codes, test.labels, cfg.seed, test.is_anomaly),
             ):
                 mlflow.log_artifact(str(path), "plots")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from aeops.config import MlflowConfig, TrainConfig
 from aeops.data.prepared import load_meta
 from aeops.errors import ConfigError, TrainingDiverged
-from aeops.io import hash_dir, read_json, write_json
+from aeops.io import hash_dir, write_json
 from aeops.models.lightning import LitAutoencoder
 from aeops.tracking import git_commit, mask_url, tracking_uri
+from aeops.training.choice import apply_tuned
 from aeops.training.datamodule import PreparedDataModule
 from aeops.training.resume import STATE, RecordRun, fingerprint, resume_point
 from aeops.training.run_log import log_training_run, training_logger
+from aeops.training.threads import set_threads
 
 
 class ProgressBar(RichProgressBar):
@@ -73,47 +75,11 @@ def build_trainer(
     )
 
 
-@dataclass
-class ModelChoice:
-    """The training config actually used, and why: the tuned one or the fixed `train.model`."""
-
-    cfg: TrainConfig
-    tuned: dict[str, Any] | None
-    reason: str
-
-    @property
-    def source(self) -> str:
-        return f"tune:{self.tuned['study']}#{self.tuned['trial']}" if self.tuned else "train.model"
-
-
-def apply_tuned(cfg: TrainConfig, tune_enabled: bool) -> ModelChoice:
-    """Overlay `best_params.json` on the train params only while tuning is on and it fits the current data.
-
-    Otherwise the fixed `train.model` (and lr, weight_decay, batch_size) is used and the reason says why:
-    stale tuned params (from other data, or a disabled run restored from the cache) never win silently.
-    """
-    if not cfg.tuned_params:
-        return ModelChoice(cfg, None, "train.tuned_params is null")
-    if not tune_enabled:
-        return ModelChoice(cfg, None, "tune.enabled is false")
-    path = Path(cfg.tuned_params)
-    if not path.exists():
-        raise ConfigError(f"params.yaml: train.tuned_params = '{path}' does not exist; run `dvc repro tune`")
-    try:
-        tuned = read_json(path)
-        merged = TrainConfig.model_validate({**cfg.model_dump(), **tuned["train"]}) if tuned.get("enabled") else cfg
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ConfigError(f"{path}: not a valid tune result ({type(err).__name__}); rerun `dvc repro tune`") from None
-    if not tuned.get("enabled"):
-        return ModelChoice(cfg, None, f"{path} is from a run with tune disabled; run `dvc repro tune`")
-    data_hash, n_features = hash_dir(cfg.data_dir), load_meta(cfg.data_dir)["n_features"]
-    if tuned.get("data_hash") != data_hash or tuned.get("n_features") != n_features:
-        return ModelChoice(
-            cfg, None,
-            f"{path} was searched on other data ({tuned.get('n_features')} features, hash "
-            f"{str(tuned.get('data_hash'))[:12]}; now {n_features}, {data_hash[:12]}); run `dvc repro tune`",
-        )
-    return ModelChoice(merged, tuned, f"best trial of study '{tuned['study']}' on this data")
+def local_processes(cfg: TrainConfig) -> int:
+    """Training processes on this machine: torchrun's LOCAL_WORLD_SIZE, or the CPU devices Lightning spawns."""
+    if os.environ.get("LOCAL_WORLD_SIZE", "").isdigit():
+        return int(os.environ["LOCAL_WORLD_SIZE"])
+    return cfg.devices if cfg.accelerator == "cpu" and isinstance(cfg.devices, int) else 1
 
 
 def check_accelerator(accelerator: str, key: str) -> None:
@@ -130,10 +96,12 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
     check_accelerator(cfg.accelerator, "train.accelerator")
     choice = apply_tuned(cfg, tune_enabled)
     cfg = choice.cfg
+    set_threads(cfg.num_threads, processes=local_processes(cfg))
     if rank_zero_only.rank == 0:
         m = cfg.model
-        print(f"train: {m.variant}/{m.architecture} z{m.latent_dim}{f' x{cfg.ensemble}' if cfg.ensemble > 1 else ''}, model config from {choice.source} ({choice.reason})",
-              file=sys.stderr, flush=True)
+        members = f" x{cfg.ensemble}" if cfg.ensemble > 1 else ""
+        print(f"train: {m.variant}/{m.architecture} z{m.latent_dim}{members}, model config from {choice.source} "
+              f"({choice.reason})", file=sys.stderr, flush=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     meta = load_meta(cfg.data_dir)
     out_dir = Path(cfg.output_dir)

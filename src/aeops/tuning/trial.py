@@ -19,6 +19,7 @@ from aeops.training.train import build_trainer
 from aeops.tuning.objectives import OBJECTIVE_METRIC, objective_callbacks, resolve_objective
 from aeops.tuning.space import sample_train_overrides
 
+
 class EpochValues(L.Callback):
     """The objective at each validation end, as the pruning callback reports it (no private Optuna API)."""
 

@@ -18,7 +18,6 @@ from aeops.errors import AeopsError
 from aeops.tracking import setup_experiment, tracking_uri
 from aeops.tuning.storage import counted, interrupted, load_study, storage_url
 
-
 ASK_LOCK_TIMEOUT_S = 300  # the ask lock is held for a count and an ask: seconds at most
 
 
