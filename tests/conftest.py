@@ -75,11 +75,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 # File order under xdist (--dist loadfile, no reorder): longest first, so no worker is left with a long file at the end.
-# xdist hands each worker two files at the start; the two queued behind the journeys (minutes each) are tiny.
-FIRST = ("test_journeys.py", "test_journey_examples.py", "test_benchmarks.py", "test_config.py", "test_fuzz.py",
-         "test_tune.py", "test_train_evaluate.py", "test_postgres.py", "test_images.py", "test_registry.py",
-         "test_report.py", "test_faults.py", "test_ddp.py", "test_compression.py",
-         "test_bad_input.py")  # then the rest, by name
+# xdist hands each worker two files at the start: the three queued behind the first three (minutes each) are tiny.
+# test_journey_results.py builds the shared `make repro` the other default-journey legs copy (they wait for it).
+FIRST = ("test_journey_examples.py", "test_journey_images.py", "test_journey_results.py",
+         "test_architecture.py", "test_journeys.py", "test_dvc_deps.py",
+         "test_journey_experiments.py", "test_journey_serving.py", "test_journey_recovery.py",
+         "test_benchmarks.py", "test_postgres.py", "test_tune.py", "test_config.py", "test_fuzz.py",
+         "test_train_evaluate.py", "test_images.py", "test_registry.py", "test_report.py", "test_faults.py",
+         "test_ddp.py", "test_compression.py", "test_bad_input.py")  # then the rest, by name
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,4 +1,9 @@
-"""The journey tests' project: a copy of the repo where README commands run as a user runs them."""
+"""The journey tests' project: a copy of the repo where README commands run as a user runs them.
+
+`make repro` runs once per test session (`repro_project`, shared by the xdist workers under a file
+lock); each journey module then works in its own copy (`copy_project`), so the legs of the journey
+run side by side and a failure names the leg and the step.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +22,7 @@ import mlflow
 import pytest
 import readme
 from conftest import REPO, SHARED
+from filelock import FileLock
 
 BIN = Path(sys.executable).parent
 CAP = "epochs=2,trials=2,rows=1500"
@@ -25,6 +32,20 @@ IMAGES = next(c for c in readme.runnable() if "prepare.source=image_folder" in c
 COMPRESS = next(c for c in readme.runnable() if c.startswith("aeops compress"))
 DECOMPRESS = next(c for c in readme.runnable() if c.startswith("aeops decompress"))
 RESET = "git checkout params.yaml"
+CURL = "curl -s 127.0.0.1:5001/invocations -H 'Content-Type: application/json' -d @request.json"
+# The default journey's README commands, by the module (leg) that runs them on its copy of one `make repro`.
+LEGS = {
+    "results": ["make repro", "make report", "dvc metrics show", "dvc plots show", "make compare", "make ui",
+                "make help", "source .venv/bin/activate"],
+    "serving": ["make promote", "make serve", "aeops sample request.json --rows 2", CURL, "aeops sample rows.csv",
+                "aeops score rows.csv scores.parquet", "aeops export --format onnx", "aeops monitor rows.csv",
+                "sed -i '/frozen: true/d' dvc.yaml", "dvc exp run -S monitor.path=rows.csv"],
+    "experiments": ["dvc exp run -S train.max_epochs=3", "make promote ARGS=--rollback",
+                    "dvc remote add -d storage ../dvc-store", "dvc push", "dvc pull",
+                    "dvc exp run -S tune.enabled=false -S train.model.variant=sparse", "dvc exp show --only-changed"],
+    "recovery": ["dvc repro -f --downstream train"],
+}
+BACKGROUND = {"make ui", "make serve"}  # commands that run until their leg ends
 
 
 def _free_port() -> int:
@@ -38,6 +59,7 @@ class Project:
 
     def __init__(self, root: Path):
         self.root, self.background, self.timings = root, [], []
+        self.ran: list[str] = []  # every command run, as given (the README check reads it)
         self.serve_port, self.ui_port = _free_port(), _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPTUNA_", "AEOPS_"))}
         self.env = env | {
@@ -47,6 +69,7 @@ class Project:
         }
 
     def run(self, command: str, ok: bool = True) -> subprocess.CompletedProcess:
+        self.ran.append(command)
         command = command.replace("127.0.0.1:5001", f"127.0.0.1:{self.serve_port}")
         start = time.perf_counter()
         proc = subprocess.run(["bash", "-c", command], cwd=self.root, env=self.env, capture_output=True,
@@ -59,6 +82,7 @@ class Project:
     def start(self, command: str, url: str) -> None:
         from aeops.serving.http import wait_until_up
 
+        self.ran.append(command)
         proc = subprocess.Popen(["bash", "-c", command], cwd=self.root, env=self.env, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.background.append(proc)
@@ -108,3 +132,59 @@ def make_project(root: Path) -> Project:
     for cmd in ("git init -q", "git add -A", "git commit -qm init"):
         p.run(cmd)
     return p
+
+
+def _shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's temp folder that every xdist worker sees (each worker's own basetemp is below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def repro_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of one project after `make repro` (built by the first journey module that asks, once)."""
+    root = _shared_root(tmp_path_factory) / "journey-base"
+    with FileLock(str(root) + ".lock"):
+        failed = root / "FAILED"
+        if failed.is_file():
+            pytest.fail(f"the shared `make repro` failed in another module:\n{failed.read_text()[-3000:]}")
+        if not (root / "DONE").is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            try:
+                p = make_project(root)
+                out = p.run("make repro").stdout
+            except BaseException as err:
+                failed.write_text(str(err))
+                raise
+            (root / "repro.log").write_text(out)
+            (root / "DONE").write_text("")
+    return root
+
+
+def copy_project(base: Path, root: Path) -> Project:
+    """A copy of the shared project in `root`, the absolute paths in its MLflow store moved there."""
+    src, dst = base / "aeops", root / "aeops"
+    shutil.copytree(src, dst, symlinks=True)
+    if (base / "shared").is_symlink():
+        (root / "shared").symlink_to(os.readlink(base / "shared"))
+    old, new = str(src), str(dst)
+    db = sqlite3.connect(dst / "mlflow.db")
+    with db:
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            for column in [row[1] for row in db.execute(f"PRAGMA table_info('{table}')")]:
+                db.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                           f'WHERE typeof("{column}") = \'text\' AND instr("{column}", ?) > 0', (old, new, old))
+    db.close()
+    for folder, _, files in os.walk(dst / "mlartifacts"):  # DVC's outs stay byte for byte (models/run.json names the base)
+        for path in (Path(folder) / f for f in files if f.endswith((".json", ".yaml", "MLmodel"))):
+            if old in (text := path.read_text(errors="ignore")):
+                path.write_text(text.replace(old, new))
+    p = Project(dst)
+    p.ran.append("make repro")  # what the copy starts from
+    return p
+
+
+def ran_all(p: Project, leg: str) -> None:
+    """Each README command of this leg ran, as written (alone or at the start of a longer command line)."""
+    missing = [c for c in LEGS[leg] if not any(r == c or r.startswith(c + " ") for r in p.ran)]
+    assert not missing, f"this leg did not run: {missing}"

@@ -196,9 +196,14 @@ def test_aeops_cap_caps_sizes_and_rejects_nonsense(monkeypatch):
     assert parse_section("tune", {}).n_trials == 3 and parse_section("tune", {}).max_epochs == 2
     assert parse_section("prepare", {}).max_train_rows == 100
     assert parse_section("prepare", {"max_train_rows": 50}).max_train_rows == 50
+    assert parse_section("evaluate", {}).max_rows == 100  # evaluated rows too, as an ordinary param
     from aeops.data.prepared import MAX_EVAL_VALUES, eval_rows
 
-    assert eval_rows(10) == 100 and eval_rows(MAX_EVAL_VALUES // 10) == 10  # evaluated rows too; memory still bounds
+    assert eval_rows(10, 100) == 100 and eval_rows(MAX_EVAL_VALUES // 10, 100) == 10  # memory still bounds
+    monkeypatch.delenv("AEOPS_CAP")
+    assert eval_rows(10) == MAX_EVAL_VALUES // 10  # the library reads no environment: only its arguments
+    monkeypatch.setenv("AEOPS_CAP", "rows=100")
+    assert eval_rows(10) == MAX_EVAL_VALUES // 10
     monkeypatch.setenv("AEOPS_CAP", "epoch=2")
     with pytest.raises(AeopsError, match="AEOPS_CAP: 'epoch=2' is invalid"):
         parse_section("train", {})
@@ -238,7 +243,9 @@ def test_serve_passes_workers_to_mlflows_server_and_refuses_zero(workdir: Path, 
     (workdir / "params.yaml").write_text("register: {}\n")
     started = []
     monkeypatch.setattr(cli, "_require_model", lambda *a: None)
-    monkeypatch.setattr(cli, "_download_model", lambda *a: str(workdir))
+    from aeops.serving import server
+
+    monkeypatch.setattr(server, "download_model", lambda *a: str(workdir))
     monkeypatch.setattr(cli.os, "execvpe", lambda file, cmd, env: started.append((cmd, env)))
     assert cli.main(["serve", "--model", "models:/m/1", "--workers", "2"]) == 0
     cmd, env = started[0]

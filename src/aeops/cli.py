@@ -19,7 +19,7 @@ from aeops.config import load_params, parse_section
 from aeops.errors import AeopsError, DataError, PromotionRefused
 from aeops.paths import refuse_dvc_out
 from aeops.quiet import quiet
-from aeops.scoring.reference import PRODUCTION, ModelRef, registered
+from aeops.scoring.reference import ModelRef, registered
 
 
 def _section(params: dict, name: str):
@@ -105,40 +105,33 @@ def _promote(params: dict, args: argparse.Namespace) -> None:
     from aeops.registry.promote import promote
 
     cfg = _section(params, "register")
-    r = promote(cfg, _section(params, "mlflow"), args.version, args.force, args.rollback)
+    r = promote(cfg, _section(params, "mlflow"), version=args.version, force=args.force, rollback=args.rollback)
     print(f"promote: {r['name']} production → version {r['production']} (previous: {r['previous']}; {r['reason']})")
 
 
 def _serve(params: dict, args: argparse.Namespace) -> None:
-    """MLflow's scoring server app (aeops.serving.app: MLflow's, behind request bounds) under uvicorn, as
-    `mlflow models serve --env-manager local` runs it."""
-    from mlflow.pyfunc import scoring_server
-
-    from aeops.tracking import tracking_uri
+    """MLflow's scoring app behind aeops's request bounds, under uvicorn (aeops.serving.server)."""
+    from aeops.serving.server import serve
 
     cfg = _section(params, "register")
     port = _serve_port(args.port, os.environ.get("AEOPS_SERVE_PORT"), cfg.serve_port)
     uri = args.model or ModelRef.default(cfg.model_name).uri
-    tracking = tracking_uri(_section(params, "mlflow"))
+    tracking = _tracking(params)
     _require_model(uri, tracking, params)
-    _port_free(args.host, port)
-    workers = getattr(args, "workers", 1)
-    local = _download_model(uri, tracking)
-    env = scoring_server.get_cmd(local, port, args.host, None, workers)[1] | {"MLFLOW_TRACKING_URI": tracking}
-    cmd = [sys.executable, "-m", "uvicorn", "--host", args.host, "--port", str(port), "--workers", str(workers),
-           "aeops.serving.app:app"]
-    print(f"serve: {uri} on http://{args.host}:{port}/invocations ({workers} worker{'s' * (workers > 1)})", flush=True)
-    os.execvpe(cmd[0], cmd, env)
+    serve(uri, tracking_uri=tracking, host=args.host, port=port, workers=args.workers)
 
 
-def _download_model(uri: str, tracking: str) -> str:
-    """The model's files in a new temporary folder (what `mlflow models serve` does before it starts)."""
-    import tempfile
+def _tracking(params: dict) -> str:
+    from aeops.tracking import tracking_uri
 
-    import mlflow
+    return tracking_uri(_section(params, "mlflow"))
 
-    return mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking,
-                                               dst_path=tempfile.mkdtemp(prefix="aeops-serve-"))
+
+def _require_model(model_uri: str, tracking: str, params: dict) -> None:
+    from aeops.tracking import require_model
+
+    require_model(model_uri, tracking_uri=tracking, mlflow_cfg=_section(params, "mlflow"),
+                  registered_file=_section(params, "register").output_file)
 
 
 def _serve_port(flag: int | None, env: str | None, default: int) -> int:
@@ -157,24 +150,6 @@ def _port_number(text: str) -> int | None:
     """The port 1–65535 that `text` names in ASCII digits ('²' passes isdigit() but not int()), else None."""
     text = text.strip()
     return int(text) if text.isascii() and text.isdecimal() and 1 <= int(text) <= 65535 else None
-
-
-def _port_free(host: str, port: int) -> None:
-    """One line if another process listens on host:port (MLflow's server would print a traceback)."""
-    import socket
-
-    try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-    except OSError as err:
-        import errno
-
-        if err.errno == errno.EADDRINUSE:
-            raise AeopsError(f"cannot serve on {host}:{port}: another process listens there; pass --port N or set "
-                             "AEOPS_SERVE_PORT") from None
-        raise AeopsError(f"cannot serve on {host}:{port} ({err.strerror or err}): check --host") from None
 
 
 def _score(params: dict, args: argparse.Namespace) -> None:
@@ -198,7 +173,8 @@ def _score(params: dict, args: argparse.Namespace) -> None:
 
 
 def _monitor(params: dict, args: argparse.Namespace) -> int:
-    """`aeops monitor [DATA]` (default monitor.path, the served model) or the stage; exit code 1 on drift."""
+    """`aeops monitor [DATA]` (default monitor.path, the served model), or the stage (`args.stage`: the model the
+    pipeline just registered); exit code 1 on drift."""
     import mlflow
 
     from aeops.io import read_json
@@ -206,15 +182,15 @@ def _monitor(params: dict, args: argparse.Namespace) -> int:
     from aeops.tracking import tracking_uri
 
     cfg, mlflow_cfg = _section(params, "monitor"), _section(params, "mlflow")
-    data = getattr(args, "input", None) or cfg.path
+    data = args.input or cfg.path
     uri = tracking_uri(mlflow_cfg)
     mlflow.set_tracking_uri(uri)
-    model = getattr(args, "model", None) or cfg.model
+    model = args.model or cfg.model
     if model is None:
         register = _section(params, "register")
-        if hasattr(args, "input"):  # the command: the served model
+        if not args.stage:  # the command: the served model
             model = ModelRef.default(register.model_name).uri
-        else:  # the stage (no command-line arguments): the model the pipeline just registered
+        else:  # the stage: the model the pipeline just registered
             if not os.path.isfile(register.output_file):
                 raise DataError(f"{register.output_file}: not found; run `dvc repro register` first")
             model = read_json(register.output_file)["model_uri"]
@@ -316,34 +292,6 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
 }
 
 
-def _require_model(model_uri: str, uri: str, params: dict) -> None:
-    """A missing alias or version gets one line naming the fix, not MLflow's traceback (the recovery
-    command when the store lost the runs the pipeline's outputs name)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from aeops.tracking import mask_url
-
-    ref = ModelRef.parse(model_uri)
-    if not ref.registered:
-        return  # not a registry URI with a version or alias: MLflow says what is wrong
-    client = mlflow.MlflowClient(uri)
-    alias = ref.alias
-    try:
-        if alias is None:
-            client.get_model_version(ref.name, ref.version)
-        else:
-            client.get_model_version_by_alias(ref.name, alias)
-    except MlflowException:
-        from aeops.tracking import lost_run_hint
-
-        lost = lost_run_hint(_section(params, "mlflow"), _section(params, "register").output_file)
-        if lost:
-            raise DataError(f"{model_uri} not found: {lost}") from None
-        hint = "run `make promote` first" if alias == PRODUCTION else "run `make repro` (stage register) first"
-        raise DataError(f"{model_uri} not found in the registry at {mask_url(uri)}: {hint}") from None
-
-
 DEFAULT_ERROR = 2.0
 
 
@@ -378,6 +326,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, (_, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_)
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        p.set_defaults(stage=False)
         if name == "promote":
             p.add_argument("--version", help="version to promote (default: the 'challenger' alias)")
             p.add_argument("--force", action="store_true", help="promote even if worse than production")
@@ -432,7 +381,8 @@ def run_stage(command: str, params_file: str = "params.yaml", args: argparse.Nam
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None  # killed: MLflow run ends KILLED
     try:
-        code = COMMANDS[command][0](load_params(params_file), args or argparse.Namespace())
+        stage = argparse.Namespace(stage=True, input=None, model=None)  # a DVC stage: no command-line arguments
+        code = COMMANDS[command][0](load_params(params_file), args if args is not None else stage)
     except PromotionRefused as err:
         if debug:
             raise

@@ -264,6 +264,7 @@ class EvaluateConfig(Strict):
     knn_neighbors: int = Field(5, ge=1)
     knn_weights: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0], min_length=1)
     trustworthiness_max_rows: int = Field(2000, ge=10)
+    max_rows: int | None = Field(None, ge=1)  # rows a split is evaluated on (a seeded sample); null = memory's bound
     isolation_forest_trees: int = Field(200, ge=1)
     seed: int = 42
     data_dir: str = "data/prepared"
@@ -376,10 +377,10 @@ def parse_section(section: str, raw: dict[str, Any] | None) -> Any:
 
 
 # AEOPS_CAP="epochs=2,trials=2,rows=1000" caps sizes for smoke runs (the journey tests): the same code
-# path with smaller numbers, never a different one. Unset in real runs. `rows` also caps the rows a split
-# is evaluated on (aeops.data.prepared.eval_rows: the seeded sample that very large splits get anyway).
+# path with smaller numbers, never a different one. Unset in real runs. It is read here only, as an overlay
+# on the params sections: the library below sees ordinary params (train.max_epochs, evaluate.max_rows …).
 CAPS = {"epochs": (("train", "max_epochs"), ("tune", "max_epochs")), "trials": (("tune", "n_trials"),),
-        "rows": (("prepare", "max_train_rows"),)}
+        "rows": (("prepare", "max_train_rows"), ("evaluate", "max_rows"))}
 
 
 def caps() -> dict[str, int]:

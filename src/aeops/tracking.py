@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aeops.config import MlflowConfig
-from aeops.errors import TrackingLost, TrackingUnavailable
+from aeops.errors import DataError, TrackingLost, TrackingUnavailable
 
 # An unreachable server fails fast (the library default retries for minutes); users may override.
 HTTP_DEFAULTS = {
@@ -243,3 +243,28 @@ def log_dataset(data_dir: str | Path, prepare: Mapping[str, Any], data_hash: str
     if len(df) < len(train):
         dataset = SampledDataset(dataset, len(train))
     mlflow.log_input(dataset, context=context)
+
+
+def require_model(model_uri: str, *, tracking_uri: str, mlflow_cfg: MlflowConfig, registered_file: str) -> None:
+    """A missing alias or version gets one line naming the fix, not MLflow's traceback (the recovery
+    command when the store lost the runs the pipeline's outputs name)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from aeops.scoring.reference import PRODUCTION, ModelRef
+
+    ref = ModelRef.parse(model_uri)
+    if not ref.registered:
+        return  # not a registry URI with a version or alias: MLflow says what is wrong
+    client = mlflow.MlflowClient(tracking_uri)
+    try:
+        if ref.alias is None:
+            client.get_model_version(ref.name, ref.version)
+        else:
+            client.get_model_version_by_alias(ref.name, ref.alias)
+    except MlflowException:
+        lost = lost_run_hint(mlflow_cfg, registered_file)
+        if lost:
+            raise DataError(f"{model_uri} not found: {lost}") from None
+        hint = "run `make promote` first" if ref.alias == PRODUCTION else "run `make repro` (stage register) first"
+        raise DataError(f"{model_uri} not found in the registry at {mask_url(tracking_uri)}: {hint}") from None

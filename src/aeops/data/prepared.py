@@ -170,21 +170,19 @@ def load_split(data_dir: str | Path, name: Literal["train", "val", "test", "val_
     return Split(x, labels, anomaly)
 
 
-def eval_rows(width: int) -> int:
-    """Rows of this many values a split may hold in memory for evaluation: MAX_EVAL_VALUES worth, or fewer
-    under `AEOPS_CAP=rows=N` (smoke runs: the same sampling, at a small size)."""
-    from aeops.config import caps
-
-    return max(1, min(MAX_EVAL_VALUES // max(width, 1), caps().get("rows", MAX_EVAL_VALUES)))
+def eval_rows(width: int, max_rows: int | None = None) -> int:
+    """Rows of this many values a split may hold in memory for evaluation: MAX_EVAL_VALUES worth, or
+    `max_rows` where fewer (`evaluate.max_rows`: the same sampling, at a small size)."""
+    return max(1, min(MAX_EVAL_VALUES // max(width, 1), max_rows or MAX_EVAL_VALUES))
 
 
 def sample_split(data_dir: str | Path, name: Literal["train", "val", "test", "val_anomalies"],
-                 seed: int = 0) -> tuple[Split, int]:
+                 seed: int = 0, *, max_rows: int | None = None) -> tuple[Split, int]:
     """(a split in memory, its full row count): a seeded random sample of rows, in their order, where
-    the whole split would exceed MAX_EVAL_VALUES values; the whole split otherwise."""
+    the whole split would exceed MAX_EVAL_VALUES values (or `max_rows` rows); the whole split otherwise."""
     split = load_split(data_dir, name, lazy=True)
     n, d = split.x.shape
-    keep = eval_rows(d)
+    keep = eval_rows(d, max_rows)
     if n <= keep:
         return Split(np.asarray(split.x), split.labels, split.is_anomaly), n
     rows = np.sort(np.random.default_rng(seed).choice(n, size=keep, replace=False))

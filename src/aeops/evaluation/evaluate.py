@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from aeops.compression.prior import build_prior
-from aeops.config import EvaluateConfig, MlflowConfig, caps
+from aeops.config import EvaluateConfig, MlflowConfig
 from aeops.data.prepared import (
     MAX_EVAL_VALUES,
     SPLITS,
@@ -59,9 +59,9 @@ def evaluation_warnings(latent_dim: int, n_features: int, test_is_anomaly: np.nd
     return found
 
 
-def sampled_warnings(rows: dict[str, tuple[int, int]]) -> list[str]:
+def sampled_warnings(rows: dict[str, tuple[int, int]], max_rows: int | None = None) -> list[str]:
     """One line per split that evaluation replaced by a sample (every method saw the same rows)."""
-    why = f"capped by AEOPS_CAP rows={caps()['rows']}" if "rows" in caps() else "too many to hold in memory"
+    why = f"capped by evaluate.max_rows = {max_rows}" if max_rows else "too many to hold in memory"
     return [f"the {name} split has {total:,} rows, {why}: every method here was evaluated on "
             f"the same seeded random {used:,} (at most {MAX_EVAL_VALUES:,} values a split)"
             for name, (used, total) in rows.items() if used < total]
@@ -113,7 +113,7 @@ def fit_model_rule(cfg: EvaluateConfig, model: torch.nn.Module, *, image_shape: 
 
     def anomalies() -> tuple[np.ndarray, str]:
         if has_split(cfg.data_dir, VAL_ANOMALIES):
-            return sample_split(cfg.data_dir, VAL_ANOMALIES, cfg.seed)[0].x, "labelled"
+            return sample_split(cfg.data_dir, VAL_ANOMALIES, cfg.seed, max_rows=cfg.max_rows)[0].x, "labelled"
         return synthetic_anomalies(val_x, cfg.seed), "synthetic"
 
     return fit_rule(rule_settings(cfg), image_shape=image_shape, train_x=train_x, val_x=val_x, val_recon=val_recon,
@@ -136,7 +136,8 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
         )
     model = bundle.network()
     meta = load_meta(cfg.data_dir)
-    (train, n_train), (val, n_val), (test, n_test) = (sample_split(cfg.data_dir, s, cfg.seed) for s in SPLITS)
+    (train, n_train), (val, n_val), (test, n_test) = (sample_split(cfg.data_dir, s, cfg.seed, max_rows=cfg.max_rows)
+                                                      for s in SPLITS)
     val_x = _normal_rows(val)
     lo, hi = meta["value_range"]
     data_range = float(hi - lo) or 1.0
@@ -175,7 +176,8 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     results["pca"] |= {"score_neighbors": 0, "score_knn_weight": 0.0, "score_choice": "residual"}  # PCA: the plain residual
     scores = {"model": coded.test_scores, **baseline_scores}
     warnings = evaluation_warnings(bundle.latent_dim, int(meta["n_features"]), test.is_anomaly)
-    warnings += sampled_warnings({"train": (len(train), n_train), "val": (len(val), n_val), "test": (len(test), n_test)})
+    warnings += sampled_warnings({"train": (len(train), n_train), "val": (len(val), n_val), "test": (len(test), n_test)},
+                                 cfg.max_rows)
     if results["model"]["threshold"] != fitted.rule.threshold:  # one percentile of the same scores
         raise AssertionError("the model's metrics and its scoring rule disagree on the threshold")
 

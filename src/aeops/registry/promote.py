@@ -109,7 +109,7 @@ def _move(client: Any, name: str, target: str, current: str | None, reason: str)
 
 
 def promote(
-    cfg: RegisterConfig, mlflow_cfg: MlflowConfig, version: str | None = None, force: bool = False,
+    cfg: RegisterConfig, mlflow_cfg: MlflowConfig, *, version: str | None = None, force: bool = False,
     rollback: bool = False,
 ) -> dict[str, Any]:
     """Move `production` (default candidate: `challenger`); `rollback` moves it back to `previous`."""

@@ -1,0 +1,74 @@
+"""Default journey, leg 2: promotion, the REST server, batch scoring, ONNX export and monitoring."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from journey import CURL, Project, copy_project, ran_all, repro_project
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def p(tmp_path_factory) -> Project:
+    project = copy_project(repro_project(tmp_path_factory), tmp_path_factory.mktemp("serving"))
+    yield project
+    project.stop()
+
+
+def test_serve_before_any_promotion_names_the_fix(p: Project):
+    refused = p.run("aeops serve", ok=False)
+    assert refused.returncode == 2 and "run `make promote` first" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_promote_then_serve_answers_a_rest_request(p: Project):
+    p.run("make promote")
+    assert p.alias("production") == "1"
+    p.start("make serve", f"http://127.0.0.1:{p.serve_port}/ping")
+    p.run("aeops sample request.json --rows 2")
+    answer = json.loads(p.run(CURL).stdout)
+    assert len(answer["predictions"]) == 2 and "anomaly_score" in answer["predictions"][0]
+
+
+def test_score_writes_a_score_per_row(p: Project):
+    p.run("aeops sample rows.csv")
+    scored = p.run("aeops score rows.csv scores.parquet")
+    rows = len((p.root / "rows.csv").read_text().splitlines()) - 1
+    assert f"score: {rows} rows" in scored.stdout and "warning" not in scored.stderr
+
+
+def test_export_writes_onnx(p: Project):
+    p.run("aeops export --format onnx")
+    assert (p.root / "exports" / "onnx" / "encoder.onnx").is_file()
+
+
+def test_scaled_input_warns_and_dvc_outs_are_refused(p: Project):
+    scaled = p.run("aeops score data/prepared/test.parquet ../scaled.parquet")  # the prepared split: scaled
+    assert "raw units" in scaled.stderr
+    refused = p.run("aeops score rows.csv models/scores.parquet", ok=False)
+    assert refused.returncode == 2 and "DVC out 'models'" in refused.stderr
+    assert "Data and pipelines are up to date" in p.run("dvc status").stdout  # user commands left DVC alone
+
+
+def test_monitor_writes_a_verdict_on_the_served_model(p: Project):
+    # rows.csv is the test split's head, digit 9 (the anomaly class) included: ok or drift
+    checked = p.run("aeops monitor rows.csv", ok=False)
+    assert checked.returncode in (0, 1) and "Traceback" not in checked.stderr, checked.stderr[-2000:]
+    reports = sorted((p.root / "monitoring").glob("*.json"))
+    verdict = json.loads(reports[-1].read_text())["verdict"]
+    assert (verdict, checked.returncode) in (("ok", 0), ("drift", 1)) and f"monitor: {verdict}:" in checked.stdout
+    assert json.loads(reports[-1].read_text())["model"]["version"] == p.alias("production")
+
+
+def test_the_monitor_stage_runs_once_unfrozen(p: Project):
+    assert "Running stage 'monitor'" not in p.run("dvc repro").stdout  # frozen: optional
+    p.run("sed -i '/frozen: true/d' dvc.yaml")
+    staged = p.run("dvc exp run -S monitor.path=rows.csv", ok=False)  # exit 1 on drift fails the stage
+    assert "Running stage 'monitor'" in staged.stdout and "Running stage 'train'" not in staged.stdout
+    assert len(list((p.root / "monitoring").glob("*.json"))) == 2 and "Traceback" not in staged.stderr
+
+
+def test_this_leg_ran_its_readme_commands(p: Project):
+    ran_all(p, "serving")
