@@ -71,7 +71,7 @@ def build(name: str, workdir: Path, epochs: int | None) -> dict:
     df, split = raw_split("data/prepared")
     meta = load_meta("data/prepared")
     return {"uri": uri, "scorer": scorer, "normal": df[split.is_anomaly == 0].reset_index(drop=True),
-            "anomalies": df[split.is_anomaly == 1].reset_index(drop=True), "image_shape": meta["image_shape"]}
+            "anomalies": df[split.is_anomaly == 1].reset_index(drop=True), "image_shape": meta.image_shape}
 
 
 def _rotate(frame: pd.DataFrame, shape: list[int], degrees: float) -> pd.DataFrame:

@@ -26,7 +26,8 @@ FORBIDDEN = [
     ("serving", "evaluation"), ("monitoring", "serving"), ("monitoring", "evaluation"), ("training", "evaluation"),
     *[("scoring", p) for p in ("evaluation", "serving", "monitoring", "compression", "registry", "training",
                                 "tuning", "data", "config", "tracking", "cli")],
-    *[("models", p) for p in ("scoring", "evaluation", "serving", "monitoring", "training", "tracking", "data")],
+    *[("models", p) for p in ("config", "scoring", "evaluation", "serving", "monitoring", "training", "tracking",
+                               "data", "cli")],
 ]
 
 

@@ -50,9 +50,9 @@ def test_digits_splits_and_files(digits_dir: Path) -> None:
         assert s.x.dtype == np.float32 and s.x.shape[1] == 64 and s.is_anomaly is None
         assert np.abs(np.bincount(s.labels, minlength=10) / len(s) - full).max() < 0.02
     meta = load_meta(digits_dir)
-    assert meta["scaling"] == "global_minmax" and meta["image_shape"] == [1, 8, 8]
-    assert meta["unit_interval"] is True and meta["has_anomaly"] is False and meta["has_labels"] is True
-    assert meta["value_range"] == [0.0, 1.0]
+    assert meta.scaling == "global_minmax" and meta.image_shape == [1, 8, 8]
+    assert meta.unit_interval is True and meta.has_anomaly is False and meta.has_labels is True
+    assert meta.value_range == [0.0, 1.0]
     assert splits["train"].x.min() >= 0 and splits["train"].x.max() <= 1
 
 
@@ -102,7 +102,7 @@ def test_normal_classes_protocol(tmp_path: Path) -> None:
         assert set(np.unique(s.labels)) <= {0, 1} and not s.is_anomaly.any()
     assert set(np.unique(test.labels)) == set(range(10))
     assert np.array_equal(test.is_anomaly, (~np.isin(test.labels, [0, 1])).astype(np.int8))
-    assert 0 < profile["test"]["anomaly_rate"] < 1 and load_meta(d)["has_anomaly"] is True
+    assert 0 < profile["test"]["anomaly_rate"] < 1 and load_meta(d).has_anomaly is True
 
 
 @pytest.mark.parametrize("classes, match", [([11], "11"), (list(range(10)), "every class")])
@@ -124,7 +124,7 @@ def test_mnist(tmp_path: Path) -> None:
     assert profile["train"]["rows"] == 500 and profile["val"]["rows"] == 3000
     assert profile["test"]["rows"] == 10000 and sum(profile["test"]["class_balance"].values()) == 10000
     meta = load_meta(tmp_path / "prepared")
-    assert meta["image_shape"] == [1, 28, 28] and meta["unit_interval"] and meta["n_features"] == 784
+    assert meta.image_shape == [1, 28, 28] and meta.unit_interval and meta.n_features == 784
 
 
 def _idx(path: Path, magic: int, dims: tuple[int, ...], n_bytes: int | None = None) -> None:
@@ -188,8 +188,8 @@ def test_breastw_anomaly_column(tmp_path: Path) -> None:
     assert 0 < test.is_anomaly.mean() < 1 and profile["test"]["anomaly_rate"] == pytest.approx(test.is_anomaly.mean())
     assert np.allclose(train.x.mean(axis=0), 0, atol=1e-5) and np.allclose(train.x.std(axis=0), 1, atol=1e-3)
     meta = load_meta(d)
-    assert meta["scaling"] == "standard" and meta["feature_names"] == [f"f{i}" for i in range(9)]
-    assert meta["image_shape"] is None and meta["has_anomaly"] and not meta["unit_interval"]
+    assert meta.scaling == "standard" and meta.feature_names == [f"f{i}" for i in range(9)]
+    assert meta.image_shape is None and meta.has_anomaly and not meta.unit_interval
     assert train.labels is None and test.x.shape[1] == 9
 
 
@@ -206,7 +206,7 @@ def test_table_labels_and_parquet(tmp_path: Path) -> None:
     _table().to_parquet(path)
     profile = prepare(_cfg(tmp_path, source="table", path=str(path), label_column="y", normal_classes=[0]))
     meta = load_meta(tmp_path / "prepared")
-    assert meta["label_names"] == ["cat", "dog"] and meta["feature_names"] == ["a", "b", "c", "anom"]
+    assert meta.label_names == ["cat", "dog"] and meta.feature_names == ["a", "b", "c", "anom"]
     assert profile["train"]["class_balance"] == {"0": profile["train"]["rows"]}
     assert profile["test"]["class_balance"].keys() == {"0", "1"}
 
@@ -227,7 +227,7 @@ def test_constant_and_duplicate_columns_are_dropped_with_a_warning(tmp_path: Pat
     df.to_csv(path, index=False)
     profile = prepare(_cfg(tmp_path, source="table", path=str(path), label_column="y"))
     out = tmp_path / "prepared"
-    assert load_meta(out)["feature_names"] == ["a", "b", "c"]
+    assert load_meta(out).feature_names == ["a", "b", "c"]
     assert list(load_split(out, "train").x.shape[1:]) == [3]
     assert profile["dropped_columns"] == {"k": "constant", "c2": "duplicate of c", "a_copy": "duplicate of a"}
     assert load_scaler(out)["ignored_features"] == ["k", "c2", "a_copy"]

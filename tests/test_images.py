@@ -39,7 +39,7 @@ def test_class_subfolders_of_colour_images_resized_and_named(tmp_path: Path):
     (tmp_path / "imgs" / "good" / "notes.txt").write_text("not an image")  # skipped, with a warning
     prepare(_cfg(tmp_path / "imgs", normal_classes=["good"], image_size=[8, 6]))
     meta = load_meta(tmp_path / "prepared")
-    assert meta["image_shape"] == [3, 8, 6] and meta["n_features"] == 3 * 8 * 6
+    assert meta.image_shape == [3, 8, 6] and meta.n_features == 3 * 8 * 6
     test = load_split(tmp_path / "prepared", "test")
     assert test.is_anomaly.sum() > 0 and set(test.labels) <= {0, 1}  # 'scratch' (code 1) is the anomaly
 
@@ -51,7 +51,7 @@ def test_normal_and_abnormal_dirs_and_center_crop(tmp_path: Path):
     cfg = _cfg(tmp_path / "imgs", normal_classes=None, normal_dir="ok", abnormal_dir="bad",
                image_size=[16, 16], image_fit="center_crop")
     prepare(cfg)
-    assert load_meta(tmp_path / "prepared")["image_shape"] == [1, 16, 16]
+    assert load_meta(tmp_path / "prepared").image_shape == [1, 16, 16]
     assert load_split(tmp_path / "prepared", "train").is_anomaly.sum() == 0
 
 

@@ -12,6 +12,16 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 
 from aeops import variants
 from aeops.errors import ConfigError
+
+# `train.model`'s schema belongs to the models (aeops.models.config); re-exported here for the other sections
+from aeops.models.config import (  # noqa: E402, F401
+    VARIANTS,
+    Activation,
+    ConvConfig,
+    MLPConfig,
+    ModelConfig,
+    Variant,
+)
 from aeops.params_base import (  # noqa: F401  (FloatRange, IntRange, Choices: re-exported for aeops.tuning)
     Choices,
     FloatKnob,
@@ -23,10 +33,6 @@ from aeops.params_base import (  # noqa: F401  (FloatRange, IntRange, Choices: r
     float_range,
     int_range,
 )
-
-VARIANTS = variants.freeze()  # the variant registry: names, train.model sections and tune.space knobs
-Variant = Literal[variants.names()]  # type: ignore[valid-type]
-Activation = Literal["relu", "leaky_relu", "gelu", "elu", "tanh", "sigmoid", "silu"]
 
 
 # ---------------------------------------------------------------- prepare
@@ -89,62 +95,6 @@ class PrepareConfig(Strict):
 
 
 # ---------------------------------------------------------------- train
-class MLPConfig(Strict):
-    hidden: list[int] = Field(default_factory=lambda: [128, 64])
-    activation: Activation = "relu"
-    batch_norm: bool = False
-    dropout: float = Field(0.0, ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _widths(self) -> MLPConfig:
-        if any(w <= 0 for w in self.hidden):
-            raise ValueError(f"hidden widths must be positive, got {self.hidden}")
-        return self
-
-
-class ConvConfig(Strict):
-    channels: list[int] = Field(default_factory=lambda: [16, 32], min_length=1)
-    kernel_size: int = Field(3, ge=1, le=11)
-    activation: Activation = "relu"
-    batch_norm: bool = False
-
-    @model_validator(mode="after")
-    def _odd(self) -> ConvConfig:
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
-        if any(c <= 0 for c in self.channels):
-            raise ValueError(f"channels must be positive, got {self.channels}")
-        return self
-
-
-class _ModelBase(Strict):
-    """`train.model` without the variants' sections (ModelConfig adds one per registered variant)."""
-
-    variant: Variant = "vanilla"
-    architecture: Literal["mlp", "conv"] = "mlp"
-    latent_dim: int = Field(8, ge=1)
-    output_activation: Literal["auto", "identity", "sigmoid"] = "auto"
-    mlp: MLPConfig = Field(default_factory=MLPConfig)
-    conv: ConvConfig = Field(default_factory=ConvConfig)
-
-    @model_validator(mode="after")
-    def _batch_norm(self) -> _ModelBase:
-        bn = self.mlp.batch_norm if self.architecture == "mlp" else self.conv.batch_norm
-        conflict = variants.get(self.variant).batch_norm_conflict
-        if conflict and bn:
-            raise ValueError(f"variant '{self.variant}' {conflict}: set batch_norm: false")
-        return self
-
-
-# `train.model`: the architecture params plus one section per registered variant that has params.
-ModelConfig = create_model(
-    "ModelConfig",
-    __base__=_ModelBase,
-    __module__=__name__,
-    **{v.name: (v.config, Field(default_factory=v.config)) for v in VARIANTS if v.config is not None},
-)
-
-
 class TrainConfig(Strict):
     seed: int = 42
     max_epochs: int = Field(60, ge=1)

@@ -234,7 +234,7 @@ def log_dataset(data_dir: str | Path, prepare: Mapping[str, Any], data_hash: str
     meta = load_meta(data_dir)
     train = load_split(data_dir, "train", lazy=True)
     df = pd.DataFrame(train.x[:SCHEMA_ROWS] if isinstance(train.x, PixelRows) else train.x,
-                      columns=[str(c) for c in meta["feature_names"]])
+                      columns=[str(c) for c in meta.feature_names])
     own_data = prepare.get("source") in ("table", "image_folder")
     source = str(prepare.get("path")) if own_data else f"aeops builtin: {prepare.get('source')}"
     with warnings.catch_warnings():  # MLflow guesses among source types ("interpreted in multiple ways"): moot here

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,9 +59,57 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: not valid JSON ({err}); {HINT}") from None
 
 
-def load_meta(data_dir: str | Path) -> dict[str, Any]:
-    """meta.json: source, feature_names, image_shape, has_labels, has_anomaly, scaling, value_range ..."""
-    return _read_json(Path(data_dir) / "meta.json")
+@dataclass(frozen=True)
+class Meta:
+    """meta.json, typed: what prepare made of the source."""
+
+    source: str
+    feature_names: list[str]
+    image_shape: list[int] | None  # (channels, height, width) for images
+    n_features: int
+    has_labels: bool
+    has_anomaly: bool
+    scaling: str
+    value_range: list[float]  # [min, max] of the scaled training values
+    unit_interval: bool  # scaled training values lie in [0, 1]
+    label_names: list[Any] | None = None
+    normal_classes: list[Any] | None = None
+    pixel_max: float | None = None  # images: the raw value of a white pixel (None: prepared by an older aeops)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, path: Path) -> Meta:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        try:
+            return cls(**known)
+        except TypeError as err:
+            raise DataError(f"{path}: {str(err).split('__init__() ')[-1]}; {HINT}") from None
+
+
+def load_meta(data_dir: str | Path) -> Meta:
+    """meta.json: source, feature names, image shape, labels, scaling, value range …"""
+    path = Path(data_dir) / "meta.json"
+    return Meta.from_dict(_read_json(path), path=path)
+
+
+class PreparedData:
+    """The prepare stage's folder, read once: meta.json, scaler.json and the content hash (each on first use)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @cached_property
+    def meta(self) -> Meta:
+        return load_meta(self.path)
+
+    @cached_property
+    def scaler(self) -> dict[str, Any]:
+        return load_scaler(self.path)
+
+    @cached_property
+    def hash(self) -> str:
+        from aeops.io import hash_dir
+
+        return hash_dir(self.path)
 
 
 def load_scaler(data_dir: str | Path) -> dict[str, Any]:
@@ -144,14 +193,14 @@ def load_split(data_dir: str | Path, name: Literal["train", "val", "test", "val_
     if not path.is_file():
         raise DataError(f"{path}: not found; {HINT}")
     meta = load_meta(data_dir)
-    features = list(meta["feature_names"])
+    features = list(meta.feature_names)
     present = set(pq.read_schema(path).names)
     pixel_file = data_dir / f"{name}.npy"
     if pixel_file.is_file():
         rows = PixelRows(pixel_file, load_scaler(data_dir))
-        if list(rows.image_shape) != list(meta["image_shape"] or []):
+        if list(rows.image_shape) != list(meta.image_shape or []):
             raise DataError(f"{pixel_file}: images of shape {list(rows.image_shape)}, meta.json says "
-                            f"{meta['image_shape']}; {HINT}")
+                            f"{meta.image_shape}; {HINT}")
         x: Any = rows if lazy else np.asarray(rows)
         features = []
     else:

@@ -14,10 +14,9 @@ from aeops.data.prepared import (
     MAX_EVAL_VALUES,
     SPLITS,
     VAL_ANOMALIES,
+    PreparedData,
     Split,
     has_split,
-    load_meta,
-    load_scaler,
     sample_split,
 )
 from aeops.data.synthetic import synthetic_anomalies
@@ -31,7 +30,7 @@ from aeops.evaluation.results import (  # noqa: F401 (methods and headline_metri
     methods,
     report_path,
 )
-from aeops.io import atomic_path, hash_dir, write_json
+from aeops.io import atomic_path, write_json
 from aeops.models.ensemble import reconstruct_members
 from aeops.scoring.bundle import ModelBundle
 from aeops.scoring.fit import FittedRule, RuleSettings, fit_rule, residual_rule
@@ -126,22 +125,22 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     Returns the metrics file's content: one entry per method plus `warnings`. The file holds
     reproducible numbers only (no run ids): the same params and data give the same bytes.
     """
-    bundle = ModelBundle.from_training(cfg.model_dir, scaler=load_scaler(cfg.data_dir))
+    data = PreparedData(cfg.data_dir)
+    bundle = ModelBundle.from_training(cfg.model_dir, scaler=data.scaler)
     require_run(bundle.run_id, mlflow_cfg, source=f"{cfg.model_dir}/run.json")  # before anything is written
-    data_hash = hash_dir(cfg.data_dir)
-    if bundle.data_hash != data_hash:
+    if bundle.data_hash != data.hash:
         raise DataError(
             f"{cfg.model_dir}: the model was trained on other data than {cfg.data_dir} (hash "
-            f"{bundle.data_hash[:12]} vs {data_hash[:12]}); run `dvc repro train` first"
+            f"{bundle.data_hash[:12]} vs {data.hash[:12]}); run `dvc repro train` first"
         )
     model = bundle.network()
-    meta = load_meta(cfg.data_dir)
+    meta = data.meta
     (train, n_train), (val, n_val), (test, n_test) = (sample_split(cfg.data_dir, s, cfg.seed, max_rows=cfg.max_rows)
                                                       for s in SPLITS)
     val_x = _normal_rows(val)
-    lo, hi = meta["value_range"]
+    lo, hi = meta.value_range
     data_range = float(hi - lo) or 1.0
-    if cfg.score_smoothing > 0 and not meta["image_shape"]:
+    if cfg.score_smoothing > 0 and not meta.image_shape:
         raise ConfigError(
             f"params.yaml: evaluate.score_smoothing = {cfg.score_smoothing} needs image data "
             "(prepare.source digits, mnist or fashion_mnist); use 0 for tables"
@@ -151,7 +150,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     test_codes, test_recon = encode_decode(model, test.x)
     val_members, test_members = member_recons(model, val_x), member_recons(model, test.x)
     quantized = quantize_codes(test_codes, train_codes.min(0), train_codes.max(0), QUANT_BITS)
-    image_shape = meta["image_shape"]
+    image_shape = meta.image_shape
     fitted = fit_model_rule(cfg, model, image_shape=image_shape, train_x=train.x, val_x=val_x, val_recon=val_members)
     coded = Coded(
         train_codes=train_codes, test_codes=test_codes, test_recon=test_recon,
@@ -175,7 +174,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
                          "score_choice": fitted.choice}
     results["pca"] |= {"score_neighbors": 0, "score_knn_weight": 0.0, "score_choice": "residual"}  # PCA: the plain residual
     scores = {"model": coded.test_scores, **baseline_scores}
-    warnings = evaluation_warnings(bundle.latent_dim, int(meta["n_features"]), test.is_anomaly)
+    warnings = evaluation_warnings(bundle.latent_dim, int(meta.n_features), test.is_anomaly)
     warnings += sampled_warnings({"train": (len(train), n_train), "val": (len(val), n_val), "test": (len(test), n_test)},
                                  cfg.max_rows)
     if results["model"]["threshold"] != fitted.rule.threshold:  # one percentile of the same scores
@@ -190,17 +189,17 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
         )
     prior = None  # image models: what `aeops compress` codes with (prepare records the white pixel's raw value)
     if image_shape:
-        if "pixel_max" not in meta:
+        if meta.pixel_max is None:
             raise DataError(f"{cfg.data_dir}/meta.json: has no pixel_max (prepared by an older aeops); "
                             "run `dvc repro prepare` first")
-        prior = build_prior(model, train_codes, bundle.scaler, meta["pixel_max"])
+        prior = build_prior(model, train_codes, bundle.scaler, meta.pixel_max)
     # what register registers and serving scores with
     bundle.with_scoring(fitted, train_x=train.x, latent_prior=prior).save(cfg.bundle_dir)
     record = {**results, "warnings": warnings}
     write_json(cfg.metrics_file, record)
     _log(bundle.run_id, cfg, mlflow_cfg, results, warnings)
     _report(bundle.run_id, cfg, mlflow_cfg, results, warnings, test=test, recon=test_recon, codes=test_codes,
-            scores=coded.test_scores, image_shape=image_shape, feature_names=list(meta["feature_names"]))
+            scores=coded.test_scores, image_shape=image_shape, feature_names=list(meta.feature_names))
     return record
 
 

@@ -1,14 +1,11 @@
-"""Autoencoder models: pure `nn.Module`s (networks, variants) apart from their Lightning wrapper."""
+"""Autoencoder models: pure `nn.Module`s (networks, variants) apart from their Lightning wrapper.
 
-from aeops.models.autoencoder import (
-    AEOutput,
-    Autoencoder,
-    ContractiveAutoencoder,
-    DenoisingAutoencoder,
-    SparseAutoencoder,
-    VariationalAutoencoder,
-)
-from aeops.models.factory import build_autoencoder
+Names are resolved lazily, so `aeops.models.config` (the schema `aeops.config` uses) imports without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "AEOutput",
@@ -19,3 +16,15 @@ __all__ = [
     "VariationalAutoencoder",
     "build_autoencoder",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "build_autoencoder":
+        from aeops.models.factory import build_autoencoder
+
+        return build_autoencoder
+    if name in __all__:
+        from aeops.models import autoencoder
+
+        return getattr(autoencoder, name)
+    raise AttributeError(f"module 'aeops.models' has no attribute {name!r}")

@@ -1,13 +1,13 @@
-"""Build an autoencoder from the validated `train.model` params."""
+"""Build an autoencoder from a model config (`aeops.models.config.ModelConfig`, or its dict)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from aeops import variants
-from aeops.config import ModelConfig
 from aeops.errors import ConfigError
 from aeops.models.autoencoder import Autoencoder
+from aeops.models.config import ModelConfig
 from aeops.models.ensemble import AutoencoderEnsemble
 from aeops.models.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
@@ -39,10 +39,7 @@ def build_autoencoder(
     code_width = spec.code_width(cfg.latent_dim)
     if cfg.architecture == "conv":
         if image_shape is None:
-            raise ConfigError(
-                "params.yaml: train.model.architecture = 'conv' needs image data "
-                "(prepare.source digits, mnist or fashion_mnist); use 'mlp' for tables"
-            )
+            raise ConfigError("architecture 'conv' needs image data (an image shape); use 'mlp' for tables")
         c = cfg.conv
         encoder = ConvEncoder(image_shape, c.channels, code_width, c.kernel_size, c.activation, c.batch_norm)
         decoder = ConvDecoder(

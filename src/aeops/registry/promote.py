@@ -45,7 +45,7 @@ def score_version(name: str, version: str, data_dir: str, metric: str) -> float:
         mse = float(out["reconstruction_error"].mean())  # equal row widths: the mean of row MSEs is the MSE
         if metric == "recon_mse":
             return mse
-        lo, hi = load_meta(data_dir)["value_range"]
+        lo, hi = load_meta(data_dir).value_range
         value = metrics.psnr(mse, float(hi - lo) or 1.0)
         return math.inf if value is None else value
     if not metrics.has_two_classes(split.is_anomaly):

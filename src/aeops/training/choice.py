@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from aeops.config import TrainConfig
-from aeops.data.prepared import load_meta
+from aeops.data.prepared import PreparedData
 from aeops.errors import ConfigError
-from aeops.io import hash_dir, read_json
+from aeops.io import read_json
 
 
 @dataclass
@@ -25,7 +25,7 @@ class ModelChoice:
         return f"tune:{self.tuned['study']}#{self.tuned['trial']}" if self.tuned else "train.model"
 
 
-def apply_tuned(cfg: TrainConfig, tune_enabled: bool) -> ModelChoice:
+def apply_tuned(cfg: TrainConfig, tune_enabled: bool, *, data: PreparedData | None = None) -> ModelChoice:
     """Overlay `best_params.json` on the train params only while tuning is on and it fits the current data.
 
     Otherwise the fixed `train.model` (and lr, weight_decay, batch_size) is used and the reason says why:
@@ -45,7 +45,8 @@ def apply_tuned(cfg: TrainConfig, tune_enabled: bool) -> ModelChoice:
         raise ConfigError(f"{path}: not a valid tune result ({type(err).__name__}); rerun `dvc repro tune`") from None
     if not tuned.get("enabled"):
         return ModelChoice(cfg, None, f"{path} is from a run with tune disabled; run `dvc repro tune`")
-    data_hash, n_features = hash_dir(cfg.data_dir), load_meta(cfg.data_dir)["n_features"]
+    data = data or PreparedData(cfg.data_dir)
+    data_hash, n_features = data.hash, data.meta.n_features
     if tuned.get("data_hash") != data_hash or tuned.get("n_features") != n_features:
         return ModelChoice(
             cfg, None,

@@ -124,7 +124,7 @@ def log_training_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: di
         history = loss_curves(client, run_id)
         errors = ((recon.reshape(len(x), -1) - test.x.reshape(len(x), -1)) ** 2).mean(1)
         with tempfile.TemporaryDirectory() as tmp:
-            shape = tuple(meta["image_shape"]) if meta["image_shape"] else None
+            shape = tuple(meta.image_shape) if meta.image_shape else None
             for path in (
                 figures.plot_loss_curves(Path(tmp) / "loss_curves.png", history),
                 figures.plot_reconstructions(Path(tmp) / "reconstructions.png", test.x, recon, shape, errors),

@@ -14,9 +14,9 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProg
 from lightning.pytorch.utilities import rank_zero_only
 
 from aeops.config import MlflowConfig, TrainConfig
-from aeops.data.prepared import load_meta
+from aeops.data.prepared import PreparedData
 from aeops.errors import ConfigError, TrainingDiverged
-from aeops.io import hash_dir, write_json
+from aeops.io import write_json
 from aeops.models.lightning import LitAutoencoder
 from aeops.tracking import git_commit, mask_url, tracking_uri
 from aeops.training.choice import apply_tuned
@@ -94,7 +94,8 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
     `tune_enabled` is `tune.enabled` (the CLI passes it): only then may tuned params replace `train.model`.
     """
     check_accelerator(cfg.accelerator, "train.accelerator")
-    choice = apply_tuned(cfg, tune_enabled)
+    data = PreparedData(cfg.data_dir)
+    choice = apply_tuned(cfg, tune_enabled, data=data)
     cfg = choice.cfg
     set_threads(cfg.num_threads, processes=local_processes(cfg))
     if rank_zero_only.rank == 0:
@@ -103,18 +104,21 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
         print(f"train: {m.variant}/{m.architecture} z{m.latent_dim}{members}, model config from {choice.source} "
               f"({choice.reason})", file=sys.stderr, flush=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    meta = load_meta(cfg.data_dir)
+    meta = data.meta
+    if cfg.model.architecture == "conv" and not meta.image_shape:
+        raise ConfigError("params.yaml: train.model.architecture = 'conv' needs image data "
+                          "(prepare.source digits, mnist, fashion_mnist or image_folder); use 'mlp' for tables")
     out_dir = Path(cfg.output_dir)
     ckpt_dir = out_dir / "checkpoints"
-    data_hash = hash_dir(cfg.data_dir)
+    data_hash = data.hash
     key = fingerprint(cfg, data_hash)
     resume_from, run_id = resume_point(ckpt_dir, key)
     logger = training_logger(cfg, mlflow_cfg, choice, run_id)
     lit = LitAutoencoder(
         model_cfg=cfg.model.model_dump(),
-        n_features=meta["n_features"],
-        image_shape=meta["image_shape"],
-        unit_interval=meta["unit_interval"],
+        n_features=meta.n_features,
+        image_shape=meta.image_shape,
+        unit_interval=meta.unit_interval,
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         members=cfg.ensemble,

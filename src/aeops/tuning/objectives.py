@@ -33,7 +33,7 @@ def resolve_objective(objective: str, data_dir: str) -> str:
         return objective
     if has_split(data_dir, VAL_ANOMALIES):
         return "val_auroc"
-    return "val_recon_loss" if load_meta(data_dir)["image_shape"] else "val_synthetic_auroc"
+    return "val_recon_loss" if load_meta(data_dir).image_shape else "val_synthetic_auroc"
 
 
 class DetectionAUROC(L.Callback):

@@ -78,21 +78,23 @@ def counted(study: optuna.Study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING and t.number not in skip)
 
 
-def fingerprint(cfg: TuneConfig) -> str:
-    """What makes earlier trials comparable: search space, sampler, pruner, objective, budget, data."""
+def fingerprint(cfg: TuneConfig, *, data_hash: str | None = None) -> str:
+    """What makes earlier trials comparable: search space, sampler, pruner, objective, budget, data
+    (`data_hash`: the prepared data's hash where the caller has it, else computed)."""
     from aeops.io import hash_dir
 
     keep = cfg.model_dump(include={"space", "sampler", "pruner", "pruner_startup_trials", "pruner_warmup_epochs",
                                    "objective", "seed", "max_epochs", "patience", "max_train_rows", "min_epoch_rows"})
-    return hashlib.sha256(json.dumps([keep, hash_dir(cfg.data_dir)], sort_keys=True).encode()).hexdigest()
+    data_hash = data_hash or hash_dir(cfg.data_dir)
+    return hashlib.sha256(json.dumps([keep, data_hash], sort_keys=True).encode()).hexdigest()
 
 
-def open_study(cfg: TuneConfig) -> optuna.Study:
+def open_study(cfg: TuneConfig, *, data_hash: str | None = None) -> optuna.Study:
     """Load the study; an embedded study run with other params or data starts afresh.
 
     A shared (database) study with other params is refused: a new `tune.study_name` is needed.
     """
-    key = fingerprint(cfg)
+    key = fingerprint(cfg, data_hash=data_hash)
     study = load_study(cfg)
     old = study.user_attrs.get("fingerprint")
     if study.get_trials(deepcopy=False) and old != key:

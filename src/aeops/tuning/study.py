@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from aeops.config import MlflowConfig, TuneConfig
+from aeops.data.prepared import PreparedData
 from aeops.errors import AeopsError
 from aeops.io import write_json
 from aeops.tracking import flatten, mask_url, setup_experiment, tracking_uri
@@ -34,7 +35,8 @@ def tune(cfg: TuneConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
 
     check_accelerator(cfg.accelerator, "tune.accelerator")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(cfg)
+    data = PreparedData(cfg.data_dir)  # its hash is taken once: the study's fingerprint and best_params.json
+    study = open_study(cfg, data_hash=data.hash)
     if storage_url(cfg) is None:  # embedded journal: nobody else can be running its trials
         recover_interrupted(study)
     study.set_user_attr("started_at", time.time())  # tune.timeout counts from this run's start
@@ -49,7 +51,7 @@ def tune(cfg: TuneConfig, mlflow_cfg: MlflowConfig) -> dict[str, Any]:
         client.log_batch(parent, params=[mlflow.entities.Param(k, v) for k, v in flatten(_loggable(cfg), "tune.").items()])
     try:
         run_workers(cfg, mlflow_cfg, parent, study)
-        return _summarise(study, cfg, client, parent)
+        return _summarise(study, cfg, client, parent, data=data)
     except BaseException as err:  # the parent run must not stay RUNNING forever
         client.set_terminated(parent, "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED")
         raise
@@ -62,7 +64,7 @@ def _loggable(cfg: TuneConfig) -> dict[str, Any]:
     return data
 
 
-def _summarise(study: optuna.Study, cfg: TuneConfig, client: Any, parent: str) -> dict[str, Any]:
+def _summarise(study: optuna.Study, cfg: TuneConfig, client: Any, parent: str, *, data: PreparedData) -> dict[str, Any]:
     from aeops.tuning.plots import write_study_plots
 
     skip = interrupted(study)
@@ -73,19 +75,17 @@ def _summarise(study: optuna.Study, cfg: TuneConfig, client: Any, parent: str) -
         reasons = {t.user_attrs.get("fail_reason") for t in trials if t.state == TrialState.FAIL}
         raise AeopsError(f"tune: no trial completed ({states}); failures: {sorted(r for r in reasons if r)[:3]}")
     best = study.best_trial
-    from aeops.data.prepared import load_meta
-    from aeops.io import hash_dir
     from aeops.tuning.objectives import resolve_objective
     from aeops.tuning.space import sample_train_overrides
 
-    n_features = load_meta(cfg.data_dir)["n_features"]
+    n_features = data.meta.n_features
     overrides = sample_train_overrides(optuna.trial.FixedTrial(best.params), cfg.space, n_features)
     result = {
         "enabled": True,
         # provenance: train uses these params only for the data (and feature count) they were searched on
-        "data_hash": hash_dir(cfg.data_dir),
+        "data_hash": data.hash,
         "n_features": n_features,
-        "fingerprint": fingerprint(cfg),
+        "fingerprint": fingerprint(cfg, data_hash=data.hash),
         "study": cfg.study_name,
         "objective": resolve_objective(cfg.objective, cfg.data_dir),
         "value": best.value,
