@@ -78,7 +78,7 @@ bench: setup ## run the benchmarks (benchmarks/results/*.json + SUMMARY.md; ~2.7
 promote: setup ## move alias production to the challenger if not worse (ARGS="--force", "--rollback", "--version N")
 	aeops promote $(ARGS)
 
-serve: setup ## serve models:/<register.model_name>@production on 127.0.0.1 (port: register.serve_port or AEOPS_SERVE_PORT)
+serve: setup ## serve models:/<register.model_name>@production on 127.0.0.1 (port: serve.port or AEOPS_SERVE_PORT)
 	aeops serve $(ARGS)
 
 # One server process (MLflow's default is 4): a local UI has one user, and it starts in half the time.

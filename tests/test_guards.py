@@ -209,6 +209,15 @@ def test_aeops_cap_caps_sizes_and_rejects_nonsense(monkeypatch):
         parse_section("train", {})
 
 
+def _meta(path: Path, **fields: object) -> None:
+    """A meta.json as prepare writes it, for one table feature `a` unless `fields` say otherwise."""
+    import json
+
+    meta = {"source": "table", "feature_names": ["a"], "image_shape": None, "n_features": 1, "has_labels": False,
+            "has_anomaly": False, "scaling": "standard", "value_range": [0.0, 1.0], "unit_interval": True}
+    (path / "meta.json").write_text(json.dumps(meta | fields))
+
+
 def test_synthetic_anomalies_keep_the_marginals_and_break_rows(tmp_path: Path):
     from aeops.tuning.objectives import objective_callbacks, synthetic_anomalies
 
@@ -219,7 +228,7 @@ def test_synthetic_anomalies_keep_the_marginals_and_break_rows(tmp_path: Path):
     for j in range(4):
         assert set(fake[:, j]) <= set(x[:, j])  # values come from the same column
     np.testing.assert_array_equal(fake, synthetic_anomalies(x, seed=0))  # seeded
-    (tmp_path / "meta.json").write_text('{"feature_names": ["a"]}')
+    _meta(tmp_path)
     pd.DataFrame({"a": [0.0, 1.0]}).to_parquet(tmp_path / "val.parquet")
     with pytest.raises(ConfigError, match="tune.objective = 'val_auroc' needs labelled anomalies"):
         objective_callbacks("val_auroc", str(tmp_path), 0)
@@ -230,10 +239,10 @@ def test_auto_objective_follows_the_labels_and_the_data_kind(tmp_path: Path):
     """Labels: val_auroc. None: val_synthetic_auroc for a table (measured best), val_recon_loss for images."""
     from aeops.tuning.objectives import resolve_objective
 
-    (tmp_path / "meta.json").write_text('{"feature_names": ["a"], "image_shape": null}')
+    _meta(tmp_path)
     assert resolve_objective("auto", str(tmp_path)) == "val_synthetic_auroc"
     assert resolve_objective("val_recon_loss", str(tmp_path)) == "val_recon_loss"  # an explicit choice stands
-    (tmp_path / "meta.json").write_text('{"feature_names": ["a"], "image_shape": [1, 1, 1]}')
+    _meta(tmp_path, image_shape=[1, 1, 1])
     assert resolve_objective("auto", str(tmp_path)) == "val_recon_loss"
     pd.DataFrame({"a": [5.0]}).to_parquet(tmp_path / "val_anomalies.parquet")
     assert resolve_objective("auto", str(tmp_path)) == "val_auroc"

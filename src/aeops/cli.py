@@ -113,12 +113,12 @@ def _serve(params: dict, args: argparse.Namespace) -> None:
     """MLflow's scoring app behind aeops's request bounds, under uvicorn (aeops.serving.server)."""
     from aeops.serving.server import serve
 
-    cfg = _section(params, "register")
-    port = _serve_port(args.port, os.environ.get("AEOPS_SERVE_PORT"), cfg.serve_port)
-    uri = args.model or ModelRef.default(cfg.model_name).uri
+    cfg = _section(params, "serve")
+    port = _serve_port(args.port, os.environ.get("AEOPS_SERVE_PORT"), cfg.port)
+    uri = args.model or cfg.model or ModelRef.default(_section(params, "register").model_name).uri
     tracking = _tracking(params)
     _require_model(uri, tracking, params)
-    serve(uri, tracking_uri=tracking, host=args.host, port=port, workers=args.workers)
+    serve(uri, tracking_uri=tracking, host=args.host or cfg.host, port=port, workers=args.workers or cfg.workers)
 
 
 def _tracking(params: dict) -> str:
@@ -135,7 +135,7 @@ def _require_model(model_uri: str, tracking: str, params: dict) -> None:
 
 
 def _serve_port(flag: int | None, env: str | None, default: int) -> int:
-    """--port, else AEOPS_SERVE_PORT, else register.serve_port; each must be a port number 1–65535."""
+    """--port, else AEOPS_SERVE_PORT, else serve.port; each must be a port number 1–65535."""
     for value, where in ((flag, "--port"), (env, "AEOPS_SERVE_PORT")):
         if value is None or value == "":
             continue
@@ -336,9 +336,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "monitor":
             p.add_argument("input", nargs="?", help="CSV or Parquet batch in raw units (default: monitor.path)")
         if name == "serve":
-            p.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
-            p.add_argument("--workers", type=_positive, default=1, help="server processes (default 1)")
-            p.add_argument("--port", type=_port, help="port (default: AEOPS_SERVE_PORT, else register.serve_port)")
+            p.add_argument("--host", help="interface (default: serve.host, 127.0.0.1)")
+            p.add_argument("--workers", type=_positive, help="server processes (default: serve.workers, 1)")
+            p.add_argument("--port", type=_port, help="port (default: AEOPS_SERVE_PORT, else serve.port)")
         if name == "score":
             p.add_argument("input", help="CSV or Parquet file with the model's feature columns")
             p.add_argument("output", help="Parquet file to write")

@@ -239,7 +239,6 @@ PROMOTION_METRICS = {"auroc": True, "auprc": True, "f1": True, "psnr": True, "re
 class RegisterConfig(Strict):
     model_name: str = Field("aeops-autoencoder", min_length=1)
     promotion_metric: Literal["auroc", "auprc", "f1", "psnr", "recon_mse"] = "auroc"
-    serve_port: int = Field(5001, ge=1, le=65535)  # AEOPS_SERVE_PORT wins
     data_dir: str = "data/prepared"
     bundle_dir: str = "bundle"
     metrics_file: str = "metrics/evaluate.json"
@@ -248,6 +247,15 @@ class RegisterConfig(Strict):
     @property
     def higher_is_better(self) -> bool:
         return PROMOTION_METRICS[self.promotion_metric]
+
+
+class ServeConfig(Strict):
+    """`aeops serve` / `make serve`; each key yields to its command-line flag (the port also to AEOPS_SERVE_PORT)."""
+
+    model: str | None = None  # model URI; null = models:/<register.model_name>@production
+    host: str = Field("127.0.0.1", min_length=1)  # the interface; 0.0.0.0 exposes the server to the network
+    port: int = Field(5001, ge=1, le=65535)
+    workers: int = Field(1, ge=1)  # server processes
 
 
 # ---------------------------------------------------------------- monitor
@@ -273,6 +281,7 @@ SECTIONS: dict[str, type[Strict]] = {
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
     "register": RegisterConfig,
+    "serve": ServeConfig,
     "monitor": MonitorConfig,
     "mlflow": MlflowConfig,
 }
