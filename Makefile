@@ -66,7 +66,7 @@ lint: setup ## ruff (src, tests, benchmarks, pipelines) and mypy (src); config i
 	$(VENV)/bin/mypy src/aeops
 
 test: setup lint ## run every test (the README journeys, DDP and PostgreSQL included; ≤ 10 min on 2 cores)
-	$(THREADS) $(PY) -m pytest $(XDIST) --durations=15
+	$(THREADS) $(PY) -m pytest $(XDIST) --durations=40
 
 test-fast: setup lint ## the inner loop: every test not marked slow
 	$(THREADS) $(PY) -m pytest $(XDIST) -m "not slow"

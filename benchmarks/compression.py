@@ -158,7 +158,7 @@ def aeops_points(bundle: Path, test: np.ndarray, work: Path, latent: int) -> lis
     for error in ERRORS:
         target = work / f"l{latent}_e{error}.aez"
         t0 = time.perf_counter()
-        r = compress_folder(codec, folder, target, error, progress=False)
+        r = compress_folder(codec, folder, out_file=target, error=error, progress=False)
         enc = time.perf_counter() - t0
         t0 = time.perf_counter()
         decompress_file(codec, target, work / f"l{latent}_e{error}")

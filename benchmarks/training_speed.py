@@ -54,7 +54,7 @@ def loader(x: torch.Tensor, batch: int) -> DataLoader:
 
 def lit_module(cfg: dict, shape: tuple[int, int, int]) -> LitAutoencoder:
     d = shape[0] * shape[1] * shape[2]
-    return LitAutoencoder(ModelConfig.model_validate(cfg).model_dump(), d, list(shape), True, 1e-3)
+    return LitAutoencoder(ModelConfig.model_validate(cfg).model_dump(), d, image_shape=list(shape), unit_interval=True, lr=1e-3)
 
 
 def sync(device: str) -> None:

@@ -139,21 +139,21 @@ def test_knn_accuracy_ignores_unseen_classes():
     train_y = np.array([0, 0, 0, 1, 1, 1])
     test = np.array([[0.05, 0.05], [10.05, 10.05], [0.0, 0.0], [10.0, 10.0]])
     test_y = np.array([0, 1, 7, 7])  # class 7 never trained on: ignored, not counted wrong
-    m = embedding_metrics(train, train_y, test, test, test_y, 3, 100, 0)
+    m = embedding_metrics(train, train_y, test_x=test, test_codes=test, test_labels=test_y, n_neighbors=3, max_rows=100, seed=0)
     assert m["knn_accuracy"] == 1.0
-    m = embedding_metrics(train, train_y, test, test, np.array([7, 7, 7, 7]), 3, 100, 0)
+    m = embedding_metrics(train, train_y, test_x=test, test_codes=test, test_labels=np.array([7, 7, 7, 7]), n_neighbors=3, max_rows=100, seed=0)
     assert m["knn_accuracy"] is None
 
 
 def test_trustworthiness_identity_and_no_labels():
     x = np.random.default_rng(2).normal(size=(300, 5))
-    m = embedding_metrics(x, None, x, x, None, n_neighbors=5, max_rows=100, seed=0)
+    m = embedding_metrics(x, None, test_x=x, test_codes=x, test_labels=None, n_neighbors=5, max_rows=100, seed=0)
     assert m["knn_accuracy"] is None
     assert m["trustworthiness"] == pytest.approx(1.0)
     # tiny test set: n_neighbors is clamped below n/2 instead of raising
-    small = embedding_metrics(x, None, x[:10], x[:10, :2], None, 50, 2000, 0)
+    small = embedding_metrics(x, None, test_x=x[:10], test_codes=x[:10, :2], test_labels=None, n_neighbors=50, max_rows=2000, seed=0)
     assert 0.0 <= small["trustworthiness"] <= 1.0
-    assert embedding_metrics(x, None, x[:2], x[:2], None, 5, 100, 0)["trustworthiness"] is None
+    assert embedding_metrics(x, None, test_x=x[:2], test_codes=x[:2], test_labels=None, n_neighbors=5, max_rows=100, seed=0)["trustworthiness"] is None
 
 
 # ---------------------------------------------------------------- baselines
@@ -248,19 +248,19 @@ def test_curve_csvs_and_pngs(tmp_path):
 def test_image_table_latent_and_loss_plots(tmp_path):
     rng = np.random.default_rng(4)
     imgs = rng.random((10, 1, 8, 8))
-    assert _nonempty_png(figures.plot_reconstructions(tmp_path / "img.png", imgs, imgs, (1, 8, 8)))
+    assert _nonempty_png(figures.plot_reconstructions(tmp_path / "img.png", imgs, recon=imgs, image_shape=(1, 8, 8)))
     rgb = rng.random((3, 3, 4, 4))
-    rgb_png = figures.plot_reconstructions(tmp_path / "rgb.png", rgb, rgb, (3, 4, 4), n=3)
+    rgb_png = figures.plot_reconstructions(tmp_path / "rgb.png", rgb, recon=rgb, image_shape=(3, 4, 4), n=3)
     assert _nonempty_png(rgb_png)
     table = rng.normal(size=(20, 6))
-    assert _nonempty_png(figures.plot_reconstructions(tmp_path / "tab.png", table, table, None))
+    assert _nonempty_png(figures.plot_reconstructions(tmp_path / "tab.png", table, recon=table, image_shape=None))
     labels = rng.integers(0, 5, 200)
     for d in (1, 2, 6):
         codes = rng.normal(size=(200, d))
-        assert _nonempty_png(figures.plot_latent_2d(tmp_path / f"z{d}.png", codes, labels, 0))
-    assert _nonempty_png(figures.plot_latent_2d(tmp_path / "nolab.png", codes, None, 0))
+        assert _nonempty_png(figures.plot_latent_2d(tmp_path / f"z{d}.png", codes, labels=labels, seed=0))
+    assert _nonempty_png(figures.plot_latent_2d(tmp_path / "nolab.png", codes, labels=None, seed=0))
     many = rng.integers(0, 50, 200)
-    assert _nonempty_png(figures.plot_latent_2d(tmp_path / "many.png", codes, many, 0))
+    assert _nonempty_png(figures.plot_latent_2d(tmp_path / "many.png", codes, labels=many, seed=0))
     hist = {"train/loss": [1.0, 0.5, 0.3], "val/loss": [1.1, 0.6, 0.4]}
     assert _nonempty_png(figures.plot_loss_curves(tmp_path / "loss.png", hist))
 

@@ -25,7 +25,7 @@ VARIANTS = variants.names()  # every registered variant
 
 def small_mlp(d=6, latent=3):
     torch.manual_seed(0)
-    return MLPEncoder(d, [5, 4], latent, "tanh"), MLPDecoder(latent, [5, 4], d, "tanh")
+    return MLPEncoder(d, [5, 4], out_features=latent, activation="tanh"), MLPDecoder(latent, [5, 4], out_features=d, activation="tanh")
 
 
 def test_contractive_penalty_matches_autograd_jacobian_of_whole_encoder():
@@ -60,7 +60,7 @@ def test_random_projection_estimate_is_unbiased_and_trains_the_encoder():
 def test_contractive_random_projection_from_params_on_conv():
     cfg = {"variant": "contractive", "architecture": "conv", "latent_dim": 3,
            "contractive": {"estimator": "random_projection", "projections": 2}}
-    model = build_autoencoder(cfg, 64, (1, 8, 8), unit_interval=True)
+    model = build_autoencoder(cfg, 64, image_shape=(1, 8, 8), unit_interval=True)
     assert (model.estimator, model.projections) == ("random_projection", 2)
     out = model(torch.rand(5, 64))
     out.loss.backward()
@@ -85,7 +85,7 @@ def test_vae_kl_matches_closed_form_and_distributions():
 
 def test_vae_penalty_is_beta_kl_per_input_value_and_eval_scores_from_the_mean():
     torch.manual_seed(0)
-    enc, dec = MLPEncoder(6, [5], 2 * 3), MLPDecoder(3, [5], 6)
+    enc, dec = MLPEncoder(6, [5], out_features=2 * 3), MLPDecoder(3, [5], out_features=6)
     model = VariationalAutoencoder(enc, dec, n_features=6, beta=2.0)
     x = torch.randn(4, 6)
     mu, logvar = enc(x).chunk(2, 1)
@@ -136,8 +136,8 @@ def test_denoising_noise_only_while_training(noise):
 @pytest.mark.parametrize("shape,channels,kernel", [((1, 8, 8), [16, 32], 3), ((1, 28, 28), [8, 16, 32], 5), ((3, 7, 9), [4], 3)])
 def test_conv_builders_shapes(shape, channels, kernel):
     d = shape[0] * shape[1] * shape[2]
-    enc = ConvEncoder(shape, channels, 5, kernel)
-    dec = ConvDecoder(shape, channels, 5, kernel, output_activation="sigmoid")
+    enc = ConvEncoder(shape, channels, out_features=5, kernel_size=kernel)
+    dec = ConvDecoder(shape, channels, latent_dim=5, kernel_size=kernel, output_activation="sigmoid")
     x = torch.rand(3, d)
     z, hidden = enc.features(x)
     assert z.shape == (3, 5) and len(hidden) == len(channels)
@@ -147,13 +147,13 @@ def test_conv_builders_shapes(shape, channels, kernel):
 
 def test_deep_conv_on_tiny_images_keeps_the_shape():
     cfg = ModelConfig(architecture="conv", latent_dim=2, conv={"channels": [4, 4, 4, 4, 4]})
-    model = build_autoencoder(cfg, 4, (1, 2, 2))
+    model = build_autoencoder(cfg, 4, image_shape=(1, 2, 2))
     assert model.reconstruct(torch.rand(3, 4)).shape == (3, 4)
 
 
 def test_conv_on_table_is_a_config_error():
     with pytest.raises(ConfigError, match="needs image data"):
-        build_autoencoder(ModelConfig(architecture="conv"), 10, None)
+        build_autoencoder(ModelConfig(architecture="conv"), 10, image_shape=None)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -161,7 +161,7 @@ def test_conv_on_table_is_a_config_error():
 def test_every_variant_and_builder_trains_one_step(variant, arch):
     torch.manual_seed(0)
     cfg = ModelConfig(variant=variant, architecture=arch, latent_dim=4, mlp={"hidden": [16]}, conv={"channels": [4, 8]})
-    model = build_autoencoder(cfg, 64, (1, 8, 8), unit_interval=True)
+    model = build_autoencoder(cfg, 64, image_shape=(1, 8, 8), unit_interval=True)
     x = torch.rand(10, 64)
     out = model.train()(x)
     assert out.recon_x.shape == x.shape and out.z.shape == (10, 4)
@@ -177,8 +177,8 @@ def test_every_variant_and_builder_trains_one_step(variant, arch):
 def test_output_activation_auto_follows_data_range():
     cfg = ModelConfig(latent_dim=2, mlp={"hidden": [4]})
     x = torch.randn(5, 3) * 10
-    assert ((build_autoencoder(cfg, 3, None, unit_interval=True).reconstruct(x) - 0.5).abs() <= 0.5).all()
-    assert isinstance(build_autoencoder(cfg, 3, None, unit_interval=False).decoder.out, torch.nn.Identity)
+    assert ((build_autoencoder(cfg, 3, image_shape=None, unit_interval=True).reconstruct(x) - 0.5).abs() <= 0.5).all()
+    assert isinstance(build_autoencoder(cfg, 3, image_shape=None, unit_interval=False).decoder.out, torch.nn.Identity)
 
 
 def test_ensemble_members_differ_and_its_loss_is_their_mean():

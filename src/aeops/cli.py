@@ -211,7 +211,7 @@ def _compress(params: dict, args: argparse.Namespace) -> None:
     refuse_dvc_out(args.output)
     model = args.model or ModelRef.default(_section(params, "register").model_name).uri
     codec = load_codec_model(model, tracking_uri(_section(params, "mlflow")))
-    r = compress_folder(codec, args.input, args.output, args.error)
+    r = compress_folder(codec, args.input, out_file=args.output, error=args.error)
     print(f"compress: {r['images']} images → {args.output} ({r['bytes']:,} bytes, {r['bpp']:.3f} bits per pixel; "
           f"{r['model']}, error {args.error})")
     if r["skipped_files"]:

@@ -39,6 +39,7 @@ def _as_image(row: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def plot_reconstructions(
     path: str | Path,
     x: np.ndarray,
+    *,
     recon: np.ndarray,
     image_shape: tuple[int, ...] | None,
     errors: np.ndarray | None = None,
@@ -87,7 +88,7 @@ def _project_2d(codes: np.ndarray, seed: int) -> tuple[np.ndarray, str, str]:
 
 
 def plot_latent_2d(
-    path: str | Path, codes: np.ndarray, labels: np.ndarray | None, seed: int,
+    path: str | Path, codes: np.ndarray, *, labels: np.ndarray | None, seed: int,
     is_anomaly: np.ndarray | None = None,
 ) -> Path:
     """Scatter of codes in 2-D (PCA when latent_dim > 2; 1-D against jitter), coloured by label.

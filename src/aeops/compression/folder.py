@@ -154,7 +154,7 @@ def _progress(total: int, desc: str, show: bool) -> Any:
     return tqdm(total=total, unit="img", desc=desc, file=sys.stderr, disable=None if show else True, leave=False)
 
 
-def compress_folder(codec: CodecModel, in_dir: str | Path, out_file: str | Path, error: float,
+def compress_folder(codec: CodecModel, in_dir: str | Path, *, out_file: str | Path, error: float,
                     progress: bool = True) -> dict[str, Any]:
     """Write `out_file`; return the image count, bytes, bits per pixel (of the originals) and clipped codes."""
     import torch

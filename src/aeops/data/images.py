@@ -112,11 +112,11 @@ def decode_images(files: list[Path], pil_mode: str, size: tuple[int, int], fit: 
     """(n, channels, height, width) uint8 in `pil_mode` ('L' or 'RGB') at `size` (width, height)."""
     channels = 1 if pil_mode == "L" else 3
     out = np.empty((len(files), channels, size[1], size[0]), dtype=np.uint8)
-    decode_into(out, files, pil_mode, size, fit)
+    decode_into(out, files, pil_mode=pil_mode, size=size, fit=fit)
     return out
 
 
-def decode_into(out: np.ndarray, files: list[Path], pil_mode: str, size: tuple[int, int], fit: str) -> None:
+def decode_into(out: np.ndarray, files: list[Path], *, pil_mode: str, size: tuple[int, int], fit: str) -> None:
     """Decode `files` one at a time into `out[i]` (an array or a memory map of shape (n, c, h, w))."""
     from PIL import Image, ImageOps
 
@@ -160,12 +160,12 @@ class ImageFiles:
     def decode_to(self, path: Path) -> None:
         """Write the images as a uint8 (n, c, h, w) `.npy` file, decoding one at a time."""
         out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(self), *self.image_shape))
-        decode_into(out, list(self.files), self.pil_mode, self.size, self.fit)
+        decode_into(out, list(self.files), pil_mode=self.pil_mode, size=self.size, fit=self.fit)
         out.flush()
         del out
 
 
-def _raw(files: list[Path], plan: tuple[str, tuple[int, int]], fit: str, labels: np.ndarray | None,
+def _raw(files: list[Path], plan: tuple[str, tuple[int, int]], *, fit: str, labels: np.ndarray | None,
          is_anomaly: np.ndarray | None, names: list[Any] | None, test: Any = None) -> Any:
     x = ImageFiles(files, *plan, fit)
     c, h, w = x.image_shape
@@ -190,7 +190,7 @@ def load_image_folder(cfg: Any) -> Any:
             files += found
             flags += [flag] * len(found)
         plan = _plan(files, cfg.image_mode, cfg.image_size)
-        return _raw(files, plan, cfg.image_fit, None, np.asarray(flags, np.int64), None)
+        return _raw(files, plan, fit=cfg.image_fit, labels=None, is_anomaly=np.asarray(flags, np.int64), names=None)
     sets = {"train": root / "train", "test": root / "test"}
     roots = sets if all(p.is_dir() for p in sets.values()) else {"train": root}
     names = _class_names(list(roots.values()))
@@ -199,5 +199,9 @@ def load_image_folder(cfg: Any) -> Any:
     if not every:
         raise DataError(f"{root}: no {'/'.join(EXTENSIONS)} images in its class subfolders")
     plan = _plan(every, cfg.image_mode, cfg.image_size)
-    test = _raw(listed["test"][0], plan, cfg.image_fit, listed["test"][1], None, names) if "test" in listed else None
-    return _raw(listed["train"][0], plan, cfg.image_fit, listed["train"][1], None, names, test)
+    test = None
+    if "test" in listed:
+        test = _raw(listed["test"][0], plan, fit=cfg.image_fit, labels=listed["test"][1], is_anomaly=None, names=names)
+    return _raw(
+        listed["train"][0], plan, fit=cfg.image_fit, labels=listed["train"][1], is_anomaly=None, names=names, test=test
+    )

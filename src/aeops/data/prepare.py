@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -57,7 +58,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
                 _check_scaled(stored, part.x, names=raw.feature_names, split_name=name)
             _frame(part, stored, raw.feature_names).to_parquet(tmp / f"{name}.parquet", index=False)
         write_json(tmp / "scaler.json", scaler)
-        write_json(tmp / "meta.json", _meta(cfg, raw, kind, scaler, protocol is not None))
+        write_json(tmp / "meta.json", _meta(cfg, raw, kind=kind, scaler=scaler, has_anomaly=protocol is not None))
         write_json(tmp / "profile.json", profile)
         write_json(tmp / "params.json", cfg.model_dump())
     return profile
@@ -206,11 +207,11 @@ def apply_protocol(splits: dict[str, Split], raw: RawData, cfg: PrepareConfig) -
     protocol = _protocol_name(raw, cfg)
     if protocol is None:
         return splits
-    if protocol == "normal_classes":
+    if protocol == "normal_classes":  # new Splits flagged by class: the caller's are left as they are
         _check_classes(raw, cfg)
         normal = np.asarray(_normal_codes(raw, cfg), dtype=np.int64)
-        for part in splits.values():
-            part.is_anomaly = (~np.isin(part.labels, normal)).astype(np.int64)
+        splits = {name: replace(part, is_anomaly=(~np.isin(part.labels, normal)).astype(np.int64))
+                  for name, part in splits.items()}
     out = {name: _select(part, part.is_anomaly == 0) for name, part in splits.items() if name != "test"}
     held = [_select(part, part.is_anomaly == 1) for name, part in splits.items() if name != "test"]
     out[VAL_ANOMALIES] = _cap(Split(*(None if a[0] is None else _concat(a) for a in zip(*(
@@ -300,7 +301,7 @@ def _check_scaled(stored: np.ndarray, raw_x: np.ndarray, *, names: list[str], sp
 
 
 # ---------------------------------------------------------------- outputs
-def _meta(cfg: PrepareConfig, raw: RawData, kind: str, scaler: dict[str, Any], has_anomaly: bool) -> dict[str, Any]:
+def _meta(cfg: PrepareConfig, raw: RawData, *, kind: str, scaler: dict[str, Any], has_anomaly: bool) -> dict[str, Any]:
     ends = apply_scaler(scaler, np.array([scaler["train_min"], scaler["train_max"]]))  # per feature: scaling keeps order
     lo, hi = float(ends.min()), float(ends.max())
     return {

@@ -63,15 +63,15 @@ def model_metrics(coded: Coded, *, train: Split, test: Split, latent_dim: int, d
     threshold = choose_threshold(coded.val_scores, cfg.threshold_percentile)
     out |= anomaly_metrics(coded.test_scores, test.is_anomaly, threshold)
     out |= embedding_metrics(
-        coded.train_codes, train.labels, test.x, coded.test_codes, test.labels,
-        cfg.knn_neighbors, cfg.trustworthiness_max_rows, cfg.seed,
+        coded.train_codes, train.labels, test_x=test.x, test_codes=coded.test_codes, test_labels=test.labels,
+        n_neighbors=cfg.knn_neighbors, max_rows=cfg.trustworthiness_max_rows, seed=cfg.seed,
     )
     n_features = int(np.prod(np.shape(test.x)[1:]))
     out |= compression_metrics(n_features, latent_dim, QUANT_BITS)
     return out
 
 
-def _pca(train: Split, val_x: np.ndarray, test: Split, latent_dim: int, data_range: float, cfg: EvaluateConfig,
+def _pca(train: Split, val_x: np.ndarray, *, test: Split, latent_dim: int, data_range: float, cfg: EvaluateConfig,
          make_score: ScoreMaker) -> tuple[dict, np.ndarray]:
     """PCA as a linear autoencoder with the model's code size, scored by `score`.
 
@@ -117,7 +117,8 @@ def knn_distance_scores(
 
 
 def run_baselines(
-    *, train: Split, val_x: np.ndarray, test: Split, latent_dim: int, data_range: float, cfg: EvaluateConfig,
+    *,
+    train: Split, val_x: np.ndarray, test: Split, latent_dim: int, data_range: float, cfg: EvaluateConfig,
     make_score: ScoreMaker = lambda val_x, val_recon: anomaly_scores, knn: list[np.ndarray] | None = None,
 ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Run PCA, Isolation Forest and kNN-distance baselines.
@@ -134,7 +135,9 @@ def run_baselines(
     val_x = _flat(val_x)
     metrics: dict[str, dict] = {}
     scores: dict[str, np.ndarray] = {}
-    metrics["pca"], scores["pca"] = _pca(train, val_x, test, latent_dim, data_range, cfg, make_score)
+    metrics["pca"], scores["pca"] = _pca(
+        train, val_x, test=test, latent_dim=latent_dim, data_range=data_range, cfg=cfg, make_score=make_score
+    )
     scorers = {"isolation_forest": isolation_forest_scores, "knn_distance": knn_distance_scores}
     for name, fn in scorers.items():
         val_s, test_s = knn if name == "knn_distance" and knn is not None else fn(train.x, [val_x, test.x], cfg)

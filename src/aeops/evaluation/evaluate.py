@@ -14,6 +14,7 @@ from aeops.data.prepared import (
     MAX_EVAL_VALUES,
     SPLITS,
     VAL_ANOMALIES,
+    Meta,
     PreparedData,
     Split,
     has_split,
@@ -126,13 +127,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     reproducible numbers only (no run ids): the same params and data give the same bytes.
     """
     data = PreparedData(cfg.data_dir)
-    bundle = ModelBundle.from_training(cfg.model_dir, scaler=data.scaler)
-    require_run(bundle.run_id, mlflow_cfg, source=f"{cfg.model_dir}/run.json")  # before anything is written
-    if bundle.data_hash != data.hash:
-        raise DataError(
-            f"{cfg.model_dir}: the model was trained on other data than {cfg.data_dir} (hash "
-            f"{bundle.data_hash[:12]} vs {data.hash[:12]}); run `dvc repro train` first"
-        )
+    bundle = _trained_bundle(cfg, mlflow_cfg, data)
     model = bundle.network()
     meta = data.meta
     (train, n_train), (val, n_val), (test, n_test) = (sample_split(cfg.data_dir, s, cfg.seed, max_rows=cfg.max_rows)
@@ -165,14 +160,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
         train=train, val_x=val_x, test=test, knn=knn, **sizes,
         make_score=lambda vx, vr: residual_rule(settings, image_shape=image_shape, val_x=vx, val_recon=vr).residual)
     results.update(baselines)
-    standardized = settings.standardized(image_shape)
-    for method in ("model", "pca"):  # the scoring rule, shown beside the numbers it produced
-        results[method] |= {"score_smoothing": cfg.score_smoothing, "score_top_fraction": cfg.score_top_fraction,
-                            "score_standardized": standardized}
-    results["model"]["ensemble"], results["pca"]["ensemble"] = bundle.members, 1
-    results["model"] |= {"score_neighbors": fitted.rule.neighbors, "score_knn_weight": fitted.weight,
-                         "score_choice": fitted.choice}
-    results["pca"] |= {"score_neighbors": 0, "score_knn_weight": 0.0, "score_choice": "residual"}  # PCA: the plain residual
+    _describe_rules(results, cfg, fitted=fitted, standardized=settings.standardized(image_shape), members=bundle.members)
     scores = {"model": coded.test_scores, **baseline_scores}
     warnings = evaluation_warnings(bundle.latent_dim, int(meta.n_features), test.is_anomaly)
     warnings += sampled_warnings({"train": (len(train), n_train), "val": (len(val), n_val), "test": (len(test), n_test)},
@@ -184,27 +172,54 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
         tmp.mkdir(parents=True)
         plots.write_curve_csvs(tmp, scores, test.is_anomaly)
         plots.plot_curves_png(tmp, scores, test.is_anomaly)
-        plots.plot_score_histograms(
-            tmp, scores, test.is_anomaly, {m: r.get("threshold") for m, r in results.items()}
-        )
-    prior = None  # image models: what `aeops compress` codes with (prepare records the white pixel's raw value)
-    if image_shape:
-        if meta.pixel_max is None:
-            raise DataError(f"{cfg.data_dir}/meta.json: has no pixel_max (prepared by an older aeops); "
-                            "run `dvc repro prepare` first")
-        prior = build_prior(model, train_codes, bundle.scaler, meta.pixel_max)
+        plots.plot_score_histograms(tmp, scores, test.is_anomaly, {m: r.get("threshold") for m, r in results.items()})
+    prior = _code_prior(cfg, model, codes=train_codes, bundle=bundle, meta=meta) if image_shape else None
     # what register registers and serving scores with
     bundle.with_scoring(fitted, train_x=train.x, latent_prior=prior).save(cfg.bundle_dir)
     record = {**results, "warnings": warnings}
     write_json(cfg.metrics_file, record)
-    _log(bundle.run_id, cfg, mlflow_cfg, results, warnings)
-    _report(bundle.run_id, cfg, mlflow_cfg, results, warnings, test=test, recon=test_recon, codes=test_codes,
-            scores=coded.test_scores, image_shape=image_shape, feature_names=list(meta.feature_names))
+    _log(bundle.run_id, cfg, mlflow_cfg=mlflow_cfg, results=results, warnings=warnings)
+    _report(bundle.run_id, cfg, mlflow_cfg=mlflow_cfg, results=results, warnings=warnings, test=test,
+            recon=test_recon, codes=test_codes, scores=coded.test_scores, image_shape=image_shape,
+            feature_names=list(meta.feature_names))
     return record
 
 
-def _report(run_id: str, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results: dict, warnings: list[str],
-            **data: Any) -> Path:
+def _trained_bundle(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, data: PreparedData) -> ModelBundle:
+    """The trained network as a bundle, checked against the store (its run) and the data (its hash)."""
+    bundle = ModelBundle.from_training(cfg.model_dir, scaler=data.scaler)
+    require_run(bundle.run_id, mlflow_cfg, source=f"{cfg.model_dir}/run.json")  # before anything is written
+    if bundle.data_hash != data.hash:
+        raise DataError(
+            f"{cfg.model_dir}: the model was trained on other data than {cfg.data_dir} (hash "
+            f"{bundle.data_hash[:12]} vs {data.hash[:12]}); run `dvc repro train` first"
+        )
+    return bundle
+
+
+def _describe_rules(results: dict[str, dict[str, Any]], cfg: EvaluateConfig, *, fitted: FittedRule,
+                    standardized: bool, members: int) -> None:
+    """The scoring rule of the model and of PCA, shown beside the numbers it produced (PCA: the plain residual)."""
+    for method in ("model", "pca"):
+        results[method] |= {"score_smoothing": cfg.score_smoothing, "score_top_fraction": cfg.score_top_fraction,
+                            "score_standardized": standardized}
+    results["model"] |= {"ensemble": members, "score_neighbors": fitted.rule.neighbors,
+                         "score_knn_weight": fitted.weight, "score_choice": fitted.choice}
+    results["pca"] |= {"ensemble": 1, "score_neighbors": 0, "score_knn_weight": 0.0, "score_choice": "residual"}
+
+
+def _code_prior(cfg: EvaluateConfig, model: torch.nn.Module, *, codes: np.ndarray, bundle: ModelBundle,
+                meta: Meta) -> dict[str, Any]:
+    """An image model's latent prior: what `aeops compress` codes with (prepare records the white pixel's raw value)."""
+    if meta.pixel_max is None:
+        raise DataError(f"{cfg.data_dir}/meta.json: has no pixel_max (prepared by an older aeops); "
+                        "run `dvc repro prepare` first")
+    return build_prior(model, codes, bundle.scaler, meta.pixel_max)
+
+
+def _report(
+    run_id: str, cfg: EvaluateConfig, *, mlflow_cfg: MlflowConfig, results: dict, warnings: list[str], **data: Any
+) -> Path:
     """The offline HTML report of this run: written to `report_dir` and logged to the run."""
     import mlflow
 
@@ -216,14 +231,23 @@ def _report(run_id: str, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results:
     history = loss_curves(client, run_id)
     image_shape = data.pop("image_shape")
     shape = tuple(image_shape) if image_shape else None
-    path = build_report(report_path(cfg, run_id), title=report_title(run, run_id), table=comparison_table(results),
-                        plots_dir=cfg.plots_dir, threshold=results["model"].get("threshold"), image_shape=shape,
-                        history=history, warnings=warnings, seed=cfg.seed, **data)
+    path = build_report(
+        report_path(cfg, run_id),
+        title=report_title(run, run_id),
+        table=comparison_table(results),
+        plots_dir=cfg.plots_dir,
+        threshold=results["model"].get("threshold"),
+        image_shape=shape,
+        history=history,
+        warnings=warnings,
+        seed=cfg.seed,
+        **data,
+    )
     client.log_artifact(run_id, str(path), "report")
     return path
 
 
-def _log(run_id: str, cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, results: dict, warnings: list[str]) -> None:
+def _log(run_id: str, cfg: EvaluateConfig, *, mlflow_cfg: MlflowConfig, results: dict, warnings: list[str]) -> None:
     """Headline metrics (`test/auroc`, `vs_baseline/<method>/auroc`, ...), the full comparison as a table artifact.
 
     The scoring settings are tags, not params: a rerun of `evaluate` with other settings updates the

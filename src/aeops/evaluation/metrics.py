@@ -72,6 +72,7 @@ def anomaly_metrics(
 def knn_accuracy(
     train_codes: np.ndarray,
     train_labels: np.ndarray,
+    *,
     test_codes: np.ndarray,
     test_labels: np.ndarray,
     n_neighbors: int,
@@ -87,7 +88,7 @@ def knn_accuracy(
 
 
 def subsample_trustworthiness(
-    x: np.ndarray, codes: np.ndarray, n_neighbors: int, max_rows: int, seed: int
+    x: np.ndarray, codes: np.ndarray, *, n_neighbors: int, max_rows: int, seed: int
 ) -> float | None:
     """sklearn trustworthiness on a seeded subsample of ≤ max_rows rows (k clamped below n/2)."""
     n = len(x)
@@ -102,6 +103,7 @@ def subsample_trustworthiness(
 def embedding_metrics(
     train_codes: np.ndarray,
     train_labels: np.ndarray | None,
+    *,
     test_x: np.ndarray,
     test_codes: np.ndarray,
     test_labels: np.ndarray | None,
@@ -112,8 +114,8 @@ def embedding_metrics(
     """kNN accuracy of codes (None without labels) and trustworthiness of test codes vs inputs."""
     acc = None
     if train_labels is not None and test_labels is not None:
-        acc = knn_accuracy(train_codes, train_labels, test_codes, test_labels, n_neighbors)
-    trust = subsample_trustworthiness(test_x, test_codes, n_neighbors, max_rows, seed)
+        acc = knn_accuracy(train_codes, train_labels, test_codes=test_codes, test_labels=test_labels, n_neighbors=n_neighbors)
+    trust = subsample_trustworthiness(test_x, test_codes, n_neighbors=n_neighbors, max_rows=max_rows, seed=seed)
     return {"knn_accuracy": acc, "trustworthiness": trust}
 
 

@@ -49,7 +49,7 @@ def _by_metric(table: pd.DataFrame) -> pd.DataFrame:
     return wide.rename_axis("measure").reset_index()
 
 
-def worst_rows(test: Split, scores: np.ndarray, threshold: float | None, recon: np.ndarray | None = None,
+def worst_rows(test: Split, scores: np.ndarray, *, threshold: float | None, recon: np.ndarray | None = None,
                feature_names: list[str] | None = None, n: int = WORST_ROWS) -> pd.DataFrame:
     """The n highest-scored test rows: index, score, flagged or not, the truth where known, and the
     features reconstructed worst (largest squared residual first) — where to look in the row."""
@@ -82,34 +82,48 @@ def build_report(
         worst = order[:8]
         typical = order[len(order) // 2 : len(order) // 2 + 8]
         figs = {
-            "recon_worst": figures.plot_reconstructions(t / "rw.png", test.x[worst], recon[worst], image_shape, errors[worst]),
-            "recon_typical": figures.plot_reconstructions(t / "rt.png", test.x[typical], recon[typical], image_shape,
-                                                        errors[typical]),
-            "latent": figures.plot_latent_2d(t / "latent.png", codes, test.labels, seed, test.is_anomaly),
+            "recon_worst": figures.plot_reconstructions(
+                t / "rw.png", test.x[worst], recon=recon[worst], image_shape=image_shape, errors=errors[worst]
+            ),
+            "recon_typical": figures.plot_reconstructions(
+                t / "rt.png", test.x[typical], recon=recon[typical], image_shape=image_shape, errors=errors[typical]
+            ),
+            "latent": figures.plot_latent_2d(
+                t / "latent.png", codes, labels=test.labels, seed=seed, is_anomaly=test.is_anomaly
+            ),
             "loss": figures.plot_loss_curves(t / "loss.png", history),
         }
         sections = [
             ("Model vs baselines (test split)", _table(_by_metric(table))),
-            ("ROC and precision-recall", "<div class=figs>" + "".join(
-                _img(plots_dir / f, f) for f in ("roc.png", "pr.png") if (plots_dir / f).exists())
-             + "</div>" if (plots_dir / "roc.png").exists() else "<p>No labelled anomalies in the test split.</p>"),
+            (
+                "ROC and precision-recall",
+                "<div class=figs>"
+                + "".join(_img(plots_dir / f, f) for f in ("roc.png", "pr.png") if (plots_dir / f).exists())
+                + "</div>"
+                if (plots_dir / "roc.png").exists()
+                else "<p>No labelled anomalies in the test split.</p>",
+            ),
             ("Anomaly scores with the threshold", _img(plots_dir / "score_histograms.png", "score histograms")),
-            ("Highest-scored test rows", _table(worst_rows(test, scores, threshold, recon, feature_names))),
+            (
+                "Highest-scored test rows",
+                _table(worst_rows(test, scores, threshold=threshold, recon=recon, feature_names=feature_names)),
+            ),
             ("Reconstructions of the 8 highest-scored test rows (MSE per row)", _img(figs["recon_worst"], "worst")),
             ("Reconstructions of 8 typical test rows (median scores)", _img(figs["recon_typical"], "typical")),
             ("Latent space, anomalies ringed", _img(figs["latent"], "latent map")),
             ("Loss curves", _img(figs["loss"], "loss curves")),
         ]
         meta = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in title.items())
-        body = [f"<h1>aeops run report: {html.escape(title.get('run', ''))}</h1>",
-                f"<table class=meta>{meta}</table>"]
+        body = [f"<h1>aeops run report: {html.escape(title.get('run', ''))}</h1>", f"<table class=meta>{meta}</table>"]
         body += [f"<p class=warn>warning: {html.escape(w)}</p>" for w in warnings]
         body += [f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections]
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        page = (f'<!doctype html><html lang=en><head><meta charset=utf-8>'
-                f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-                f"<title>aeops report: {html.escape(title.get('run', ''))}</title><style>{STYLE}</style>{COUNT_IMAGES}"
-                f"</head><body>{''.join(body)}<p><small>written {stamp}</small></p></body></html>")
+        page = (
+            f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            f"<title>aeops report: {html.escape(title.get('run', ''))}</title><style>{STYLE}</style>{COUNT_IMAGES}"
+            f"</head><body>{''.join(body)}<p><small>written {stamp}</small></p></body></html>"
+        )
     with atomic_path(Path(path)) as out:
         out.write_text(page, encoding="utf-8")
     return Path(path)
@@ -118,6 +132,11 @@ def build_report(
 def report_title(run: Any, bundle_run_id: str) -> dict[str, Any]:
     """The header of a report: run name, data, model, lineage (from the MLflow run)."""
     tags = run.data.tags if run is not None else {}
-    return {"run": tags.get("mlflow.runName", bundle_run_id), "run id": bundle_run_id,
-            "data": tags.get("data", "?"), "data hash": tags.get("data_hash", "?")[:12],
-            "git commit": tags.get("git_commit", "?"), "DVC experiment": tags.get("dvc_experiment", "?")}
+    return {
+        "run": tags.get("mlflow.runName", bundle_run_id),
+        "run id": bundle_run_id,
+        "data": tags.get("data", "?"),
+        "data hash": tags.get("data_hash", "?")[:12],
+        "git commit": tags.get("git_commit", "?"),
+        "DVC experiment": tags.get("dvc_experiment", "?"),
+    }

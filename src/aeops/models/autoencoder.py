@@ -64,7 +64,7 @@ class Autoencoder(nn.Module):
 class DenoisingAutoencoder(Autoencoder):
     """Reconstructs clean x from a corrupted copy (Gaussian or masking noise, training only)."""
 
-    def __init__(self, encoder, decoder, noise: str = "gaussian", std: float = 0.2, mask_prob: float = 0.25):
+    def __init__(self, encoder, decoder, *, noise: str = "gaussian", std: float = 0.2, mask_prob: float = 0.25):
         super().__init__(encoder, decoder)
         if noise not in ("gaussian", "masking"):
             raise ValueError(f"noise must be 'gaussian' or 'masking', got {noise!r}")
@@ -90,7 +90,7 @@ def kl_sparsity(hidden: list[Tensor], target: float, eps: float = 1e-6) -> Tenso
 class SparseAutoencoder(Autoencoder):
     """Adds `l1_weight`·mean|z| on the code and `kl_weight`·KL sparsity on hidden activations."""
 
-    def __init__(self, encoder, decoder, l1_weight: float = 1e-3, kl_weight: float = 1e-2, target: float = 0.05):
+    def __init__(self, encoder, decoder, *, l1_weight: float = 1e-3, kl_weight: float = 1e-2, target: float = 0.05):
         super().__init__(encoder, decoder)
         self.l1_weight, self.kl_weight, self.target = l1_weight, kl_weight, target
 
@@ -125,7 +125,7 @@ class ContractiveAutoencoder(Autoencoder):
     `"random_projection"` uses `projections` forward-mode JVPs, unbiased and far cheaper on images.
     """
 
-    def __init__(self, encoder, decoder, weight: float = 1e-3, estimator: str = "exact", projections: int = 1):
+    def __init__(self, encoder, decoder, *, weight: float = 1e-3, estimator: str = "exact", projections: int = 1):
         super().__init__(encoder, decoder)
         self.weight, self.estimator, self.projections = weight, estimator, projections
 

@@ -22,6 +22,7 @@ def resolve_output_activation(cfg: ModelConfig, unit_interval: bool) -> str:
 def build_autoencoder(
     cfg: ModelConfig | dict[str, Any],
     n_features: int,
+    *,
     image_shape: tuple[int, int, int] | None = None,
     unit_interval: bool = False,
     members: int = 1,
@@ -33,7 +34,12 @@ def build_autoencoder(
     if isinstance(cfg, dict):
         cfg = ModelConfig.model_validate(cfg)
     if members > 1:
-        return AutoencoderEnsemble([build_autoencoder(cfg, n_features, image_shape, unit_interval) for _ in range(members)])
+        return AutoencoderEnsemble(
+            [
+                build_autoencoder(cfg, n_features, image_shape=image_shape, unit_interval=unit_interval)
+                for _ in range(members)
+            ]
+        )
     out_act = resolve_output_activation(cfg, unit_interval)
     spec = variants.get(cfg.variant)
     code_width = spec.code_width(cfg.latent_dim)
@@ -41,14 +47,42 @@ def build_autoencoder(
         if image_shape is None:
             raise ConfigError("architecture 'conv' needs image data (an image shape); use 'mlp' for tables")
         c = cfg.conv
-        encoder = ConvEncoder(image_shape, c.channels, code_width, c.kernel_size, c.activation, c.batch_norm)
+        encoder = ConvEncoder(
+            image_shape,
+            c.channels,
+            out_features=code_width,
+            kernel_size=c.kernel_size,
+            activation=c.activation,
+            batch_norm=c.batch_norm,
+        )
         decoder = ConvDecoder(
-            image_shape, c.channels, cfg.latent_dim, c.kernel_size, c.activation, c.batch_norm, out_act
+            image_shape,
+            c.channels,
+            latent_dim=cfg.latent_dim,
+            kernel_size=c.kernel_size,
+            activation=c.activation,
+            batch_norm=c.batch_norm,
+            output_activation=out_act,
         )
     else:
         m = cfg.mlp
-        encoder = MLPEncoder(n_features, m.hidden, code_width, m.activation, m.batch_norm, m.dropout)
-        decoder = MLPDecoder(cfg.latent_dim, m.hidden, n_features, m.activation, m.batch_norm, m.dropout, out_act)
+        encoder = MLPEncoder(
+            n_features,
+            m.hidden,
+            out_features=code_width,
+            activation=m.activation,
+            batch_norm=m.batch_norm,
+            dropout=m.dropout,
+        )
+        decoder = MLPDecoder(
+            cfg.latent_dim,
+            m.hidden,
+            out_features=n_features,
+            activation=m.activation,
+            batch_norm=m.batch_norm,
+            dropout=m.dropout,
+            output_activation=out_act,
+        )
 
     section = getattr(cfg, spec.name) if spec.config is not None else None
     return spec.build(encoder, decoder, section, n_features)
@@ -65,8 +99,13 @@ def load_autoencoder(checkpoint: str) -> tuple[Autoencoder | AutoencoderEnsemble
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     hp = dict(ckpt["hyper_parameters"])
     shape = tuple(hp["image_shape"]) if hp.get("image_shape") else None
-    model = build_autoencoder(hp["model_cfg"], int(hp["n_features"]), shape, bool(hp.get("unit_interval", False)),
-                              int(hp.get("members", 1)))
+    model = build_autoencoder(
+        hp["model_cfg"],
+        int(hp["n_features"]),
+        image_shape=shape,
+        unit_interval=bool(hp.get("unit_interval", False)),
+        members=int(hp.get("members", 1)),
+    )
     prefix = "model."
-    model.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
+    model.load_state_dict({k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
     return model.eval(), hp

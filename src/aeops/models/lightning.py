@@ -21,6 +21,7 @@ class LitAutoencoder(L.LightningModule):
         self,
         model_cfg: dict[str, Any],
         n_features: int,
+        *,
         image_shape: list[int] | None = None,
         unit_interval: bool = False,
         lr: float = 1e-3,
@@ -30,7 +31,7 @@ class LitAutoencoder(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         shape = tuple(image_shape) if image_shape else None
-        self.model = build_autoencoder(model_cfg, n_features, shape, unit_interval, members)
+        self.model = build_autoencoder(model_cfg, n_features, image_shape=shape, unit_interval=unit_interval, members=members)
         self._sums: dict[str, tuple[Tensor, int]] = {}
         # Without a penalty, loss = recon_loss and reg_loss = 0: log `loss` alone (plus val/recon_loss, the
         # measure that tune compares across variants), so no curve hides under an identical one.

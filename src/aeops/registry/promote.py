@@ -96,7 +96,7 @@ def _append_note(description: str, note: str) -> str:
     return "\n\n".join([head, *notes]).strip()
 
 
-def _move(client: Any, name: str, target: str, current: str | None, reason: str) -> None:
+def _move(client: Any, name: str, *, target: str, current: str | None, reason: str) -> None:
     if current is not None:
         client.set_registered_model_alias(name, PREVIOUS, current)
     client.set_registered_model_alias(name, PRODUCTION, target)
@@ -122,7 +122,7 @@ def promote(
         target = _alias_version(client, name, PREVIOUS)
         if target is None:
             raise AeopsError(f"promote --rollback: model '{name}' has no '{PREVIOUS}' version to roll back to")
-        _move(client, name, target, current, f"rollback from version {current}")
+        _move(client, name, target=target, current=current, reason=f"rollback from version {current}")
         return {"name": name, "production": target, "previous": current, "reason": "rollback"}
 
     target = str(version) if version is not None else _alias_version(client, name, "challenger")
@@ -147,5 +147,5 @@ def promote(
         reason = f"{metric} {new:.6f} vs {old:.6f}" + (" (forced)" if worse else "")
     else:
         reason = "first production version"
-    _move(client, name, target, current, reason)
+    _move(client, name, target=target, current=current, reason=reason)
     return result | {"production": target, "previous": current, "reason": reason}

@@ -75,21 +75,36 @@ class ModelBundle:
         from aeops.models.factory import build_autoencoder
 
         shape = tuple(self.image_shape) if self.image_shape else None
-        model = build_autoencoder(self.model_cfg, self.n_features, shape, self.unit_interval, self.members)
+        model = build_autoencoder(
+            self.model_cfg, self.n_features, image_shape=shape, unit_interval=self.unit_interval, members=self.members
+        )
         model.load_state_dict(self.state_dict)
         return model.eval()
 
-    def with_scoring(self, fitted: FittedRule, *, train_x: np.ndarray,
-                     latent_prior: dict[str, Any] | None = None) -> ModelBundle:
+    def with_scoring(
+        self, fitted: FittedRule, *, train_x: np.ndarray, latent_prior: dict[str, Any] | None = None
+    ) -> ModelBundle:
         """This network with its fitted rule (and its kNN reference rows where it has a kNN term), the
         reference profile of the (scaled) training rows and the normal validation scores, and a code prior."""
         rule = fitted.rule
         if not math.isfinite(rule.threshold):
             raise ValueError(f"a scoring rule with threshold {rule.threshold}: fit it on validation scores first")
-        profile = build_profile(self.feature_names, self.preprocessor.unscale(train_x), val_scores=fitted.val_scores,
-                                threshold=rule.threshold, expected_flagged=rule.expected_flagged or 0.0)
-        return ModelBundle(**{**self._fields(), "scoring": rule, "profile": profile.to_dict(),
-                              "latent_prior": latent_prior, "reference": fitted.reference})
+        profile = build_profile(
+            self.feature_names,
+            self.preprocessor.unscale(train_x),
+            val_scores=fitted.val_scores,
+            threshold=rule.threshold,
+            expected_flagged=rule.expected_flagged or 0.0,
+        )
+        return ModelBundle(
+            **{
+                **self._fields(),
+                "scoring": rule,
+                "profile": profile.to_dict(),
+                "latent_prior": latent_prior,
+                "reference": fitted.reference,
+            }
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write the folder atomically (a failed write leaves the old bundle, or none)."""
@@ -97,13 +112,17 @@ class ModelBundle:
 
         with atomic_path(path, replace_dir=True) as tmp:
             tmp.mkdir()
-            net = {k: getattr(self, k)
-                   for k in ("model_cfg", "n_features", "image_shape", "unit_interval", "state_dict", "members")}
+            net = {
+                k: getattr(self, k)
+                for k in ("model_cfg", "n_features", "image_shape", "unit_interval", "state_dict", "members")
+            }
             if self.reference is not None:
                 net["reference"] = torch.from_numpy(np.ascontiguousarray(self.reference, dtype=np.float32))
             torch.save(net, tmp / NETWORK)
             meta = {k: getattr(self, k) for k in ("scaler", "data_hash", "run_id", "git_commit")}
-            write_json(tmp / META, {"format": FORMAT, **meta, "scoring": asdict(self.scoring) if self.scoring else None})
+            write_json(
+                tmp / META, {"format": FORMAT, **meta, "scoring": asdict(self.scoring) if self.scoring else None}
+            )
             for name, content in ((PROFILE, self.profile), (PRIOR, self.latent_prior)):
                 if content is not None:
                     write_json(tmp / name, content)
@@ -120,8 +139,16 @@ class ModelBundle:
             net["reference"] = net["reference"].numpy()
         scoring = ScoringRule(**meta["scoring"]) if meta.get("scoring") else None
         profile, prior = (read_json(path / f) if (path / f).is_file() else None for f in (PROFILE, PRIOR))
-        return cls(**net, scaler=meta["scaler"], data_hash=meta["data_hash"], run_id=meta.get("run_id"),
-                   git_commit=meta.get("git_commit"), scoring=scoring, profile=profile, latent_prior=prior)
+        return cls(
+            **net,
+            scaler=meta["scaler"],
+            data_hash=meta["data_hash"],
+            run_id=meta.get("run_id"),
+            git_commit=meta.get("git_commit"),
+            scoring=scoring,
+            profile=profile,
+            latent_prior=prior,
+        )
 
     @classmethod
     def from_training(cls, model_dir: str | Path, *, scaler: dict[str, Any]) -> ModelBundle:
@@ -134,10 +161,16 @@ class ModelBundle:
         info = read_json(run_path)
         model, hparams = load_autoencoder(info["best_checkpoint"])
         return cls(
-            model_cfg=hparams["model_cfg"], n_features=int(hparams["n_features"]), image_shape=hparams["image_shape"],
-            unit_interval=bool(hparams["unit_interval"]), state_dict=model.state_dict(), scaler=scaler,
+            model_cfg=hparams["model_cfg"],
+            n_features=int(hparams["n_features"]),
+            image_shape=hparams["image_shape"],
+            unit_interval=bool(hparams["unit_interval"]),
+            state_dict=model.state_dict(),
+            scaler=scaler,
             members=int(hparams.get("members", 1)),
-            data_hash=info["data_hash"], run_id=info["run_id"], git_commit=info.get("git_commit"),
+            data_hash=info["data_hash"],
+            run_id=info["run_id"],
+            git_commit=info.get("git_commit"),
         )
 
     def _fields(self) -> dict[str, Any]:

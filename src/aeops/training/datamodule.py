@@ -40,7 +40,7 @@ class PreparedDataModule(L.LightningDataModule):
     Under DDP, Lightning swaps in a DistributedSampler; the batch fetch stays vectorised.
     """
 
-    def __init__(self, data_dir: str, batch_size: int = 128, num_workers: int = 0,
+    def __init__(self, data_dir: str, batch_size: int = 128, *, num_workers: int = 0,
                  max_train_rows: int | None = None, seed: int = 0, min_epoch_rows: int = 0,
                  max_epoch_rows: int | None = None):
         super().__init__()

@@ -81,7 +81,7 @@ def effective_params(cfg: TrainConfig, prepare: dict[str, Any]) -> dict[str, str
     return {**flatten(train, "train."), **flatten(prepare, "prepare.")}
 
 
-def log_training_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: dict, logger: EpochMLFlowLogger) -> None:
+def log_training_run(lit: LitAutoencoder, cfg: TrainConfig, *, meta: dict, info: dict, logger: EpochMLFlowLogger) -> None:
     """Params, lineage, dataset input, data profile and plots in the training run.
 
     The test losses were logged once by Lightning; constants of the model are params, not metrics.
@@ -127,7 +127,11 @@ def log_training_run(lit: LitAutoencoder, cfg: TrainConfig, meta: dict, info: di
             shape = tuple(meta.image_shape) if meta.image_shape else None
             for path in (
                 figures.plot_loss_curves(Path(tmp) / "loss_curves.png", history),
-                figures.plot_reconstructions(Path(tmp) / "reconstructions.png", test.x, recon, shape, errors),
-                figures.plot_latent_2d(Path(tmp) / "latent_2d.png", codes, test.labels, cfg.seed, test.is_anomaly),
+                figures.plot_reconstructions(
+                    Path(tmp) / "reconstructions.png", test.x, recon=recon, image_shape=shape, errors=errors
+                ),
+                figures.plot_latent_2d(
+                    Path(tmp) / "latent_2d.png", codes, labels=test.labels, seed=cfg.seed, is_anomaly=test.is_anomaly
+                ),
             ):
                 mlflow.log_artifact(str(path), "plots")

@@ -123,7 +123,7 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
         weight_decay=cfg.weight_decay,
         members=cfg.ensemble,
     )
-    data = PreparedDataModule(cfg.data_dir, cfg.batch_size, cfg.num_workers, min_epoch_rows=cfg.min_epoch_rows,
+    data = PreparedDataModule(cfg.data_dir, cfg.batch_size, num_workers=cfg.num_workers, min_epoch_rows=cfg.min_epoch_rows,
                               max_epoch_rows=cfg.max_epoch_rows)
     trainer = build_trainer(cfg, logger, ckpt_dir, [RecordRun(ckpt_dir, key)])
 
@@ -151,8 +151,8 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
         "fit_seconds": round(fit_seconds, 2),
         "n_parameters": sum(p.numel() for p in lit.model.parameters()),
     }
-    info = _run_info(trainer, logger, mlflow_cfg, data_hash, metrics)
-    log_training_run(lit, cfg, meta, info, logger)
+    info = _run_info(trainer, logger, mlflow_cfg=mlflow_cfg, data_hash=data_hash, metrics=metrics)
+    log_training_run(lit, cfg, meta=meta, info=info, logger=logger)
     # The DVC metrics file holds reproducible numbers only (wall time lives in MLflow and run.json).
     write_json(cfg.metrics_file, {k: v for k, v in metrics.items() if k != "fit_seconds"})
     write_json(out_dir / "run.json", info)
@@ -160,7 +160,7 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
     return metrics
 
 
-def _run_info(trainer: L.Trainer, logger: Any, mlflow_cfg: MlflowConfig, data_hash: str,
+def _run_info(trainer: L.Trainer, logger: Any, *, mlflow_cfg: MlflowConfig, data_hash: str,
               metrics: dict[str, Any]) -> dict[str, Any]:
     """models/run.json: the MLflow run, the best checkpoint (relative when inside the project) and provenance."""
     best = Path(trainer.checkpoint_callback.best_model_path)

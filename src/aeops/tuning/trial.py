@@ -50,7 +50,7 @@ def trial_train_config(cfg: TuneConfig, overrides: dict[str, Any]) -> TrainConfi
 
 
 def run_trial(
-    trial: optuna.Trial, cfg: TuneConfig, tracking_uri: str, experiment_id: str, parent_run_id: str
+    trial: optuna.Trial, cfg: TuneConfig, *, tracking_uri: str, experiment_id: str, parent_run_id: str
 ) -> tuple[optuna.trial.TrialState, float | None, dict[str, Any]]:
     """Train one sampled config; return (state, objective value, info) — never raises for a bad trial."""
     import mlflow
@@ -76,14 +76,21 @@ def run_trial(
             client.log_param(run_id, key, value)
         L.seed_everything(cfg.seed + trial.number, workers=True, verbose=False)
         lit = LitAutoencoder(
-            train_cfg.model.model_dump(), meta.n_features, meta.image_shape, meta.unit_interval,
-            train_cfg.lr, train_cfg.weight_decay,
+            train_cfg.model.model_dump(), meta.n_features, image_shape=meta.image_shape, unit_interval=meta.unit_interval,
+            lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
         )
         logger = EpochMLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
         pruning = PyTorchLightningPruningCallback(trial, monitor=monitor)
         # the objective is logged first, then recorded, then pruned on (pruning raises)
         trainer = build_trainer(train_cfg, logger, None, [*detection, record, pruning])
-        data = PreparedDataModule(cfg.data_dir, train_cfg.batch_size, 0, cfg.max_train_rows, cfg.seed, cfg.min_epoch_rows)
+        data = PreparedDataModule(
+            cfg.data_dir,
+            train_cfg.batch_size,
+            num_workers=0,
+            max_train_rows=cfg.max_train_rows,
+            seed=cfg.seed,
+            min_epoch_rows=cfg.min_epoch_rows,
+        )
         try:
             trainer.fit(lit, datamodule=data)
         except (KeyboardInterrupt, SystemExit):  # the whole tune is being stopped: this run was killed

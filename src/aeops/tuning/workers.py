@@ -21,7 +21,7 @@ from aeops.tuning.storage import counted, interrupted, load_study, storage_url
 ASK_LOCK_TIMEOUT_S = 300  # the ask lock is held for a count and an ask: seconds at most
 
 
-def work(cfg: TuneConfig, mlflow_cfg: MlflowConfig, parent_run_id: str, worker: int = 0, progress: Any = None) -> None:
+def work(cfg: TuneConfig, mlflow_cfg: MlflowConfig, *, parent_run_id: str, worker: int = 0, progress: Any = None) -> None:
     """Ask for trials until the study holds n_trials (or the timeout passes); one trial at a time."""
     from aeops.tuning.trial import run_trial
 
@@ -44,20 +44,20 @@ def work(cfg: TuneConfig, mlflow_cfg: MlflowConfig, parent_run_id: str, worker: 
         except Timeout:  # held for seconds at most: a waiter that never gets it must fail, not hang
             raise AeopsError(f"tune: {lock.lock_file} stayed locked for {ASK_LOCK_TIMEOUT_S} s; if no other tune worker "
                              "is running, delete it and rerun") from None
-        state, value, _ = run_trial(trial, cfg, uri, experiment_id, parent_run_id)
+        state, value, _ = run_trial(trial, cfg, tracking_uri=uri, experiment_id=experiment_id, parent_run_id=parent_run_id)
         study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
         if progress is not None:
             progress()
 
 
-def _worker_main(cfg: dict, mlflow_cfg: dict, parent_run_id: str, worker: int, gpus: int) -> None:
+def _worker_main(cfg: dict, mlflow_cfg: dict, *, parent_run_id: str, worker: int, gpus: int) -> None:
     if gpus:  # one trial per GPU: this process sees only its own (set before torch starts CUDA)
         os.environ["CUDA_VISIBLE_DEVICES"] = str(worker % gpus)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from aeops.quiet import quiet
 
     quiet()
-    work(TuneConfig.model_validate(cfg), MlflowConfig.model_validate(mlflow_cfg), parent_run_id, worker)
+    work(TuneConfig.model_validate(cfg), MlflowConfig.model_validate(mlflow_cfg), parent_run_id=parent_run_id, worker=worker)
 
 
 def run_workers(cfg: TuneConfig, mlflow_cfg: MlflowConfig, parent_run_id: str, study: optuna.Study) -> None:
@@ -68,7 +68,7 @@ def run_workers(cfg: TuneConfig, mlflow_cfg: MlflowConfig, parent_run_id: str, s
         task = bar.add_task(f"tune {cfg.study_name}", total=cfg.n_trials, completed=_done(study))
         tick = lambda: bar.update(task, completed=_done(study))  # noqa: E731
         if cfg.n_workers == 1:
-            work(cfg, mlflow_cfg, parent_run_id, 0, tick)
+            work(cfg, mlflow_cfg, parent_run_id=parent_run_id, worker=0, progress=tick)
             return
         import torch
 
@@ -107,5 +107,5 @@ def join(cfg: TuneConfig, mlflow_cfg: MlflowConfig) -> int:
     parent = study.user_attrs.get("mlflow_parent_run_id")
     if parent is None:
         raise AeopsError(f"tune worker: study '{cfg.study_name}' has not been started; run `dvc repro tune` first")
-    work(cfg, mlflow_cfg, parent, worker=os.getpid() % 10_000)
+    work(cfg, mlflow_cfg, parent_run_id=parent, worker=os.getpid() % 10_000)
     return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker_pid") == os.getpid())

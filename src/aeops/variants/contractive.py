@@ -24,7 +24,7 @@ class ContractiveConfig(Strict):
 def build(encoder: nn.Module, decoder: nn.Module, cfg: ContractiveConfig, n_features: int) -> Autoencoder:
     from aeops.models.autoencoder import ContractiveAutoencoder
 
-    return ContractiveAutoencoder(encoder, decoder, cfg.weight, cfg.estimator, cfg.projections)
+    return ContractiveAutoencoder(encoder, decoder, weight=cfg.weight, estimator=cfg.estimator, projections=cfg.projections)
 
 
 def sample(suggest: Suggest) -> dict[str, Any]:

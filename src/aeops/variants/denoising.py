@@ -26,7 +26,7 @@ class DenoisingConfig(Strict):
 def build(encoder: nn.Module, decoder: nn.Module, cfg: DenoisingConfig, n_features: int) -> Autoencoder:
     from aeops.models.autoencoder import DenoisingAutoencoder
 
-    return DenoisingAutoencoder(encoder, decoder, cfg.noise, cfg.std, cfg.mask_prob)
+    return DenoisingAutoencoder(encoder, decoder, noise=cfg.noise, std=cfg.std, mask_prob=cfg.mask_prob)
 
 
 def sample(suggest: Suggest) -> dict[str, Any]:

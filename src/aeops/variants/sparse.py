@@ -24,7 +24,7 @@ class SparseConfig(Strict):
 def build(encoder: nn.Module, decoder: nn.Module, cfg: SparseConfig, n_features: int) -> Autoencoder:
     from aeops.models.autoencoder import SparseAutoencoder
 
-    return SparseAutoencoder(encoder, decoder, cfg.l1_weight, cfg.kl_weight, cfg.target)
+    return SparseAutoencoder(encoder, decoder, l1_weight=cfg.l1_weight, kl_weight=cfg.kl_weight, target=cfg.target)
 
 
 def sample(suggest: Suggest) -> dict[str, Any]:
