@@ -277,3 +277,16 @@ def test_changed_search_params_start_a_fresh_study(prepared, mlflow_cfg):
     tune(changed, mlflow_cfg)
     trials = load_study(changed).get_trials()
     assert len(trials) == 2 and all(len(t.intermediate_values) <= 2 for t in trials)
+
+
+def test_study_plots_are_byte_stable(tmp_path):
+    """The importances (fANOVA's random forest) are seeded: the same study writes the same PNG bytes."""
+    from aeops.tuning.plots import write_study_plots
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("a", 0, 1) ** 2 + t.suggest_int("b", 1, 4), n_trials=12)
+    first = write_study_plots(study, tmp_path / "one", seed=3)
+    second = write_study_plots(study, tmp_path / "two", seed=3)
+    assert [p.name for p in first] == ["optimization_history.png", "param_importances.png", "parallel_coordinate.png"]
+    for a, b in zip(first, second):
+        assert a.read_bytes() == b.read_bytes(), a.name

@@ -20,31 +20,33 @@ log = logging.getLogger(__name__)
 MAX_AXES = 6  # a parallel-coordinates plot with more axes is unreadable
 
 
-def shared_params(study: optuna.Study, limit: int = MAX_AXES) -> list[str]:
+def _importance(seed: int) -> optuna.importance.FanovaImportanceEvaluator:
+    """Optuna's default evaluator (fANOVA's random forest), seeded: the same study gives the same plot bytes."""
+    return optuna.importance.FanovaImportanceEvaluator(seed=seed)
+
+
+def shared_params(study: optuna.Study, limit: int = MAX_AXES, *, seed: int = 0) -> list[str]:
     """Knobs every complete trial has (a variant's own knobs would draw "None" axes), most important first."""
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     names = sorted(set.intersection(*(set(t.params) for t in trials))) if trials else []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ranked = list(optuna.importance.get_param_importances(study, params=names))
+            ranked = list(optuna.importance.get_param_importances(study, evaluator=_importance(seed), params=names))
     except (ValueError, RuntimeError):  # fewer than 2 complete trials, or a knob that never varied
         ranked = names
     return ranked[:limit]
 
 
-def _parallel(study: optuna.Study):
-    return ovm.plot_parallel_coordinate(study, params=shared_params(study) or None)
-
-
 PLOTS = {
-    "optimization_history.png": ovm.plot_optimization_history,
-    "param_importances.png": ovm.plot_param_importances,
-    "parallel_coordinate.png": _parallel,
+    "optimization_history.png": lambda study, seed: ovm.plot_optimization_history(study),
+    "param_importances.png": lambda study, seed: ovm.plot_param_importances(study, evaluator=_importance(seed)),
+    "parallel_coordinate.png": lambda study, seed: ovm.plot_parallel_coordinate(
+        study, params=shared_params(study, seed=seed) or None),
 }
 
 
-def write_study_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
+def write_study_plots(study: optuna.Study, out_dir: Path, *, seed: int = 0) -> list[Path]:
     """Write each plot that the study supports (importances need ≥ 2 complete trials and a varied param)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -52,7 +54,7 @@ def write_study_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ax = plot(study)
+                ax = plot(study, seed)
             fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
             fig.set_size_inches(12, 6)
             fig.tight_layout()

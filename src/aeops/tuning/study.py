@@ -95,7 +95,7 @@ def _summarise(study: optuna.Study, cfg: TuneConfig, client: Any, parent: str, *
         "epochs_trained": sum(t.user_attrs.get("epochs", 0) for t in trials),
     }
     out = Path(cfg.output_dir)
-    paths = write_study_plots(study, out / "plots")
+    paths = write_study_plots(study, out / "plots", seed=cfg.seed)
     write_json(out / "best_params.json", result)
     client.log_metric(parent, "best_value", best.value)
     for name, n in states.items():
