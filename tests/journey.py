@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -182,6 +183,13 @@ def copy_project(base: Path, root: Path) -> Project:
     p = Project(dst)
     p.ran.append("make repro")  # what the copy starts from
     return p
+
+
+def leg(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Project]:
+    """A module fixture's body: this leg's copy of the shared `make repro`, its servers stopped at the end."""
+    project = copy_project(repro_project(tmp_path_factory), tmp_path_factory.mktemp(name))
+    yield project
+    project.stop()
 
 
 def ran_all(p: Project, leg: str) -> None:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
-from journey import Project, copy_project, ran_all, repro_project
+from journey import Project, leg, ran_all
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def p(tmp_path_factory) -> Project:
-    project = copy_project(repro_project(tmp_path_factory), tmp_path_factory.mktemp("experiments"))
-    yield project
-    project.stop()
+def p(tmp_path_factory) -> Iterator[Project]:
+    yield from leg(tmp_path_factory, "experiments")
 
 
 def test_a_training_param_reruns_train_onwards_as_a_named_experiment(p: Project):

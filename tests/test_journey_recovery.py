@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
-from journey import Project, copy_project, ran_all, repro_project
+from journey import Project, leg, ran_all
 
 pytestmark = pytest.mark.slow
 RECOVER = "dvc repro -f --downstream train"
 
 
 @pytest.fixture(scope="module")
-def p(tmp_path_factory) -> Project:
-    project = copy_project(repro_project(tmp_path_factory), tmp_path_factory.mktemp("recovery"))
-    yield project
-    project.stop()
+def p(tmp_path_factory) -> Iterator[Project]:
+    yield from leg(tmp_path_factory, "recovery")
 
 
 def test_a_lost_store_names_one_recovery_command(p: Project):

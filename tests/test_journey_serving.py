@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
-from journey import CURL, Project, copy_project, ran_all, repro_project
+from journey import CURL, Project, leg, ran_all
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def p(tmp_path_factory) -> Project:
-    project = copy_project(repro_project(tmp_path_factory), tmp_path_factory.mktemp("serving"))
-    yield project
-    project.stop()
+def p(tmp_path_factory) -> Iterator[Project]:
+    yield from leg(tmp_path_factory, "serving")
 
 
 def test_serve_before_any_promotion_names_the_fix(p: Project):

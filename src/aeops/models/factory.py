@@ -34,12 +34,8 @@ def build_autoencoder(
     if isinstance(cfg, dict):
         cfg = ModelConfig.model_validate(cfg)
     if members > 1:
-        return AutoencoderEnsemble(
-            [
-                build_autoencoder(cfg, n_features, image_shape=image_shape, unit_interval=unit_interval)
-                for _ in range(members)
-            ]
-        )
+        return AutoencoderEnsemble([build_autoencoder(cfg, n_features, image_shape=image_shape,
+                                                      unit_interval=unit_interval) for _ in range(members)])
     out_act = resolve_output_activation(cfg, unit_interval)
     spec = variants.get(cfg.variant)
     code_width = spec.code_width(cfg.latent_dim)
@@ -47,42 +43,14 @@ def build_autoencoder(
         if image_shape is None:
             raise ConfigError("architecture 'conv' needs image data (an image shape); use 'mlp' for tables")
         c = cfg.conv
-        encoder = ConvEncoder(
-            image_shape,
-            c.channels,
-            out_features=code_width,
-            kernel_size=c.kernel_size,
-            activation=c.activation,
-            batch_norm=c.batch_norm,
-        )
-        decoder = ConvDecoder(
-            image_shape,
-            c.channels,
-            latent_dim=cfg.latent_dim,
-            kernel_size=c.kernel_size,
-            activation=c.activation,
-            batch_norm=c.batch_norm,
-            output_activation=out_act,
-        )
+        layers = {"kernel_size": c.kernel_size, "activation": c.activation, "batch_norm": c.batch_norm}
+        encoder = ConvEncoder(image_shape, c.channels, out_features=code_width, **layers)
+        decoder = ConvDecoder(image_shape, c.channels, latent_dim=cfg.latent_dim, output_activation=out_act, **layers)
     else:
         m = cfg.mlp
-        encoder = MLPEncoder(
-            n_features,
-            m.hidden,
-            out_features=code_width,
-            activation=m.activation,
-            batch_norm=m.batch_norm,
-            dropout=m.dropout,
-        )
-        decoder = MLPDecoder(
-            cfg.latent_dim,
-            m.hidden,
-            out_features=n_features,
-            activation=m.activation,
-            batch_norm=m.batch_norm,
-            dropout=m.dropout,
-            output_activation=out_act,
-        )
+        layers = {"activation": m.activation, "batch_norm": m.batch_norm, "dropout": m.dropout}
+        encoder = MLPEncoder(n_features, m.hidden, out_features=code_width, **layers)
+        decoder = MLPDecoder(cfg.latent_dim, m.hidden, out_features=n_features, output_activation=out_act, **layers)
 
     section = getattr(cfg, spec.name) if spec.config is not None else None
     return spec.build(encoder, decoder, section, n_features)

@@ -94,8 +94,8 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
     `tune_enabled` is `tune.enabled` (the CLI passes it): only then may tuned params replace `train.model`.
     """
     check_accelerator(cfg.accelerator, "train.accelerator")
-    data = PreparedData(cfg.data_dir)
-    choice = apply_tuned(cfg, tune_enabled, data=data)
+    prepared = PreparedData(cfg.data_dir)  # meta.json and the data hash, read once
+    choice = apply_tuned(cfg, tune_enabled, data=prepared)
     cfg = choice.cfg
     set_threads(cfg.num_threads, processes=local_processes(cfg))
     if rank_zero_only.rank == 0:
@@ -104,13 +104,13 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
         print(f"train: {m.variant}/{m.architecture} z{m.latent_dim}{members}, model config from {choice.source} "
               f"({choice.reason})", file=sys.stderr, flush=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    meta = data.meta
+    meta = prepared.meta
     if cfg.model.architecture == "conv" and not meta.image_shape:
         raise ConfigError("params.yaml: train.model.architecture = 'conv' needs image data "
                           "(prepare.source digits, mnist, fashion_mnist or image_folder); use 'mlp' for tables")
     out_dir = Path(cfg.output_dir)
     ckpt_dir = out_dir / "checkpoints"
-    data_hash = data.hash
+    data_hash = prepared.hash
     key = fingerprint(cfg, data_hash)
     resume_from, run_id = resume_point(ckpt_dir, key)
     logger = training_logger(cfg, mlflow_cfg, choice, run_id)
