@@ -59,6 +59,8 @@ def test_train_writes_checkpoints_and_tracks_everything(prepared, mlflow_cfg):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/loss_curves.png", "plots/latent_2d.png", "plots/reconstructions.png"}
     assert client.list_artifacts(run.info.run_id, "data")
+    logged_meta = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/data/meta.json")  # the file, not a repr
+    assert logged_meta["n_features"] == 64 and logged_meta["image_shape"] == [1, 8, 8]
 
     assert not client.list_artifacts(run.info.run_id, "model")  # one model format: the bundle register logs
 

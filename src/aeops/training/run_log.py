@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from aeops import __version__
 from aeops.config import MlflowConfig, TrainConfig
-from aeops.data.prepared import eval_rows, load_split
+from aeops.data.prepared import Meta, eval_rows, load_split
 from aeops.io import read_json
 from aeops.tracking import (
     data_label,
@@ -81,7 +81,7 @@ def effective_params(cfg: TrainConfig, prepare: dict[str, Any]) -> dict[str, str
     return {**flatten(train, "train."), **flatten(prepare, "prepare.")}
 
 
-def log_training_run(lit: LitAutoencoder, cfg: TrainConfig, *, meta: dict, info: dict, logger: EpochMLFlowLogger) -> None:
+def log_training_run(lit: LitAutoencoder, cfg: TrainConfig, *, meta: Meta, info: dict, logger: EpochMLFlowLogger) -> None:
     """Params, lineage, dataset input, data profile and plots in the training run.
 
     The test losses were logged once by Lightning; constants of the model are params, not metrics.
@@ -112,7 +112,7 @@ def log_training_run(lit: LitAutoencoder, cfg: TrainConfig, *, meta: dict, info:
         dropped = profile.get("dropped_columns") or {}
         mlflow.set_tag("dropped_columns", ", ".join(f"{k} ({v})" for k, v in dropped.items()) or "none")
         mlflow.log_dict(profile, "data/profile.json")
-        mlflow.log_dict(meta, "data/meta.json")
+        mlflow.log_dict(read_json(Path(cfg.data_dir) / "meta.json"), "data/meta.json")  # every key, as prepare wrote it
 
         model = lit.model.cpu().eval()
         test = load_split(cfg.data_dir, "test", lazy=True)

@@ -75,7 +75,8 @@ def run_workers(cfg: TuneConfig, mlflow_cfg: MlflowConfig, parent_run_id: str, s
         gpus = torch.cuda.device_count() if cfg.accelerator in ("auto", "gpu", "cuda") else 0
         ctx = mp.get_context("spawn")
         procs = [
-            ctx.Process(target=_worker_main, args=(cfg.model_dump(), mlflow_cfg.model_dump(), parent_run_id, i, gpus))
+            ctx.Process(target=_worker_main, args=(cfg.model_dump(), mlflow_cfg.model_dump()),
+                        kwargs={"parent_run_id": parent_run_id, "worker": i, "gpus": gpus})
             for i in range(cfg.n_workers)
         ]
         for p in procs:
