@@ -156,10 +156,8 @@ def _score(params: dict, args: argparse.Namespace) -> None:
     import mlflow
 
     from aeops.serving.batch import score_file
-    from aeops.tracking import tracking_uri
-
     cfg = _section(params, "register")
-    uri = tracking_uri(_section(params, "mlflow"))
+    uri = _tracking(params)
     mlflow.set_tracking_uri(uri)
     model = args.model or ModelRef.default(cfg.model_name).uri
     refuse_dvc_out(args.output)
@@ -179,11 +177,10 @@ def _monitor(params: dict, args: argparse.Namespace) -> int:
 
     from aeops.io import read_json
     from aeops.monitoring.monitor import log_run, monitor_file, summary_line, write_outputs
-    from aeops.tracking import tracking_uri
 
     cfg, mlflow_cfg = _section(params, "monitor"), _section(params, "mlflow")
     data = args.input or cfg.path
-    uri = tracking_uri(mlflow_cfg)
+    uri = _tracking(params)
     mlflow.set_tracking_uri(uri)
     model = args.model or cfg.model
     if model is None:
@@ -206,11 +203,10 @@ def _monitor(params: dict, args: argparse.Namespace) -> int:
 
 def _compress(params: dict, args: argparse.Namespace) -> None:
     from aeops.compression.folder import compress_folder, load_codec_model
-    from aeops.tracking import tracking_uri
 
     refuse_dvc_out(args.output)
     model = args.model or ModelRef.default(_section(params, "register").model_name).uri
-    codec = load_codec_model(model, tracking_uri(_section(params, "mlflow")))
+    codec = load_codec_model(model, _tracking(params))
     r = compress_folder(codec, args.input, out_file=args.output, error=args.error)
     print(f"compress: {r['images']} images → {args.output} ({r['bytes']:,} bytes, {r['bpp']:.3f} bits per pixel; "
           f"{r['model']}, error {args.error})")
@@ -223,7 +219,6 @@ def _compress(params: dict, args: argparse.Namespace) -> None:
 
 def _decompress(params: dict, args: argparse.Namespace) -> None:
     from aeops.compression.folder import decompress_file, load_codec_model, read_header
-    from aeops.tracking import tracking_uri
 
     refuse_dvc_out(args.output)
     written = read_header(args.input)["model"]
@@ -231,7 +226,7 @@ def _decompress(params: dict, args: argparse.Namespace) -> None:
     if model is None:
         raise DataError(f"{args.input}: compressed with a model bundle folder, not a registered model; "
                         "pass that folder as --model")
-    r = decompress_file(load_codec_model(model, tracking_uri(_section(params, "mlflow"))), args.input, args.output)
+    r = decompress_file(load_codec_model(model, _tracking(params)), args.input, args.output)
     print(f"decompress: {r['images']} images → {args.output} (PNG; {r['model']})")
 
 
