@@ -231,7 +231,7 @@ def test_constant_and_duplicate_columns_are_dropped_with_a_warning(tmp_path: Pat
     assert list(load_split(out, "train").x.shape[1:]) == [3]
     assert profile["dropped_columns"] == {"k": "constant", "c2": "duplicate of c", "a_copy": "duplicate of a"}
     assert load_scaler(out)["ignored_features"] == ["k", "c2", "a_copy"]
-    assert "dropped 3 uninformative feature column(s)" in caplog.text and "'k' (constant)" in caplog.text
+    assert "column 'k' left out (constant)" in caplog.text and "column 'c2' left out (duplicate of c)" in caplog.text
 
 
 def _bad_csv(df: pd.DataFrame, tmp_path: Path) -> Path:
@@ -247,7 +247,7 @@ def _set(df: pd.DataFrame, col: str, row: int, value) -> pd.DataFrame:
 
 
 TABLE_ERRORS = {
-    "nan": (lambda: _set(_table(), "b", 3, np.nan), {}, ["'b'", "NaN"]),
+    "all_missing": (lambda: _table().assign(b=np.nan), {}, ["'b'", "entirely missing", "drop_columns"]),
     "inf": (lambda: _set(_table(), "c", 5, np.inf), {}, ["'c'", "infinite"]),
     "string": (lambda: _set(_table(), "a", 2, "oops"), {}, ["'a'", "oops"]),
     "no_label": (_table, {"label_column": "target"}, ["'target'", "'y'"]),
@@ -308,7 +308,7 @@ def test_failed_prepare_leaves_output_untouched(tmp_path: Path, monkeypatch) -> 
     out = tmp_path / "prepared"
     prepare(_cfg(tmp_path, max_train_rows=50))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    bad = _bad_csv(_set(_table(), "b", 3, np.nan), tmp_path)
+    bad = _bad_csv(_set(_table(), "b", 3, np.inf), tmp_path)
     with pytest.raises(DataError):
         prepare(_cfg(tmp_path, source="table", path=str(bad)))
 

@@ -53,6 +53,12 @@ class PrepareConfig(Strict):
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     max_train_rows: int | None = Field(None, gt=0)
     scaling: Literal["auto", "standard", "robust", "minmax", "global_minmax", "none"] = "auto"
+    # tables: column roles are inferred (numeric, categorical, datetime, identifier, text, constant); these override
+    categorical_columns: list[str] | None = None  # treat these as categorical (numbers too)
+    drop_columns: list[str] | None = None  # leave these out
+    datetime: Literal["exclude", "cyclic"] = "exclude"  # a timestamp column: left out, or hour and weekday as sin/cos
+    min_frequency: float = Field(0.01, ge=0, lt=1)  # categorical levels rarer than this share of the rows share a slot
+    max_levels: int = Field(100, ge=2)  # at most this many levels a categorical column (after grouping rare ones)
     seed: int = 42
     output_dir: str = "data/prepared"
 
@@ -67,7 +73,7 @@ class PrepareConfig(Strict):
         if self.normal_classes is not None and len(self.normal_classes) == 0:
             raise ValueError("normal_classes must list at least one class (or be null)")
         if self.source != "table":
-            for key in ("feature_columns", "label_column", "anomaly_column"):
+            for key in ("feature_columns", "label_column", "anomaly_column", "categorical_columns", "drop_columns"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"{key} applies only to source 'table' (source is '{self.source}'); set it to null")
         if self.source != "image_folder":
@@ -81,6 +87,13 @@ class PrepareConfig(Strict):
             raise ValueError("normal_dir/abnormal_dir set the anomaly protocol; set normal_classes to null")
         if self.image_size is not None and min(self.image_size) < 4:
             raise ValueError(f"image_size {self.image_size} is too small: [height, width] of at least 4 pixels")
+        both = sorted(set(self.categorical_columns or []) & set(self.drop_columns or []))
+        if both:
+            raise ValueError(f"categorical_columns and drop_columns both list {both}; keep each column in one")
+        special = [c for c in (self.categorical_columns or []) + (self.drop_columns or [])
+                   if c in (self.label_column, self.anomaly_column)]
+        if special:
+            raise ValueError(f"categorical_columns/drop_columns list the label/anomaly column {special}")
         columns = self.feature_columns
         if columns is not None:
             if not columns:

@@ -10,11 +10,14 @@ import numpy as np
 import pandas as pd
 
 from aeops.config import PrepareConfig
+from aeops.data.encode import fit_columns
 from aeops.data.images import ImageFiles
 from aeops.data.prepared import ANOMALY_COLUMN, LABEL_COLUMN, VAL_ANOMALIES, PixelRows, Split
+from aeops.data.rawdata import TableRows
 from aeops.data.sources import RawData, load_raw
 from aeops.errors import ConfigError, DataError
 from aeops.io import atomic_path, write_json
+from aeops.scoring.columns import ColumnError, TableColumns
 from aeops.scoring.preprocess import apply_scaler
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,8 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
             raise DataError(f"prepare: split '{name}' is empty (source '{cfg.source}', path '{cfg.path}')")
     kind = resolve_scaling(cfg.scaling, raw)
     profile = _profile(cfg.source, splits) | {"dropped_columns": dict(raw.dropped)}
+    if raw.roles is not None:
+        profile["column_roles"] = {n: r.role for n, r in raw.roles.items()}
     with atomic_path(cfg.output_dir, replace_dir=True) as tmp:  # everything into a temporary directory, swapped in by one rename
         tmp.mkdir()
         if isinstance(raw.x, ImageFiles):
@@ -49,16 +54,25 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
             train_x: Any = PixelRows(tmp / "train.npy")
         else:
             train_x = splits["train"].x
-        scaler = fit_scaler(kind, train_x, raw.feature_names, cfg.seed)
+        if isinstance(train_x, TableRows):
+            scaler = fit_columns(train_x.frame, raw.roles or {}, kind=kind, min_frequency=cfg.min_frequency,
+                                 fit_scaler=lambda k, x, names: fit_scaler(k, x, names, cfg.seed))
+        else:
+            scaler = fit_scaler(kind, train_x, raw.feature_names, cfg.seed)
         _check_scaler(scaler, kind)
         scaler["ignored_features"] = list(raw.dropped)  # served models accept these columns and ignore them
+        table = TableColumns.from_dict(scaler["columns"]) if "columns" in scaler else None
+        names = list(scaler["feature_names"])
         for name, part in splits.items():
-            stored = None if isinstance(part.x, ImageFiles) else apply_scaler(scaler, part.x)
+            values = _encoded(table, part.x, cfg.path) if table is not None else part.x
+            stored = None if isinstance(part.x, ImageFiles) else apply_scaler(scaler, values)
             if stored is not None:
-                _check_scaled(stored, part.x, names=raw.feature_names, split_name=name)
-            _frame(part, stored, raw.feature_names).to_parquet(tmp / f"{name}.parquet", index=False)
+                _check_scaled(stored, values, names=names, split_name=name)
+            _frame(part, stored, names).to_parquet(tmp / f"{name}.parquet", index=False)
         write_json(tmp / "scaler.json", scaler)
-        write_json(tmp / "meta.json", _meta(cfg, raw, kind=kind, scaler=scaler, has_anomaly=protocol is not None))
+        write_json(tmp / "meta.json", _meta(cfg, raw, kind=kind, scaler=scaler, has_anomaly=protocol is not None) | {
+            "layout": table.layout() if table is not None and table.mixed else None,
+            "roles": scaler.get("roles")})
         write_json(tmp / "profile.json", profile)
         write_json(tmp / "params.json", cfg.model_dump())
     return profile
@@ -154,7 +168,17 @@ def _select(part: Split, rows: np.ndarray) -> Split:
 
 
 def _concat(arrays: tuple[Any, ...]) -> Any:
-    return ImageFiles.concat(list(arrays)) if isinstance(arrays[0], ImageFiles) else np.concatenate(arrays)
+    if isinstance(arrays[0], (ImageFiles, TableRows)):
+        return type(arrays[0]).concat(list(arrays))
+    return np.concatenate(arrays)
+
+
+def _encoded(table: TableColumns, rows: TableRows, path: str) -> np.ndarray:
+    """A split's table rows in encoded raw units (what the scaler scales)."""
+    try:
+        return table.encode(rows.frame).raw
+    except ColumnError as err:
+        raise DataError(f"{path}: {err}") from None
 
 
 # ---------------------------------------------------------------- anomaly protocol
@@ -248,8 +272,8 @@ def fit_scaler(kind: str, x: np.ndarray | PixelRows, feature_names: list[str], s
     d = x.shape[1]
     sk: Any = StandardScaler() if kind == "standard" else MinMaxScaler() if kind == "minmax" else None
     lo, hi = np.full(d, np.inf), np.full(d, -np.inf)
-    for chunk in ([x] if isinstance(x, np.ndarray) else x.raw_chunks()):
-        lo, hi = np.minimum(lo, chunk.min(axis=0)), np.maximum(hi, chunk.max(axis=0))
+    for chunk in ([x] if isinstance(x, np.ndarray) else x.raw_chunks()):  # a missing value (NaN) is skipped
+        lo, hi = np.fmin(lo, np.fmin.reduce(chunk, axis=0)), np.fmax(hi, np.fmax.reduce(chunk, axis=0))
         if sk is not None:
             sk.partial_fit(chunk)  # what fit() does on one chunk
     if kind == "standard":
@@ -262,7 +286,7 @@ def fit_scaler(kind: str, x: np.ndarray | PixelRows, feature_names: list[str], s
     elif kind == "minmax":
         offset, scale = sk.data_min_, sk.data_range_
     elif kind == "global_minmax":
-        offset, scale = np.full(d, lo.min()), np.full(d, hi.max() - lo.min())
+        offset, scale = np.full(d, np.nanmin(lo)), np.full(d, np.nanmax(hi) - np.nanmin(lo))
     else:  # none
         offset, scale = np.zeros(d), np.ones(d)
     scale = np.where(np.asarray(scale, dtype=np.float64) == 0, 1.0, scale)
@@ -306,9 +330,9 @@ def _meta(cfg: PrepareConfig, raw: RawData, *, kind: str, scaler: dict[str, Any]
     lo, hi = float(ends.min()), float(ends.max())
     return {
         "source": cfg.source,
-        "feature_names": list(raw.feature_names),
+        "feature_names": list(scaler["feature_names"]),
         "image_shape": list(raw.image_shape) if raw.image_shape is not None else None,
-        "n_features": len(raw.feature_names),
+        "n_features": len(scaler["feature_names"]),
         "has_labels": raw.labels is not None,
         "has_anomaly": has_anomaly,
         "label_names": list(raw.label_names) if raw.labels is not None and raw.label_names else None,

@@ -75,6 +75,13 @@ class Meta:
     label_names: list[Any] | None = None
     normal_classes: list[Any] | None = None
     pixel_max: float | None = None  # images: the raw value of a white pixel (None: prepared by an older aeops)
+    layout: dict[str, Any] | None = None  # a mixed-type table's feature groups (aeops.models.layout); None: one per column
+    roles: dict[str, Any] | None = None  # tables: column → {"role", "why"} (aeops.data.roles)
+
+    @property
+    def feature_count(self) -> int:
+        """Features as the model sees them: a categorical column (k one-hot inputs) counts once."""
+        return len(self.layout["groups"]) if self.layout else self.n_features
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, path: Path) -> Meta:

@@ -11,7 +11,7 @@ import pandas as pd
 from aeops.data.prepared import load_scaler, load_split, sample_split
 from aeops.errors import DataError
 from aeops.io import atomic_path
-from aeops.scoring.preprocess import invert_scaler
+from aeops.scoring.preprocess import Preprocessor
 
 
 def raw_split(data_dir: str, name: str = "test", head: int | None = None) -> tuple[pd.DataFrame, Any]:
@@ -24,8 +24,7 @@ def raw_split(data_dir: str, name: str = "test", head: int | None = None) -> tup
         split = sample_split(data_dir, name)[0]
     else:
         split = load_split(data_dir, name, lazy=True).take(slice(head))  # type: ignore[arg-type]
-    scaler = load_scaler(data_dir)
-    df = pd.DataFrame(invert_scaler(scaler, split.x), columns=scaler["feature_names"])
+    df = Preprocessor(load_scaler(data_dir)).frame(split.x)  # a table's raw columns: levels, empty cells, times
     return df, split
 
 

@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 
 from aeops.config import PrepareConfig
-from aeops.data.rawdata import RawData
+from aeops.data.rawdata import RawData, TableRows
+from aeops.data.roles import Role, infer_roles, uninformative
 from aeops.errors import DataError
+from aeops.scoring.columns import ColumnError, numbers
 
 log = logging.getLogger(__name__)
 
@@ -196,49 +198,6 @@ def _feature_names(cfg: PrepareConfig, df: pd.DataFrame, path: Path) -> list[str
     return list(cfg.feature_columns)
 
 
-def _numeric(path: Path, col: pd.Series) -> np.ndarray:
-    """One feature column as float64, with a DataError naming the first non-numeric value."""
-    if pd.api.types.is_datetime64_any_dtype(col) or pd.api.types.is_timedelta64_dtype(col):
-        # pd.to_numeric would turn them into nanoseconds since 1970: a number, but no feature
-        raise DataError(f"{path}: column '{col.name}' holds timestamps ({col.dtype}), not a feature; leave it out with "
-                        "prepare.feature_columns (derive numeric features such as the hour first, if they matter)")
-    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_complex_dtype(col):
-        coerced = pd.to_numeric(col, errors="coerce")
-        bad = coerced.isna() & col.notna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(
-                f"{path}: feature column '{col.name}' has non-numeric values, "
-                f"e.g. {col.iloc[row]!r} at data row {row + 1} (prepare.feature_columns selects features)"
-            )
-        col = coerced
-    return col.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _check_finite(path: Path, x: np.ndarray, names: list[str]) -> None:
-    nan = np.isnan(x).sum(axis=0)
-    inf = np.isinf(x).sum(axis=0)
-    for counts, what in ((nan, "NaN/missing"), (inf, "infinite")):
-        if counts.any():
-            cols = ", ".join(f"'{names[j]}' ({counts[j]})" for j in np.flatnonzero(counts))
-            raise DataError(f"{path}: {what} values in feature column(s) {cols}")
-
-
-def uninformative(x: np.ndarray, names: list[str]) -> dict[str, str]:
-    """Columns that carry no information: constant ones, and exact copies of an earlier column."""
-    dropped = {names[j]: "constant" for j in np.flatnonzero(np.ptp(x, axis=0) == 0)}
-    seen: dict[bytes, str] = {}
-    for j, name in enumerate(names):
-        if name in dropped:
-            continue
-        key = np.ascontiguousarray(x[:, j]).tobytes()
-        if key in seen:
-            dropped[name] = f"duplicate of {seen[key]}"
-        else:
-            seen[key] = name
-    return dropped
-
-
 def _labels(path: Path, col: pd.Series) -> tuple[np.ndarray, list[Any]]:
     """Int codes and class names: integer labels keep their values, others map to 0..k-1."""
     missing = int(col.isna().sum())
@@ -255,57 +214,67 @@ def _labels(path: Path, col: pd.Series) -> tuple[np.ndarray, list[Any]]:
     return codes.astype(np.int64), [str(n) for n in names]
 
 
+ANOMALY_WORDS = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1, "no": 0, "yes": 1}
+
+
 def _anomaly(path: Path, col: pd.Series) -> np.ndarray:
-    values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isin(values, (0.0, 1.0))
+    """0/1 anomaly flags; booleans and yes/no/true/false (any case) are accepted too."""
+    words = col.map(lambda v: ANOMALY_WORDS.get(str(v).strip().lower()), na_action="ignore")
+    bad = words.isna()
     if bad.any():
         shown = sorted({repr(v) for v in col[bad].head(50).tolist()})[:5]
         raise DataError(
-            f"{path}: anomaly column '{col.name}' must hold only 0/1, found {', '.join(shown)} "
-            f"in {int(bad.sum())} row(s)"
+            f"{path}: anomaly column '{col.name}' must hold only 0/1 (or yes/no, true/false), found "
+            f"{', '.join(shown)} in {int(bad.sum())} row(s)"
         )
-    return values.astype(np.int64)
-
-
-def _refuse_row_index(path: Path, x: np.ndarray, names: list[str]) -> None:
-    """A column that counts the rows (0, 1, 2, … or 1, 2, 3, … in file order: a saved pandas index such as
-    'Unnamed: 0', or R's row names) tells the model where a row sits in the file, not what it is; in a
-    file sorted by label it alone separates the anomalies. Taken as a feature only when the user lists it."""
-    if len(x) < 3:
-        return
-    for j, name in enumerate(names):
-        steps = np.diff(x[:, j])
-        if x[0, j] in (0.0, 1.0) and np.all(steps == 1.0):
-            raise DataError(f"{path}: column '{name}' counts the rows ({x[0, j]:.0f}, {x[1, j]:.0f}, {x[2, j]:.0f}, … in "
-                            "file order): a saved row index, not a feature; list the features in "
-                            "prepare.feature_columns, or write the file without its index (index=False)")
+    return words.to_numpy(dtype=np.int64)
 
 
 LABEL_LIKE = {"is_anomaly", "anomaly", "label", "labels", "target", "class", "y", "outlier", "is_outlier"}
 
 
 def load_table(cfg: PrepareConfig) -> RawData:
-    """CSV/Parquet table: numeric features, optional label and 0/1 anomaly columns."""
+    """CSV/Parquet table: each column's role inferred (aeops.data.roles), optional label and 0/1 anomaly columns.
+
+    The used columns stay as read (`TableRows`: mixed types, missing cells); prepare fits their encoding
+    on the training rows. Columns left out (identifiers, free text, raw timestamps, constant and
+    duplicate ones, prepare.drop_columns) are named in one warning each, with the reason.
+    """
     path = Path(cfg.path)
     df = _read_table(path)
     for column, role in ((cfg.label_column, "label"), (cfg.anomaly_column, "anomaly")):
         if column is not None:
             _require(path, df, column, role)
     names = _feature_names(cfg, df, path)
-    x = np.column_stack([_numeric(path, df[c]) for c in names]).astype(np.float64)
-    if cfg.feature_columns is None:
-        _refuse_row_index(path, x, names)
-    _check_finite(path, x, names)
-    dropped = uninformative(x, names)
-    if len(dropped) == len(names):
-        raise DataError(f"{path}: every feature column is constant or a duplicate ({', '.join(names[:8])}); nothing to learn")
-    if dropped:
-        keep = [j for j, n in enumerate(names) if n not in dropped]
-        x, names = x[:, keep], [names[j] for j in keep]
-        shown = ", ".join(f"'{n}' ({why})" for n, why in list(dropped.items())[:8])
-        log.warning("%s: dropped %d uninformative feature column(s): %s%s", path, len(dropped), shown,
-                    ", …" if len(dropped) > 8 else "")
-    flags = [n for n in names if n.lower() in LABEL_LIKE]
+    for c in [*(cfg.categorical_columns or []), *(cfg.drop_columns or [])]:
+        _require(path, df, c, "categorical" if c in (cfg.categorical_columns or []) else "drop")
+    try:
+        roles = infer_roles(df, names, categorical=list(cfg.categorical_columns or []),
+                            drop=list(cfg.drop_columns or []), datetime=cfg.datetime, max_levels=cfg.max_levels,
+                            min_frequency=cfg.min_frequency)
+    except DataError as err:
+        raise DataError(f"{path}: {err}") from None
+    numeric = [n for n in names if roles[n].role == "numeric"]
+    if numeric:
+        try:
+            x = np.column_stack([numbers(df[n]) for n in numeric])
+        except ColumnError as err:
+            raise DataError(f"{path}: {err}") from None
+        for name, why in uninformative(x, numeric).items():
+            roles[name] = Role("constant" if why == "constant" else "duplicate", why)
+    for name in names:
+        if roles[name].role == "categorical" and df[name].notna().all() and df[name].nunique() == 1:
+            roles[name] = Role("constant", "one level in every row")
+    used = [n for n in names if roles[n].used]
+    dropped = {n: roles[n].why if roles[n].role in ("constant", "duplicate") else f"{roles[n].role}: {roles[n].why}"
+               for n in names if not roles[n].used}
+    if not used:
+        shown = ", ".join(f"'{n}' ({why})" for n, why in list(dropped.items())[:4])
+        raise DataError(f"{path}: every feature column is left out ({shown}): nothing to learn; list categorical "
+                        "columns in prepare.categorical_columns or set prepare.datetime: cyclic")
+    for name, why in dropped.items():
+        log.warning("%s: column '%s' left out (%s)", path, name, why)
+    flags = [n for n in used if n.lower() in LABEL_LIKE]
     if flags:  # a label used as a feature makes detection trivially (and silently) wrong
         log.warning("%s: column(s) %s are used as features; if they are labels, set prepare.anomaly_column or "
                     "prepare.label_column (or prepare.feature_columns)", path, flags)
@@ -313,4 +282,4 @@ def load_table(cfg: PrepareConfig) -> RawData:
     if cfg.label_column is not None:
         labels, label_names = _labels(path, df[cfg.label_column])
     is_anomaly = _anomaly(path, df[cfg.anomaly_column]) if cfg.anomaly_column is not None else None
-    return RawData(x, labels, is_anomaly, names, None, label_names, dropped=dropped)
+    return RawData(TableRows(df[used]), labels, is_anomaly, used, None, label_names, dropped=dropped, roles=roles)

@@ -104,7 +104,8 @@ def _normal_rows(split: Split) -> np.ndarray:
 
 
 def fit_model_rule(cfg: EvaluateConfig, model: torch.nn.Module, *, image_shape: list[int] | None,
-                   train_x: np.ndarray, val_x: np.ndarray, val_recon: np.ndarray) -> FittedRule:
+                   train_x: np.ndarray, val_x: np.ndarray, val_recon: np.ndarray,
+                   layout: dict[str, Any] | None = None) -> FittedRule:
     """The model's scoring rule, fitted on validation rows (`aeops.scoring.fit`): validation anomalies are
     prepare's labelled ones where the protocol held some out of test, else synthetic ones."""
     if cfg.score_neighbors is True and image_shape:
@@ -114,10 +115,10 @@ def fit_model_rule(cfg: EvaluateConfig, model: torch.nn.Module, *, image_shape: 
     def anomalies() -> tuple[np.ndarray, str]:
         if has_split(cfg.data_dir, VAL_ANOMALIES):
             return sample_split(cfg.data_dir, VAL_ANOMALIES, cfg.seed, max_rows=cfg.max_rows)[0].x, "labelled"
-        return synthetic_anomalies(val_x, cfg.seed), "synthetic"
+        return synthetic_anomalies(val_x, cfg.seed, layout=layout), "synthetic"
 
     return fit_rule(rule_settings(cfg), image_shape=image_shape, train_x=train_x, val_x=val_x, val_recon=val_recon,
-                    reconstruct=lambda x: member_recons(model, x), anomalies=anomalies)
+                    reconstruct=lambda x: member_recons(model, x), anomalies=anomalies, layout=layout)
 
 
 def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[str, Any]]:
@@ -146,7 +147,9 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     val_members, test_members = member_recons(model, val_x), member_recons(model, test.x)
     quantized = quantize_codes(test_codes, train_codes.min(0), train_codes.max(0), QUANT_BITS)
     image_shape = meta.image_shape
-    fitted = fit_model_rule(cfg, model, image_shape=image_shape, train_x=train.x, val_x=val_x, val_recon=val_members)
+    layout = meta.layout
+    fitted = fit_model_rule(cfg, model, image_shape=image_shape, train_x=train.x, val_x=val_x, val_recon=val_members,
+                            layout=layout)
     coded = Coded(
         train_codes=train_codes, test_codes=test_codes, test_recon=test_recon,
         test_recon_quantized=decode(model, quantized), val_scores=fitted.val_scores,
@@ -158,11 +161,12 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     knn = None if fitted.index is None else [fitted.val_distances, fitted.distances(test.x)]
     baselines, baseline_scores = run_baselines(  # PCA's residual scale is fitted on PCA's validation residuals
         train=train, val_x=val_x, test=test, knn=knn, **sizes,
-        make_score=lambda vx, vr: residual_rule(settings, image_shape=image_shape, val_x=vx, val_recon=vr).residual)
+        make_score=lambda vx, vr: residual_rule(settings, image_shape=image_shape, val_x=vx, val_recon=vr,
+                                                layout=layout).residual)
     results.update(baselines)
     _describe_rules(results, cfg, fitted=fitted, standardized=settings.standardized(image_shape), members=bundle.members)
     scores = {"model": coded.test_scores, **baseline_scores}
-    warnings = evaluation_warnings(bundle.latent_dim, int(meta.n_features), test.is_anomaly)
+    warnings = evaluation_warnings(bundle.latent_dim, meta.feature_count, test.is_anomaly)
     warnings += sampled_warnings({"train": (len(train), n_train), "val": (len(val), n_val), "test": (len(test), n_test)},
                                  cfg.max_rows)
     if results["model"]["threshold"] != fitted.rule.threshold:  # one percentile of the same scores

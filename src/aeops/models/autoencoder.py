@@ -1,7 +1,9 @@
 """One base autoencoder with injectable encoder/decoder; each variant only adds its penalty.
 
 `forward(x)` returns `AEOutput(loss, recon_loss, reg_loss, z, recon_x)`. The reconstruction loss
-is the plain mean squared error per input value for every variant, so it is comparable across them.
+is the plain mean squared error per input value for every variant, so it is comparable across them;
+with a `layout` (a mixed-type table, aeops.models.layout) it is the mean per feature of the masked
+squared error and the categorical cross-entropy, and `decode` returns level probabilities.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import jacrev, jvp, vmap
+
+from aeops.models.layout import Layout
 
 
 @dataclass
@@ -26,6 +30,8 @@ class AEOutput:
 class Autoencoder(nn.Module):
     """Vanilla (undercomplete) autoencoder: loss = MSE(decode(encode(x)), x)."""
 
+    layout: Layout | None = None  # set by the factory for a mixed-type table
+
     def __init__(self, encoder: nn.Module, decoder: nn.Module):
         super().__init__()
         self.encoder = encoder
@@ -36,7 +42,8 @@ class Autoencoder(nn.Module):
         return self.encoder(x)
 
     def decode(self, z: Tensor) -> Tensor:
-        return self.decoder(z)
+        out = self.decoder(z)
+        return out if self.layout is None else self.layout.activate(out)
 
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
@@ -55,8 +62,11 @@ class Autoencoder(nn.Module):
     def forward(self, x: Tensor) -> AEOutput:
         x_in = self.corrupt(x) if self.training else x
         z, extra = self.encode_for_loss(x_in)
-        recon = self.decode(z)
-        recon_loss = F.mse_loss(recon, x)
+        out = self.decoder(z)
+        if self.layout is None:
+            recon, recon_loss = out, F.mse_loss(out, x)
+        else:
+            recon, recon_loss = self.layout.activate(out), self.layout.loss(out, x)
         reg = self.penalty(x_in, z, extra)
         return AEOutput(recon_loss + reg, recon_loss, reg, z, recon)
 

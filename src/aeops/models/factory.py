@@ -9,6 +9,7 @@ from aeops.errors import ConfigError
 from aeops.models.autoencoder import Autoencoder
 from aeops.models.config import ModelConfig
 from aeops.models.ensemble import AutoencoderEnsemble
+from aeops.models.layout import Layout
 from aeops.models.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
 
@@ -26,17 +27,24 @@ def build_autoencoder(
     image_shape: tuple[int, int, int] | None = None,
     unit_interval: bool = False,
     members: int = 1,
+    layout: dict[str, Any] | None = None,
 ) -> Autoencoder | AutoencoderEnsemble:
     """Encoder/decoder from the architecture params, wrapped by the chosen variant's builder.
 
     `members` > 1 builds that many (each with its own initialisation) as an `AutoencoderEnsemble`.
+    `layout`: a mixed-type table's feature groups (aeops.models.layout); its one-hot blocks get logits.
     """
     if isinstance(cfg, dict):
         cfg = ModelConfig.model_validate(cfg)
     if members > 1:
-        return AutoencoderEnsemble([build_autoencoder(cfg, n_features, image_shape=image_shape,
+        return AutoencoderEnsemble([build_autoencoder(cfg, n_features, image_shape=image_shape, layout=layout,
                                                       unit_interval=unit_interval) for _ in range(members)])
-    out_act = resolve_output_activation(cfg, unit_interval)
+    groups = Layout.from_dict(layout)
+    if groups is not None and groups.width != n_features:
+        raise ValueError(f"a layout of {groups.width} columns for {n_features} features")
+    if groups is not None and groups.blocks and cfg.output_activation == "sigmoid":
+        raise ConfigError("output_activation 'sigmoid' squashes the logits of a categorical column; use auto or identity")
+    out_act = resolve_output_activation(cfg, unit_interval and not (groups and groups.blocks))
     spec = variants.get(cfg.variant)
     code_width = spec.code_width(cfg.latent_dim)
     if cfg.architecture == "conv":
@@ -53,7 +61,9 @@ def build_autoencoder(
         decoder = MLPDecoder(cfg.latent_dim, m.hidden, out_features=n_features, output_activation=out_act, **layers)
 
     section = getattr(cfg, spec.name) if spec.config is not None else None
-    return spec.build(encoder, decoder, section, n_features)
+    model = spec.build(encoder, decoder, section, n_features)
+    model.layout = groups
+    return model
 
 
 def load_autoencoder(checkpoint: str) -> tuple[Autoencoder | AutoencoderEnsemble, dict[str, Any]]:
@@ -73,6 +83,7 @@ def load_autoencoder(checkpoint: str) -> tuple[Autoencoder | AutoencoderEnsemble
         image_shape=shape,
         unit_interval=bool(hp.get("unit_interval", False)),
         members=int(hp.get("members", 1)),
+        layout=hp.get("layout"),
     )
     prefix = "model."
     model.load_state_dict({k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})

@@ -27,11 +27,13 @@ class LitAutoencoder(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         members: int = 1,
+        layout: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         shape = tuple(image_shape) if image_shape else None
-        self.model = build_autoencoder(model_cfg, n_features, image_shape=shape, unit_interval=unit_interval, members=members)
+        self.model = build_autoencoder(model_cfg, n_features, image_shape=shape, unit_interval=unit_interval, members=members,
+                                        layout=layout)
         self._sums: dict[str, tuple[Tensor, int]] = {}
         # Without a penalty, loss = recon_loss and reg_loss = 0: log `loss` alone (plus val/recon_loss, the
         # measure that tune compares across variants), so no curve hides under an identical one.

@@ -66,9 +66,21 @@ def model_error(src: Path, err: Exception, *, start: int, rows: int) -> DataErro
     return DataError(f"{src}: rows {start}–{start + rows - 1}: {mlflow_cause(getattr(err, 'message', str(err)))}")
 
 
-def numeric_float32(chunk: pd.DataFrame) -> pd.DataFrame:
-    """The signature says float32; files hold float64 (or ints): cast the numeric columns."""
-    return chunk.astype({c: "float32" for c in chunk.columns if pd.api.types.is_numeric_dtype(chunk[c])})
+CASTS = {"float": "float32", "double": "float64", "string": object}
+
+
+def conform(chunk: pd.DataFrame, schema: Any) -> pd.DataFrame:
+    """Cast the columns a file stores in another type to the model's signature: numbers (float64, ints) to its
+    float32 or float64, and a string column read as numbers or booleans (a categorical one) to text values."""
+    types = {c.name: c.type.name for c in schema.inputs} if schema is not None else {}
+    cast: dict[str, Any] = {}
+    for c in chunk.columns:
+        want = CASTS.get(types.get(c, "float" if not types else ""))
+        if want is object and chunk[c].dtype != object:
+            cast[c] = object
+        elif want in ("float32", "float64") and pd.api.types.is_numeric_dtype(chunk[c]):
+            cast[c] = want
+    return chunk.astype(cast) if cast else chunk
 
 
 def load_model(model_uri: str) -> tuple[Any, Any]:
@@ -81,11 +93,11 @@ def load_model(model_uri: str) -> tuple[Any, Any]:
 
 def predict(model: Any, chunk: pd.DataFrame, *, src: Path | str, start: int = 0,
             params: dict[str, Any] | None = None) -> pd.DataFrame:
-    """The model's output for these rows (numeric columns cast to the signature's float32); a refusal is one line."""
+    """The model's output for these rows (columns cast to the signature's types); a refusal is one line."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return model.predict(numeric_float32(chunk), params=params)
+        return model.predict(conform(chunk, model.metadata.get_input_schema()), params=params)
     except MlflowException as err:
         raise model_error(Path(src), err, start=start, rows=len(chunk)) from None
 

@@ -75,9 +75,8 @@ class ModelBundle:
         from aeops.models.factory import build_autoencoder
 
         shape = tuple(self.image_shape) if self.image_shape else None
-        model = build_autoencoder(
-            self.model_cfg, self.n_features, image_shape=shape, unit_interval=self.unit_interval, members=self.members
-        )
+        model = build_autoencoder(self.model_cfg, self.n_features, image_shape=shape, unit_interval=self.unit_interval,
+                                  members=self.members, layout=self.preprocessor.layout)
         model.load_state_dict(self.state_dict)
         return model.eval()
 

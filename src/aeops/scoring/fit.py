@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
+from aeops.models.layout import Layout
 from aeops.scoring.rule import (
     RuleScorer,
     ScoringRule,
@@ -73,24 +74,26 @@ class FittedRule:
 
 
 def residual_rule(settings: RuleSettings, *, image_shape: Sequence[int] | None, val_x: np.ndarray,
-                  val_recon: np.ndarray) -> RuleScorer:
+                  val_recon: np.ndarray, layout: dict | None = None) -> RuleScorer:
     """The residual part alone, its scale fitted on normal validation rows and their reconstructions
-    (the model's, or a baseline's such as PCA: each method gets its own scale). No threshold yet."""
-    scale = (residual_scale(val_x, val_recon, smoothing=settings.smoothing, image_shape=image_shape)
+    (the model's, or a baseline's such as PCA: each method gets its own scale). No threshold yet.
+    `layout`: a mixed-type table's feature groups (the residual is then one per column)."""
+    scale = (residual_scale(val_x, val_recon, smoothing=settings.smoothing, image_shape=image_shape,
+                            layout=Layout.from_dict(layout))
              if settings.standardized(image_shape) else None)
     rule = ScoringRule(threshold=float("nan"), smoothing=settings.smoothing, top_fraction=settings.top_fraction,
                        threshold_percentile=settings.threshold_percentile,
-                       residual_scale=None if scale is None else scale.tolist())
+                       residual_scale=None if scale is None else scale.tolist(), layout=layout)
     return RuleScorer(rule, image_shape=image_shape)
 
 
 def fit_rule(settings: RuleSettings, *, image_shape: Sequence[int] | None, train_x: np.ndarray, val_x: np.ndarray,
              val_recon: np.ndarray, reconstruct: Reconstruct,
-             anomalies: Callable[[], tuple[np.ndarray, str]]) -> FittedRule:
+             anomalies: Callable[[], tuple[np.ndarray, str]], layout: dict | None = None) -> FittedRule:
     """The full rule: `residual_rule`, then the kNN term (`settings.neighbors`), then the threshold at
     `threshold_percentile` of the normal validation scores. `val_x` holds normal rows only; `anomalies()`
     gives validation anomalies and their kind ("labelled", "synthetic"), asked for only where `auto` compares."""
-    residual = residual_rule(settings, image_shape=image_shape, val_x=val_x, val_recon=val_recon)
+    residual = residual_rule(settings, image_shape=image_shape, val_x=val_x, val_recon=val_recon, layout=layout)
     val_res = residual.residual(val_x, val_recon)
     use = settings.neighbors
     if use is False or (use == "auto" and image_shape):

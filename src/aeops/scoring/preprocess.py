@@ -2,8 +2,10 @@
 
 The train-fitted scaler is a JSON object (`scaler.json`, and the bundle's `bundle.json`):
 `{"kind", "feature_names", "offset", "scale", "train_min", "train_max", "ignored_features"}`, with
-x_scaled = (x - offset) / scale. `Preprocessor` is its typed form; prepare fits it, every consumer of
-scores (evaluation, serving, monitoring, compression) applies it through here.
+x_scaled = (x - offset) / scale. A table's scaler adds "columns" (aeops.scoring.columns: how each raw
+column is encoded, categorical and missing cells included) and "roles"; its `feature_names` are then the
+encoded columns. `Preprocessor` is its typed form; prepare fits it, every consumer of scores
+(evaluation, serving, monitoring, compression) applies it through here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from aeops.errors import DataError
+from aeops.scoring.columns import ColumnError, EncodedRows, TableColumns
 
 # Raw values more than this many training scales from the training offset are refused: no real
 # feature lies there (1e30 would score 1e57), while heavy-tailed anomalies (|z| ~ 1e3) still score.
@@ -51,7 +54,10 @@ class Preprocessor:
 
     def __init__(self, scaler: dict[str, Any]):
         self.scaler = scaler
-        self.features: list[str] = list(scaler["feature_names"])
+        self.encoded: list[str] = list(scaler["feature_names"])  # the model's input columns
+        self.table = TableColumns.from_dict(scaler["columns"]) if scaler.get("columns") else None
+        self.features: list[str] = self.table.inputs if self.table is not None else self.encoded  # what users send
+        self.layout: dict[str, Any] | None = self.table.layout() if self.table is not None and self.table.mixed else None
         self.ignored = set(scaler.get("ignored_features", []))  # dropped by prepare: accepted, unused
         self.range: tuple[np.ndarray, np.ndarray] | None = None
         if "train_min" in scaler:
@@ -65,8 +71,18 @@ class Preprocessor:
     def unscale(self, x: np.ndarray) -> np.ndarray:
         return invert_scaler(self.scaler, x)
 
+    def frame(self, x: np.ndarray) -> pd.DataFrame:
+        """Scaled model inputs (or reconstructions) as the raw columns a user sends (a level for a categorical one)."""
+        raw = self.unscale(x)
+        return self.table.decode(raw) if self.table is not None else pd.DataFrame(raw, columns=self.features)
+
     def matrix(self, df: pd.DataFrame) -> np.ndarray:
-        """The rows' validated raw float32 features in the training column order (`InputError` says what is wrong)."""
+        """The rows' validated raw float32 features (encoded, for a table) in the training column order."""
+        return self.rows(df).raw
+
+    def rows(self, df: pd.DataFrame) -> EncodedRows:
+        """The rows' validated raw float32 features in the training column order, with their missing cells and
+        unseen levels per row (`InputError` says what is wrong)."""
         if not isinstance(df, pd.DataFrame):
             raise InputError(f"expected a table with columns {cols(self.features)}, got {type(df).__name__}")
         if len(df) == 0:
@@ -77,6 +93,14 @@ class Preprocessor:
         extra = [str(c) for c in df.columns if c not in set(self.features) and c not in self.ignored]
         if extra:
             raise InputError(f"unexpected column(s) {cols(extra)}; expected {cols(self.features)}")
+        if self.table is not None:
+            try:
+                encoded = self.table.encode(df)
+            except ColumnError as err:
+                raise InputError(str(err)) from None
+            x = encoded.raw.astype(np.float32)
+            self._check_far(x)
+            return EncodedRows(x, encoded.missing, encoded.unseen)
         try:
             x = df[self.features].to_numpy(dtype=np.float32)
         except (TypeError, ValueError):
@@ -86,15 +110,19 @@ class Preprocessor:
         if not finite.all():
             names = [self.features[j] for j in np.flatnonzero(~finite.all(0))]
             raise InputError(f"NaN or infinite values in column(s) {cols(names)}")
+        self._check_far(x)
+        none = np.zeros(len(x), np.int64)
+        return EncodedRows(x, none, none)
+
+    def _check_far(self, x: np.ndarray) -> None:
         far = np.abs(self.scale(x)) > MAX_SCALED
         if far.any():
             j = int(np.flatnonzero(far.any(0))[0])
-            names = [self.features[k] for k in np.flatnonzero(far.any(0))]
+            names = [self.encoded[k] for k in np.flatnonzero(far.any(0))]
             raise InputError(
                 f"values beyond {MAX_SCALED:.0e} training scales in column(s) {cols(names)} "
-                f"(e.g. {self.features[j]} = {x[far[:, j], j][0]:.3g}); send raw values in the training data's units"
+                f"(e.g. {self.encoded[j]} = {x[far[:, j], j][0]:.3g}); send raw values in the training data's units"
             )
-        return x
 
     def outside(self, x: np.ndarray) -> np.ndarray:
         """(rows, features): which raw values lie outside the training range (± the margin); none if unknown."""

@@ -22,6 +22,8 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from sklearn.neighbors import NearestNeighbors
 
+from aeops.models.layout import Layout
+
 TRUNCATE = 3.0  # kernel radius = round(3 sigma)
 SCALE_FLOOR = 1e-3  # a feature's residual scale is at least this share of the member's overall one
 
@@ -37,6 +39,7 @@ class ScoringRule:
     residual_scale: list[list[float]] | None = None  # (members, features) residual RMS on normal val rows; None = raw
     neighbors: int = 0  # k > 0: the score adds the mean distance to the k nearest training rows (the bundle's reference)
     fusion: list[list[float]] | None = None  # [[median, IQR] of normal val residual scores, [the same of their distances]]
+    layout: dict | None = None  # a mixed-type table's feature groups (aeops.models.layout): one residual per column
 
     @property
     def expected_flagged(self) -> float | None:
@@ -53,12 +56,13 @@ class RuleScorer:
             raise ValueError("a scoring rule with a kNN term needs the reference rows, and only it")
         self.rule, self.image_shape, self.reference = rule, image_shape, reference
         self.scale = None if rule.residual_scale is None else np.asarray(rule.residual_scale, np.float64)
+        self.layout = Layout.from_dict(rule.layout)
         self.index = index if index is not None or reference is None else knn_index(reference, rule.neighbors)
 
     def residual(self, x: np.ndarray, recon: np.ndarray) -> np.ndarray:
         """(n,) float64 residual scores; `recon` (n, ...) or an ensemble's (members, n, ...)."""
         return anomaly_scores(x, recon, smoothing=self.rule.smoothing, image_shape=self.image_shape,
-                              top_fraction=self.rule.top_fraction, scale=self.scale)
+                              top_fraction=self.rule.top_fraction, scale=self.scale, layout=self.layout)
 
     def __call__(self, x: np.ndarray, recon: np.ndarray) -> np.ndarray:
         """(n,) float64 anomaly scores: the residual score, fused with the kNN distance where the rule says so."""
@@ -68,8 +72,10 @@ class RuleScorer:
         return fuse(score, knn_distances(self.index, x), self.rule.fusion)
 
 
-def _residuals(x: np.ndarray, recon: np.ndarray, smoothing: float, image_shape: Sequence[int] | None) -> np.ndarray:
-    """(members, n, features) float64 residuals; `recon` is (n, ...) or (members, n, ...)."""
+def _residuals(x: np.ndarray, recon: np.ndarray, smoothing: float, image_shape: Sequence[int] | None,
+               layout: Layout | None = None) -> np.ndarray:
+    """(members, n, features) float64 residuals; `recon` is (n, ...) or (members, n, ...); with a layout one
+    per feature group (a categorical column's root Brier score, 0 for a missing value)."""
     n = len(x)
     flat = np.asarray(x, np.float64).reshape(n, -1)
     recon = np.asarray(recon, np.float64)
@@ -81,23 +87,24 @@ def _residuals(x: np.ndarray, recon: np.ndarray, smoothing: float, image_shape: 
         images = residual.reshape(*residual.shape[:2], *image_shape)
         sigma = (0,) * (images.ndim - 2) + (smoothing, smoothing)
         residual = gaussian_filter(images, sigma, mode="constant", truncate=TRUNCATE).reshape(residual.shape)
-    return residual
+    return residual if layout is None else layout.group_residuals(residual, flat)
 
 
 def residual_scale(x: np.ndarray, recon: np.ndarray, *, smoothing: float = 0.0,
-                   image_shape: Sequence[int] | None = None) -> np.ndarray:
+                   image_shape: Sequence[int] | None = None, layout: Layout | None = None) -> np.ndarray:
     """(members, features): each feature's root-mean-square residual on these (normal validation) rows."""
-    rms = np.sqrt(np.mean(_residuals(x, recon, smoothing, image_shape) ** 2, axis=1))
+    rms = np.sqrt(np.mean(_residuals(x, recon, smoothing, image_shape, layout) ** 2, axis=1))
     floor = SCALE_FLOOR * np.sqrt(np.mean(rms**2, axis=1, keepdims=True))
     return np.maximum(rms, np.maximum(floor, np.finfo(np.float64).tiny))
 
 
 def anomaly_scores(x: np.ndarray, recon: np.ndarray, *, smoothing: float = 0.0,
                    image_shape: Sequence[int] | None = None, top_fraction: float = 1.0,
-                   scale: np.ndarray | Sequence[Sequence[float]] | None = None) -> np.ndarray:
+                   scale: np.ndarray | Sequence[Sequence[float]] | None = None,
+                   layout: Layout | None = None) -> np.ndarray:
     """(n,) float64 scores; `recon` (n, ...) or an ensemble's (members, n, ...); `scale` (members, features).
     With the defaults: each row's plain mean squared residual (its reconstruction error)."""
-    residual = _residuals(x, recon, smoothing, image_shape)
+    residual = _residuals(x, recon, smoothing, image_shape, layout)
     if scale is not None:
         scale = np.asarray(scale, np.float64)
         if scale.shape != (residual.shape[0], residual.shape[2]):

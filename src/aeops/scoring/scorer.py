@@ -17,6 +17,7 @@ from aeops.scoring.profile import Profile
 from aeops.scoring.rule import anomaly_scores
 
 OUTPUTS = ("scores", "reconstruction")
+MAX_MISSING_SHARE = 0.5  # a row missing more than this share of its input columns is `mostly_missing`
 __all__ = ["OUTPUTS", "InputError", "Scorer"]
 
 
@@ -35,6 +36,7 @@ class Scorer:
         self.ensemble = bundle.members > 1
         self.expected_flagged = bundle.scoring.expected_flagged  # share of normal rows above the threshold
         self.profile = Profile.from_dict(bundle.profile) if bundle.profile else None
+        self.layout = self.rule.layout
 
     def matrix(self, df: pd.DataFrame) -> np.ndarray:
         """Validated raw float32 feature matrix in the training column order."""
@@ -66,28 +68,34 @@ class Scorer:
 
     @torch.no_grad()
     def score(self, df: pd.DataFrame, output: str = "scores") -> pd.DataFrame:
-        """Per row: anomaly_score (the evaluated rule), is_anomaly, reconstruction_error (plain MSE),
-        score_percentile (rank among normal validation scores, 0–100; NaN without a profile),
-        out_of_range (features outside the training range ± 10 % of its span), z_0..z_k.
+        """Per row: anomaly_score (the evaluated rule), is_anomaly, reconstruction_error (plain MSE, one term per
+        feature), score_percentile (rank among normal validation scores, 0–100; NaN without a profile),
+        out_of_range (features outside the training range ± 10 % of its span), missing (empty cells: imputed,
+        not scored), unseen_levels (categorical values training never saw: scored), mostly_missing (more
+        than half the input columns empty: the score says little), z_0..z_k.
 
-        With output="reconstruction": the reconstructed rows in raw units instead.
+        With output="reconstruction": the reconstructed rows in raw units instead (a categorical column's
+        most likely level).
         """
         if output not in OUTPUTS:
             raise InputError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
-        raw = self.matrix(df)
+        rows = self.preprocessor.rows(df)
+        raw = rows.raw
         x = torch.from_numpy(self.preprocessor.scale(raw))
         z = self.model.encode(x)
         recon = self.model.decode(z)
         if output == "reconstruction":
-            return pd.DataFrame(self.preprocessor.unscale(recon.numpy()), columns=self.features, index=df.index)
+            return self.preprocessor.frame(recon.numpy()).set_axis(df.index)
         x, recon = x.numpy(), recon.numpy()
         # an ensemble's members all score; a single network's reconstruction is already at hand
         members = reconstruct_members(self.model, torch.from_numpy(x)).numpy() if self.ensemble else recon[None]
-        score, err = self.rule(x, members), anomaly_scores(x, recon)  # float64, as in evaluate
+        score, err = self.rule(x, members), anomaly_scores(x, recon, layout=self.layout)  # float64, as in evaluate
         percentile = self.profile.score_percentile(score) if self.profile else np.full(len(score), np.nan)
         codes = z.numpy().astype(np.float64)
         columns = {"anomaly_score": score, "is_anomaly": score > self.threshold, "reconstruction_error": err,
                    "score_percentile": percentile, "out_of_range": self.out_of_range(raw).astype(np.int64),
+                   "missing": rows.missing, "unseen_levels": rows.unseen,
+                   "mostly_missing": rows.missing > MAX_MISSING_SHARE * len(self.features),
                    **{f"z_{i}": codes[:, i] for i in range(codes.shape[1])}}
         return pd.DataFrame(columns, index=df.index)  # at once: one insert per z column cost 0.25 ms each
 

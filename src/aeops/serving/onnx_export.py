@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from aeops.errors import DataError
 from aeops.io import atomic_path
 from aeops.scoring.bundle import ModelBundle
 
@@ -33,6 +34,12 @@ def export_onnx(bundle_dir: str, out_dir: str) -> dict[str, Path]:
     import warnings
 
     bundle = ModelBundle.load(bundle_dir)
+    table = bundle.preprocessor.table
+    if table is not None and table.mixed:
+        kinds = sorted({s.role for s in table.specs if s.role != "numeric"} | ({"missing"} if any(
+            s.indicator for s in table.specs) else set()))
+        raise DataError(f"{bundle_dir}: ONNX export does not cover a mixed-type table's encoding yet ({', '.join(kinds)} "
+                        "columns: the graph would expect encoded inputs no user sends); serve the MLflow model instead")
     model, n_features, latent = bundle.network(), bundle.n_features, bundle.latent_dim
     out = Path(out_dir)
     paths = {}

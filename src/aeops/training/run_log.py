@@ -111,6 +111,9 @@ def log_training_run(lit: LitAutoencoder, cfg: TrainConfig, *, meta: Meta, info:
         profile = read_json(Path(cfg.data_dir) / "profile.json")
         dropped = profile.get("dropped_columns") or {}
         mlflow.set_tag("dropped_columns", ", ".join(f"{k} ({v})" for k, v in dropped.items()) or "none")
+        if profile.get("column_roles"):  # tables: every column's role (the reasons are in data/meta.json)
+            roles = ", ".join(f"{k}: {v}" for k, v in profile["column_roles"].items())
+            mlflow.set_tag("column_roles", roles if len(roles) <= 5000 else roles[:4990] + " …")
         mlflow.log_dict(profile, "data/profile.json")
         mlflow.log_dict(read_json(Path(cfg.data_dir) / "meta.json"), "data/meta.json")  # every key, as prepare wrote it
 

@@ -122,6 +122,7 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         members=cfg.ensemble,
+        layout=meta.layout,
     )
     data = PreparedDataModule(cfg.data_dir, cfg.batch_size, num_workers=cfg.num_workers, min_epoch_rows=cfg.min_epoch_rows,
                               max_epoch_rows=cfg.max_epoch_rows)

@@ -49,7 +49,13 @@ class DetectionAUROC(L.Callback):
         from sklearn.metrics import roc_auc_score
 
         x = self.x.to(pl_module.device)
-        scores = ((pl_module.model.reconstruct(x) - x) ** 2).flatten(1).mean(1).double().cpu().numpy()
+        residual = (pl_module.model.reconstruct(x) - x).flatten(1)
+        layout = getattr(pl_module.model, "layout", None)  # a mixed-type table: one residual per column
+        if layout is None:
+            scores = (residual**2).mean(1).double().cpu().numpy()
+        else:
+            grouped = layout.group_residuals(residual.double().cpu().numpy()[None], self.x.numpy())[0]
+            scores = (grouped**2).mean(1)
         if np.isfinite(scores).all():  # a diverging trial: its val/loss stops it
             pl_module.log(self.metric, 1.0 - float(roc_auc_score(self.y, scores)))
 
@@ -60,7 +66,8 @@ def objective_callbacks(objective: str, data_dir: str, seed: int) -> list[L.Call
         return []
     normal = sample_split(data_dir, "val", seed)[0].x
     if objective == "val_synthetic_auroc":
-        return [DetectionAUROC(normal, synthetic_anomalies(normal, seed), OBJECTIVE_METRIC[objective])]
+        anomalies = synthetic_anomalies(normal, seed, layout=load_meta(data_dir).layout)
+        return [DetectionAUROC(normal, anomalies, OBJECTIVE_METRIC[objective])]
     if not has_split(data_dir, VAL_ANOMALIES):
         raise ConfigError(
             "params.yaml: tune.objective = 'val_auroc' needs labelled anomalies (prepare.anomaly_column or "

@@ -79,7 +79,7 @@ def _summarise(study: optuna.Study, cfg: TuneConfig, client: Any, parent: str, *
     from aeops.tuning.space import sample_train_overrides
 
     n_features = data.meta.n_features
-    overrides = sample_train_overrides(optuna.trial.FixedTrial(best.params), cfg.space, n_features)
+    overrides = sample_train_overrides(optuna.trial.FixedTrial(best.params), cfg.space, data.meta.feature_count)
     result = {
         "enabled": True,
         # provenance: train uses these params only for the data (and feature count) they were searched on

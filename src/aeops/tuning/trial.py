@@ -70,14 +70,14 @@ def run_trial(
     try:
         detection = objective_callbacks(objective, cfg.data_dir, cfg.seed)
         meta = load_meta(cfg.data_dir)
-        overrides = sample_train_overrides(trial, cfg.space, meta.n_features)
+        overrides = sample_train_overrides(trial, cfg.space, meta.feature_count)
         train_cfg = trial_train_config(cfg, overrides)
         for key, value in trial.params.items():
             client.log_param(run_id, key, value)
         L.seed_everything(cfg.seed + trial.number, workers=True, verbose=False)
         lit = LitAutoencoder(
             train_cfg.model.model_dump(), meta.n_features, image_shape=meta.image_shape, unit_interval=meta.unit_interval,
-            lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
+            lr=train_cfg.lr, weight_decay=train_cfg.weight_decay, layout=meta.layout,
         )
         logger = EpochMLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
         pruning = PyTorchLightningPruningCallback(trial, monitor=monitor)

@@ -1,0 +1,237 @@
+"""Mixed-type tables: column roles, the encoding (missing cells, levels), the layout-aware loss and score,
+and one trained model whose evaluated, batch, pyfunc and REST scores agree row for row on raw rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny_train
+
+from aeops.config import EvaluateConfig, MlflowConfig, PrepareConfig, RegisterConfig
+from aeops.data.prepare import prepare
+from aeops.data.prepared import PreparedData, load_split
+from aeops.data.roles import infer_roles
+from aeops.errors import DataError
+from aeops.models.layout import Layout
+from aeops.scoring.columns import UNSEEN, ColumnSpec, TableColumns
+from aeops.scoring.preprocess import InputError
+
+MLFLOW = MlflowConfig()
+
+
+def messy_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    """Numbers, categories tied to them, missing cells, a bool, an id, a timestamp, free text and a saved index;
+    the first 5 % of the rows (after shuffling) are anomalies: a level that contradicts the numbers."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=n)
+    b = 2 * a + 0.3 * rng.normal(size=n)
+    colour = np.where(a > 0.5, "red", np.where(a < -0.5, "blue", "green"))
+    anomaly = rng.random(n) < 0.06
+    colour = np.where(anomaly, np.where(colour == "red", "blue", "red"), colour)
+    c = rng.gamma(2.0, size=n)
+    c[rng.random(n) < 0.1] = np.nan
+    return pd.DataFrame({
+        "Unnamed: 0": np.arange(n),
+        "customer_id": [f"C{100000 + i}" for i in rng.permutation(n)],
+        "a": a, "b": b, "c": c, "colour": colour, "member": rng.random(n) < 0.3,
+        "event_time": pd.Timestamp("2024-03-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 86400 * 30, n), unit="s"),
+        "comment": [f"note {rng.integers(1e9)}" for _ in range(n)],
+        "is_anomaly": np.where(anomaly, "yes", "no"),
+    })
+
+
+def test_roles_are_inferred_from_values_and_names():
+    df = messy_table(200).assign(event_time=lambda d: d["event_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                 code=lambda d: (d["a"] > 0).astype(int), const="x")
+    names = [c for c in df.columns if c != "is_anomaly"]
+    roles = infer_roles(df, names, categorical=["code"], drop=["const"], datetime="exclude", max_levels=100,
+                        min_frequency=0.01)
+    got = {n: r.role for n, r in roles.items()}
+    assert got == {"Unnamed: 0": "identifier", "customer_id": "identifier", "a": "numeric", "b": "numeric",
+                   "c": "numeric", "colour": "categorical", "member": "categorical", "event_time": "excluded datetime",
+                   "comment": "text", "code": "categorical", "const": "dropped"}
+    assert "counts the rows" in roles["Unnamed: 0"].why and "ISO 8601" in roles["event_time"].why
+    cyclic = infer_roles(df, ["event_time"], categorical=[], drop=[], datetime="cyclic", max_levels=100,
+                         min_frequency=0.01)
+    assert cyclic["event_time"].role == "datetime"
+    with pytest.raises(DataError, match="'colour' has 3 levels.*prepare.max_levels = 2"):
+        infer_roles(df, ["colour"], categorical=["colour"], drop=[], datetime="exclude", max_levels=2,
+                    min_frequency=0.01)
+    with pytest.raises(DataError, match="'a' holds numbers but also non-numeric values, e.g. 'n/a'"):
+        infer_roles(df.assign(a=df["a"].astype(object).where(df.index != 7, "n/a")), ["a"], categorical=[], drop=[],
+                    datetime="exclude", max_levels=100, min_frequency=0.01)
+
+
+def test_encoding_imputes_flags_missing_cells_and_keeps_a_slot_for_unseen_levels():
+    table = TableColumns([ColumnSpec("x", "numeric", fill=2.0, indicator=True),
+                          ColumnSpec("k", "categorical", levels=["a", "b"], other=["z"]),
+                          ColumnSpec("t", "datetime")])
+    assert table.names == ["x", "x:missing", "k=a", "k=b", "k=(other)", f"k={UNSEEN}", "t:hour_sin", "t:hour_cos",
+                           "t:weekday_sin", "t:weekday_cos"]
+    df = pd.DataFrame({"x": [1.0, np.nan, 3.0, 4.0], "k": ["a", "z", "new", None],
+                       "t": ["2024-01-01T06:00:00Z", "2024-01-03T18:00:00Z", None, "2024-01-07T00:00:00Z"]})
+    rows = table.encode(df)
+    assert rows.raw[:, :2].tolist() == [[1, 0], [2, 1], [3, 0], [4, 0]]  # the median fills, the flag says so
+    assert rows.raw[:, 2:6].tolist() == [[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]]
+    assert rows.missing.tolist() == [0, 1, 1, 1] and rows.unseen.tolist() == [0, 0, 1, 0]
+    np.testing.assert_allclose(rows.raw[0, 6:], [1, 0, 0, 1], atol=1e-12)  # 6 am on a Monday
+    back = table.decode(rows.raw)
+    assert back["x"].tolist()[::2] == [1.0, 3.0] and np.isnan(back["x"][1])
+    assert back["k"].tolist()[:3] == ["a", "z", UNSEEN] and pd.isna(back["k"][3])
+    assert back["t"][[0, 1, 3]].tolist() == ["2024-01-01T06:00:00Z", "2024-01-03T18:00:00Z", "2024-01-07T00:00:00Z"]
+    assert pd.isna(back["t"][2])
+    again = table.encode(back)  # what raw_split hands the served model encodes as prepare stored it
+    np.testing.assert_allclose(again.raw, rows.raw, atol=1e-9)
+
+
+def test_the_loss_ignores_imputed_cells_and_counts_a_categorical_column_once():
+    layout = Layout.from_dict(TableColumns([ColumnSpec("x", "numeric", indicator=True),
+                                            ColumnSpec("k", "categorical", levels=["a", "b", "c"])]).layout())
+    assert layout.names == ["x", "x:missing", "k"]
+    x = torch.tensor([[0.5, 0.0, 1, 0, 0, 0], [0.0, 1.0, 0, 0, 0, 0]])  # row 2: x missing, k missing
+    out = torch.tensor([[0.0, 0.0, 5, 0, 0, 0], [9.0, 1.0, 0, 0, 0, 0]])
+    loss = layout.loss(out, x)
+    ce = torch.nn.functional.cross_entropy(out[:1, 2:], torch.tensor([0]))
+    assert loss.item() == pytest.approx(((0.5**2 + ce.item()) + 0.0) / 2 / 3)  # the 9.0 against the fill is ignored
+    probs = layout.activate(out).numpy()
+    assert probs[:, 2:].sum(1) == pytest.approx([1.0, 1.0])
+    res = layout.group_residuals((x.numpy() - probs)[None], x.numpy())[0]
+    assert res[1, 0] == 0.0 and res[0, 0] == pytest.approx(0.5)  # a missing value has no residual
+    brier = np.sqrt(np.sum((x.numpy()[0, 2:] - probs[0, 2:]) ** 2))
+    assert res[0, 2] == pytest.approx(brier) and res.shape == (2, 3)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """One small model on a messy table: prepare → train → evaluate → register, in a temp project."""
+    from aeops.evaluation.evaluate import evaluate
+    from aeops.registry.register import register
+    from aeops.training.train import train
+
+    root = tmp_path_factory.mktemp("mixed")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        (root / "params.yaml").write_text("register: {}\n")
+        messy_table().to_parquet(root / "messy.parquet", index=False)
+        prepare(PrepareConfig(source="table", path="messy.parquet", normal_classes=None, anomaly_column="is_anomaly",
+                              datetime="cyclic"))
+        cfg = tiny_train(latent_dim=3)
+        cfg.max_epochs, cfg.patience, cfg.lr = 30, 30, 3e-3
+        train(cfg, MLFLOW)
+        metrics = evaluate(EvaluateConfig(isolation_forest_trees=20), MLFLOW)
+        register(RegisterConfig(), MLFLOW)
+        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        yield root, metrics
+
+
+@pytest.mark.slow
+def test_prepare_records_roles_and_the_model_learns_the_categories(model):
+    root, metrics = model
+    data = PreparedData(root / "data/prepared")
+    roles = {k: v["role"] for k, v in data.meta.roles.items()}
+    assert roles["customer_id"] == roles["Unnamed: 0"] == "identifier" and roles["comment"] == "text"
+    assert roles["event_time"] == "datetime" and roles["colour"] == roles["member"] == "categorical"
+    assert data.meta.feature_count == 10  # a, b, c, c:missing, colour, member and event_time as 4 (sin, cos)
+    assert "c:missing" in data.meta.feature_names and "colour=(unseen)" in data.meta.feature_names
+    assert set(data.scaler["ignored_features"]) == {"Unnamed: 0", "customer_id", "comment"}
+    run = mlflow.MlflowClient().search_runs(mlflow.get_experiment_by_name("aeops").experiment_id)[0]
+    assert "colour: categorical" in run.data.tags["column_roles"] and "customer_id" in run.data.tags["dropped_columns"]
+    assert metrics["model"]["auroc"] > 0.75  # the anomalies are a level that contradicts the numbers
+
+
+@pytest.mark.slow
+def test_evaluated_batch_pyfunc_and_rest_scores_agree_on_raw_rows_with_gaps_and_new_levels(model, tmp_path):
+    from aeops.registry.register import raw_split
+    from aeops.scoring.bundle import ModelBundle
+    from aeops.serving.batch import score_file
+    from aeops.serving.http import wait_until_up
+
+    root, _ = model
+    bundle = ModelBundle.load(root / "bundle")
+    test = load_split(root / "data/prepared", "test")
+    evaluated = bundle.rule_scorer()(test.x, bundle.network().reconstruct(torch.from_numpy(test.x)).detach().numpy()[None])
+    df, _ = raw_split(str(root / "data/prepared"))
+    assert {"colour", "event_time", "c"} <= set(df.columns) and df["c"].isna().any()
+    pyfunc = mlflow.pyfunc.load_model("models:/aeops-autoencoder/1")
+    served = pyfunc.predict(df)
+    np.testing.assert_allclose(served["anomaly_score"], evaluated, rtol=1e-4, atol=1e-6)
+    assert (served["missing"] == df.isna().sum(axis=1)).all()
+
+    odd = df.head(20).copy()
+    odd.loc[odd.index[:5], "colour"] = "purple"  # never seen: scored, counted, no error
+    odd.loc[odd.index[5:10], ["a", "c"]] = np.nan
+    odd.loc[odd.index[10], ["a", "b", "c", "colour", "member"]] = None
+    odd["customer_id"] = "C1"  # an identifier column is accepted and ignored
+    out = pyfunc.predict(odd)
+    assert out["unseen_levels"].tolist()[:6] == [1] * 5 + [0] and (out["missing"][5:10] >= 1).all()
+    assert out["mostly_missing"].tolist()[10] and not out["mostly_missing"][:10].any()
+    assert np.isfinite(out["anomaly_score"]).all()
+    assert out["anomaly_score"][:5].mean() > served["anomaly_score"][:5].mean()  # an unseen level raises the score
+    odd.to_csv(tmp_path / "odd.csv", index=False)
+    summary = score_file("models:/aeops-autoencoder/1", str(tmp_path / "odd.csv"), str(tmp_path / "out.parquet"),
+                         chunk_rows=7, progress=False)
+    batch = pd.read_parquet(tmp_path / "out.parquet")
+    assert summary.rows == 20
+    np.testing.assert_allclose(batch["anomaly_score"], out["anomaly_score"], rtol=1e-5)
+    assert batch["unseen_levels"].tolist() == out["unseen_levels"].tolist()
+
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    mlflow.MlflowClient().set_registered_model_alias("aeops-autoencoder", "production", "1")
+    server = subprocess.Popen([sys.executable, "-m", "aeops.cli", "serve", "--port", str(port)], cwd=root, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/ping", server)
+        body = json.dumps({"dataframe_split": json.loads(odd.to_json(orient="split", index=False))}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            rest = pd.DataFrame(json.loads(answer.read())["predictions"])
+        np.testing.assert_allclose(rest["anomaly_score"], out["anomaly_score"], rtol=1e-5)
+        assert rest["unseen_levels"].tolist() == out["unseen_levels"].tolist()
+        bad = odd.head(2).astype(object)
+        bad.loc[bad.index[0], "b"] = "lots"
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", headers={"Content-Type": "application/json"},
+                                         data=json.dumps({"dataframe_split": json.loads(bad.to_json(orient="split", index=False))}).encode())
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, timeout=60)
+        assert err.value.code == 400 and "'lots'" in err.value.read().decode()  # the signature refuses it first
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_bad_rows_are_one_line_errors_and_onnx_export_refuses_a_mixed_model(model, tmp_path):
+    from aeops.scoring.bundle import ModelBundle
+    from aeops.scoring.scorer import Scorer
+    from aeops.serving.onnx_export import export_onnx
+
+    root, _ = model
+    scorer = Scorer(ModelBundle.load(root / "bundle"))
+    row = pd.DataFrame({"a": [np.inf], "b": [1.0], "c": [1.0], "colour": ["red"], "member": [True],
+                        "event_time": ["2024-01-01T00:00:00Z"]})
+    with pytest.raises(InputError, match="column 'a' has infinite values"):
+        scorer.score(row)
+    with pytest.raises(InputError, match="column 'event_time' has values that are not ISO 8601"):
+        scorer.score(row.assign(a=0.0, event_time="yesterday"))
+    recon = scorer.score(row.assign(a=0.0), output="reconstruction")
+    assert list(recon.columns) == ["a", "b", "c", "colour", "member", "event_time"]
+    assert recon["colour"][0] in ("red", "green", "blue")  # the most likely level, not a probability
+    with pytest.raises(DataError, match="ONNX export does not cover a mixed-type table's encoding yet"):
+        export_onnx(str(root / "bundle"), str(tmp_path / "onnx"))
+    assert not (tmp_path / "onnx").exists()
