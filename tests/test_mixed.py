@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 
 import mlflow
 import numpy as np
