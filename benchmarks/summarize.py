@@ -115,9 +115,14 @@ def image_memory(d: dict) -> list[str]:
     return out
 
 
+def mixed(d: dict) -> list[str]:
+    what = f"{len(d['sets'])} numeric tables made messy" + (" and the 2 real mixed tables" if d["mixed"] else "")
+    return [f"## Mixed-type and messy tables ({what}, {d['splits']} splits, AUROC)", "", d["table_md"]]
+
+
 SECTIONS = {"training_speed": speed, "pipeline": pipeline, "serving": serving, "tune_pruning": tune_pruning,
             "quality": quality, "tabular": tabular, "monitoring": monitoring, "compression": compression,
-            "image_memory": image_memory}
+            "image_memory": image_memory, "mixed": mixed}
 
 
 def summarize(results: Path) -> str:

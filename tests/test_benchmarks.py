@@ -202,3 +202,37 @@ def test_image_memory_benchmark_runs_the_stages_on_two_folder_sizes(tmp_path):
     assert result["folders"]["60"]["stages"]["prepare"]["peak_anon_mb"] > 20  # sampled from /proc, not zero
     summarize = _load("summarize")
     assert "| prepare |" in "\n".join(summarize.image_memory(result))
+
+
+def test_mixed_benchmark_makes_messy_tables_that_prepare_reads_and_summarises_pairs(tmp_path):
+    """`make bench` runs benchmarks/mixed.py; here its messy copy of a table goes through prepare, and the summary
+    of made-up runs pairs each messy table with its clean original."""
+    import pandas as pd
+
+    from aeops.config import PrepareConfig
+    from aeops.data.prepare import prepare
+
+    mixed = _load("mixed")
+    rng = np.random.default_rng(0)
+    clean = pd.DataFrame(rng.normal(size=(200, 3)), columns=list("abc")).assign(is_anomaly=(np.arange(200) < 10).astype(int))
+    mixed.messy(clean).to_csv(tmp_path / "t_messy.csv")  # with the index, as the benchmark writes it
+    profile = prepare(PrepareConfig(source="table", path=str(tmp_path / "t_messy.csv"), anomaly_column="is_anomaly",
+                                    normal_classes=None, output_dir=str(tmp_path / "prepared")))
+    assert profile["column_roles"] == {"Unnamed: 0": "identifier", "customer_id": "identifier",
+                                       "event_time": "excluded datetime", "segment": "categorical", "a": "numeric",
+                                       "b": "numeric", "c": "numeric"}
+    df = pd.read_csv(tmp_path / "t_messy.csv")
+    assert 0.05 < df[list("abc")].isna().to_numpy().mean() < 0.15 and df["segment"].nunique() == 4
+
+    def run(name: str, kind: str, seed: int, model: float) -> dict:
+        scores = {"auroc": model, "auprc": 0.5}
+        return {"set": name, "kind": kind, "seed": seed, "seconds": 10.0, "model": scores,
+                "knn_distance": {"auroc": 0.7, "auprc": 0.4}, "isolation_forest": {"auroc": 0.8, "auprc": 0.4},
+                "pca": {"auroc": 0.6, "auprc": 0.3}}
+
+    summary = mixed.summarize([run("t", "clean", 0, 0.9), run("t", "clean", 1, 0.8), run("t_messy", "messy", 0, 0.84),
+                               run("t_messy", "messy", 1, 0.84), run("credit", "mixed", 0, 0.75)])
+    assert summary["sets"]["t"]["model"]["auroc"] == 0.85 and summary["messy_minus_clean"] == {"t": -0.01}
+    assert summary["kinds"]["mixed"]["aeops wins"] == 0 and summary["kinds"]["clean"]["aeops wins"] == 1
+    text = mixed.markdown(summary)
+    assert "| t_messy | messy | 2 | 0.840 | 0.700 | 0.800 | 0.600 | 10.0 |" in text and "worst -0.010" in text

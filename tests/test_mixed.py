@@ -147,6 +147,9 @@ def test_prepare_records_roles_and_the_model_learns_the_categories(model):
     run = mlflow.MlflowClient().search_runs(mlflow.get_experiment_by_name("aeops").experiment_id)[0]
     assert "colour: categorical" in run.data.tags["column_roles"] and "customer_id" in run.data.tags["dropped_columns"]
     assert metrics["model"]["auroc"] > 0.75  # the anomalies are a level that contradicts the numbers
+    page = next((root / "reports").glob("*.html")).read_text()
+    assert "Columns (prepare&#x27;s roles" in page or "Columns (prepare's roles" in page
+    assert "<td>customer_id</td>" in page and "a distinct value in every row" in page
 
 
 @pytest.mark.slow
@@ -231,6 +234,17 @@ def test_bad_rows_are_one_line_errors_and_onnx_export_refuses_a_mixed_model(mode
     recon = scorer.score(row.assign(a=0.0), output="reconstruction")
     assert list(recon.columns) == ["a", "b", "c", "colour", "member", "event_time"]
     assert recon["colour"][0] in ("red", "green", "blue")  # the most likely level, not a probability
+    from aeops.monitoring.monitor import frame_check
+    from aeops.registry.register import raw_split
+
+    df = raw_split(str(root / "data/prepared"))[0]
+    calm = frame_check(scorer, df)
+    assert calm["features_drifted"] == 0, calm
+    shifted = df.assign(colour=np.where(np.arange(len(df)) % 3 == 0, "purple", df["colour"]))
+    shifted.loc[shifted.index[::2], "c"] = np.nan  # c was missing in 10 % of the training rows, now in half
+    drift = frame_check(scorer, shifted)
+    drifted = [f["feature"] for f in drift["features"] if f["drifted"]]
+    assert drift["verdict"] != "ok" and {"colour=(unseen)", "c:missing"} <= set(drifted), drifted
     with pytest.raises(DataError, match="ONNX export does not cover a mixed-type table's encoding yet"):
         export_onnx(str(root / "bundle"), str(tmp_path / "onnx"))
     assert not (tmp_path / "onnx").exists()

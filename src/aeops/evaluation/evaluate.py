@@ -185,7 +185,7 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     _log(bundle.run_id, cfg, mlflow_cfg=mlflow_cfg, results=results, warnings=warnings)
     _report(bundle.run_id, cfg, mlflow_cfg=mlflow_cfg, results=results, warnings=warnings, test=test,
             recon=test_recon, codes=test_codes, scores=coded.test_scores, image_shape=image_shape,
-            feature_names=list(meta.feature_names))
+            feature_names=list(meta.feature_names), layout=layout, roles=meta.roles)
     return record
 
 

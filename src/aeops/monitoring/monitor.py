@@ -113,6 +113,7 @@ def frame_check(scorer: Any, df: pd.DataFrame, *, alpha: float = 0.01, psi_thres
 
 
 def _add(batch: BatchStats, scorer: Any, frame: pd.DataFrame, out: pd.DataFrame) -> None:
-    """One scored chunk into the batch: its raw features (bins, range) and its scores and flags."""
-    x = frame[scorer.features].to_numpy(dtype=np.float32)  # scoring `out` validated these rows already
+    """One scored chunk into the batch: its raw features (bins, range) and its scores and flags. A table's
+    features are its encoded columns: a level's share, a missing flag's rate, `<column>=(unseen)` for new levels."""
+    x = scorer.matrix(frame)
     batch.add(x, out["anomaly_score"].to_numpy(), out["is_anomaly"].to_numpy(), scorer.outside(x))
