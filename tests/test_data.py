@@ -125,6 +125,10 @@ def test_mnist(tmp_path: Path) -> None:
     assert profile["test"]["rows"] == 10000 and sum(profile["test"]["class_balance"].values()) == 10000
     meta = load_meta(tmp_path / "prepared")
     assert meta.image_shape == [1, 28, 28] and meta.unit_interval and meta.n_features == 784
+    capped = prepare(_cfg(tmp_path, source="mnist", path=str(MNIST), normal_classes=[0], max_train_rows=500,
+                          max_eval_rows=400))
+    assert [capped[s]["rows"] for s in ("train", "val", "test")] == [500, 400, 400]
+    assert capped["test"]["anomaly_rate"] == pytest.approx(0.902, abs=0.01)  # stratified: the anomaly share stays
 
 
 def _idx(path: Path, magic: int, dims: tuple[int, ...], n_bytes: int | None = None) -> None:

@@ -196,6 +196,7 @@ def test_aeops_cap_caps_sizes_and_rejects_nonsense(monkeypatch):
     assert parse_section("tune", {}).n_trials == 3 and parse_section("tune", {}).max_epochs == 2
     assert parse_section("prepare", {}).max_train_rows == 100
     assert parse_section("prepare", {"max_train_rows": 50}).max_train_rows == 50
+    assert parse_section("prepare", {}).max_eval_rows == 100  # val and test too: a smoke run writes small splits
     assert parse_section("evaluate", {}).max_rows == 100  # evaluated rows too, as an ordinary param
     from aeops.data.prepared import MAX_EVAL_VALUES, eval_rows
 

@@ -52,6 +52,7 @@ class PrepareConfig(Strict):
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     max_train_rows: int | None = Field(None, gt=0)
+    max_eval_rows: int | None = Field(None, gt=0)  # cap val, test and the held-out anomalies the same way
     scaling: Literal["auto", "standard", "robust", "minmax", "global_minmax", "none"] = "auto"
     # tables: column roles are inferred (numeric, categorical, datetime, identifier, text, constant); these override
     categorical_columns: list[str] | None = None  # treat these as categorical (numbers too)
@@ -352,7 +353,7 @@ def parse_section(section: str, raw: dict[str, Any] | None) -> Any:
 # path with smaller numbers, never a different one. Unset in real runs. It is read here only, as an overlay
 # on the params sections: the library below sees ordinary params (train.max_epochs, evaluate.max_rows …).
 CAPS = {"epochs": (("train", "max_epochs"), ("tune", "max_epochs")), "trials": (("tune", "n_trials"),),
-        "rows": (("prepare", "max_train_rows"), ("evaluate", "max_rows"))}
+        "rows": (("prepare", "max_train_rows"), ("prepare", "max_eval_rows"), ("evaluate", "max_rows"))}
 
 
 def caps() -> dict[str, int]:

@@ -36,7 +36,8 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     splits = split(raw, cfg)
     protocol = _protocol_name(raw, cfg)
     splits = apply_protocol(splits, raw, cfg)
-    splits["train"] = _subsample(splits["train"], cfg)
+    splits = {name: _subsample(part, cfg.max_train_rows if name == "train" else cfg.max_eval_rows, cfg.seed)
+              for name, part in splits.items()}
     if VAL_ANOMALIES in splits and len(splits[VAL_ANOMALIES]) == 0:
         del splits[VAL_ANOMALIES]
     for name, part in splits.items():
@@ -145,14 +146,13 @@ def split(raw: RawData, cfg: PrepareConfig) -> dict[str, Split]:
     return {"train": _part(raw, train), "val": _part(raw, val), "test": _part(raw, test_idx)}
 
 
-def _subsample(train: Split, cfg: PrepareConfig) -> Split:
-    """At most cfg.max_train_rows train rows (stratified, seeded) for quick runs."""
-    n = cfg.max_train_rows
-    if n is None or len(train) <= n:
-        return train
-    strata = train.labels if train.labels is not None else train.is_anomaly
-    _, keep = _cut(np.arange(len(train)), strata, n, cfg.seed)
-    return _select(train, keep)
+def _subsample(part: Split, n: int | None, seed: int) -> Split:
+    """At most `n` rows of a split (stratified, seeded) for quick runs: max_train_rows, max_eval_rows."""
+    if n is None or len(part) <= n:
+        return part
+    strata = part.labels if part.labels is not None else part.is_anomaly
+    _, keep = _cut(np.arange(len(part)), strata, n, seed)
+    return _select(part, keep)
 
 
 def _cap(part: Split, n: int, seed: int) -> Split:

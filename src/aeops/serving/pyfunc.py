@@ -1,7 +1,8 @@
 """The registered MLflow model: a pyfunc that scores raw feature columns.
 
 `mlflow.pyfunc.load_model("models:/<name>@production").predict(df)` returns per row
-`anomaly_score`, `is_anomaly`, `reconstruction_error`, `score_percentile`, `out_of_range`, `z_0 … z_k`; with
+`anomaly_score`, `is_anomaly`, `reconstruction_error`, `score_percentile`, `out_of_range`, `missing`,
+`unseen_levels`, `mostly_missing`, `z_0 … z_k`; with
 `params={"output": "reconstruction"}` it returns the reconstructed rows in raw units.
 Bad input raises an MlflowException with INVALID_PARAMETER_VALUE, which the REST server turns into
 a 400 with the message.
