@@ -11,7 +11,7 @@ median imputation with missing indicators, standardisation; identifiers and raw 
 A messy table and its clean original have the same rows in the same order, so the same seeds give
 the same splits: their difference is what the mess costs.
 Results: results/mixed.json and a Markdown table.
-Usage: python benchmarks/mixed.py [--sets breastw,wbc] [--splits 3] [--jobs 2] [--no-mixed]
+Usage: python benchmarks/mixed.py [--sets breastw,wbc] [--splits 1] [--jobs 2] [--no-mixed]
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def encode_cost(repeats: int = 200) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default=None, help="numeric tables to make messy copies of (default: all 14)")
-    ap.add_argument("--splits", type=int, default=3)
+    ap.add_argument("--splits", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--no-mixed", action="store_true", help="leave out the two real mixed tables")
     ap.add_argument("--out", default=str(OUT))

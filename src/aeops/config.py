@@ -58,7 +58,7 @@ class PrepareConfig(Strict):
     categorical_columns: list[str] | None = None  # treat these as categorical (numbers too)
     drop_columns: list[str] | None = None  # leave these out
     datetime: Literal["exclude", "cyclic"] = "exclude"  # a timestamp column: left out, or hour and weekday as sin/cos
-    min_frequency: float = Field(0.01, ge=0, lt=1)  # categorical levels rarer than this share of the rows share a slot
+    min_frequency: float = Field(0.01, gt=0, lt=1)  # categorical levels rarer than this share of the rows share a slot
     max_levels: int = Field(100, ge=2)  # at most this many levels a categorical column (after grouping rare ones)
     seed: int = 42
     output_dir: str = "data/prepared"

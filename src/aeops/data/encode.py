@@ -35,9 +35,12 @@ def _levels(col: pd.Series, min_frequency: float) -> tuple[list[str], list[str]]
 
 
 def fit_columns(train: pd.DataFrame, roles: dict[str, Role], *, kind: str, min_frequency: float,
-                fit_scaler: Callable[[str, np.ndarray, list[str]], dict[str, Any]]) -> dict[str, Any]:
+                fit_scaler: Callable[[str, np.ndarray, list[str]], dict[str, Any]],
+                gaps: set[str] | None = None) -> dict[str, Any]:
     """The scaler dict (with "columns" and "roles") for the used columns of `train`, in their order.
-    `fit_scaler(kind, x, names)` fits the numeric columns' scaling on their raw values (missing cells ignored)."""
+    `fit_scaler(kind, x, names)` fits the numeric columns' scaling on their raw values (missing cells ignored).
+    `gaps`: columns with missing cells anywhere in the table: each gets a missing flag (so a gap in val or test
+    is masked in evaluation as in serving), even where the training rows have none. Values come from `train` only."""
     specs: list[ColumnSpec] = []
     for name in train.columns:
         role = roles[name].role
@@ -45,9 +48,15 @@ def fit_columns(train: pd.DataFrame, roles: dict[str, Role], *, kind: str, min_f
             values = numbers(train[name])
             gap = np.isnan(values)
             fill = float(np.median(values[~gap])) if (~gap).any() else 0.0
-            specs.append(ColumnSpec(name, "numeric", fill=fill, indicator=bool(gap.any())))
+            if not (~gap).any():
+                raise DataError(f"prepare: column '{name}' has no values in the training split; leave it out with "
+                                "prepare.drop_columns")
+            specs.append(ColumnSpec(name, "numeric", fill=fill, indicator=bool(gap.any()) or name in (gaps or set())))
         elif role == "categorical":
             kept, rare = _levels(train[name], min_frequency)
+            if not kept and not rare:
+                raise DataError(f"prepare: column '{name}' has no values in the training split; leave it out with "
+                                "prepare.drop_columns")
             specs.append(ColumnSpec(name, "categorical", levels=kept, other=rare))
         else:
             specs.append(ColumnSpec(name, "datetime"))

@@ -56,8 +56,10 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         else:
             train_x = splits["train"].x
         if isinstance(train_x, TableRows):
+            table_rows = raw.x.frame
             scaler = fit_columns(train_x.frame, raw.roles or {}, kind=kind, min_frequency=cfg.min_frequency,
-                                 fit_scaler=lambda k, x, names: fit_scaler(k, x, names, cfg.seed))
+                                 fit_scaler=lambda k, x, names: fit_scaler(k, x, names, cfg.seed),
+                                 gaps={c for c in table_rows.columns if table_rows[c].isna().any()})
         else:
             scaler = fit_scaler(kind, train_x, raw.feature_names, cfg.seed)
         _check_scaler(scaler, kind)

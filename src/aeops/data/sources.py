@@ -254,6 +254,9 @@ def load_table(cfg: PrepareConfig) -> RawData:
                             min_frequency=cfg.min_frequency)
     except DataError as err:
         raise DataError(f"{path}: {err}") from None
+    categorical = [n for n in names if roles[n].role == "categorical"]
+    if categorical and path.suffix.lower() == ".csv":  # levels as written ('01', 'yes'), not as pandas parsed them
+        df[categorical] = pd.read_csv(path, usecols=categorical, dtype=str, skipinitialspace=True)[categorical]
     numeric = [n for n in names if roles[n].role == "numeric"]
     if numeric:
         try:

@@ -5,10 +5,12 @@ a categorical column as one feature, not as k independent numbers:
 - the decoder's outputs for a one-hot block are logits; `activate` turns them into level probabilities;
 - the reconstruction loss is, per row, the mean over features of the squared error of a numeric value
   (skipped where its missing flag is 1: the network is not taught the imputed value) and the
-  cross-entropy of a categorical column's observed level (skipped where the cell is missing, all 0);
-- `group_residuals` gives the score one residual per feature: a numeric value's (0 where missing), and
+  cross-entropy of a categorical column's observed level (skipped where the cell is missing, all 0),
+  and the squared distance of a cyclic (sine, cosine) pair (skipped where the time is missing, both 0);
+- `group_residuals` gives the score one residual per feature: a numeric value's (0 where missing),
   a categorical column's root Brier score, √Σ(one-hot − probability)² (0 for a perfect guess, about 1
-  for a level the network gives no weight, such as the reserved unseen one).
+  for a level the network gives no weight, such as the reserved unseen one), a cyclic pair's distance;
+  a missing cell has none.
 Without a layout (numeric tables, images) every input value is its own feature, with the plain MSE.
 """
 
@@ -26,7 +28,7 @@ from torch import Tensor
 @dataclass(frozen=True)
 class Group:
     name: str
-    kind: str  # numeric | categorical
+    kind: str  # numeric | categorical | cyclic (a sine, cosine pair)
     start: int
     stop: int
     mask: int | None = None  # numeric: the column that is 1 where the value is missing
@@ -38,10 +40,13 @@ class Layout:
     def __init__(self, groups: list[Group], width: int):
         self.groups, self.width = groups, width
         numeric = [g for g in groups if g.kind == "numeric"]
+        spans = [g for g in groups if g.kind != "numeric"]  # categorical blocks and cyclic pairs
         self.blocks = [(g.start, g.stop) for g in groups if g.kind == "categorical"]
+        self.spans = [(g.start, g.stop) for g in spans]
+        self.pairs = [(g.start, g.stop) for g in groups if g.kind == "cyclic"]
         self.numeric = np.array([g.start for g in numeric], dtype=np.int64)
         self.masks = np.array([-1 if g.mask is None else g.mask for g in numeric], dtype=np.int64)
-        self.names = [g.name for g in numeric] + [g.name for g in groups if g.kind == "categorical"]
+        self.names = [g.name for g in numeric] + [g.name for g in spans]
         self._numeric_t = torch.from_numpy(self.numeric)
         self._masked = torch.from_numpy(np.flatnonzero(self.masks >= 0))
         self._mask_cols = torch.from_numpy(self.masks[self.masks >= 0])
@@ -77,6 +82,10 @@ class Layout:
             target = x[:, start:stop]
             ce = F.cross_entropy(out[:, start:stop], target.argmax(dim=1), reduction="none")
             total = total + ce * (target.sum(dim=1) > 0).to(out.dtype)
+        for start, stop in self.pairs:
+            target = x[:, start:stop]
+            sq = ((out[:, start:stop] - target) ** 2).sum(dim=1)
+            total = total + sq * (target.abs().sum(dim=1) > 0).to(out.dtype)
         return total.mean() / len(self.groups)
 
     def group_residuals(self, residual: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -87,5 +96,7 @@ class Layout:
             cols = np.flatnonzero(self.masks >= 0)
             keep[:, cols] = 1.0 - np.asarray(x, np.float64).reshape(len(x), -1)[:, self.masks[cols]]
             num = num * keep[None]
-        cats = [np.sqrt(np.sum(residual[:, :, a:b] ** 2, axis=2)) for a, b in self.blocks]
-        return np.concatenate([num, *(c[:, :, None] for c in cats)], axis=2) if cats else num
+        flat = np.asarray(x, np.float64).reshape(len(x), -1)
+        spans = [np.sqrt(np.sum(residual[:, :, a:b] ** 2, axis=2)) * (np.abs(flat[:, a:b]).sum(axis=1) > 0)
+                 for a, b in self.spans]  # an all-zero block or pair is a missing cell: no residual
+        return np.concatenate([num, *(c[:, :, None] for c in spans)], axis=2) if spans else num

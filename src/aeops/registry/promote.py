@@ -37,10 +37,11 @@ def score_version(name: str, version: str, data_dir: str, metric: str) -> float:
 
     from aeops.data.prepared import load_meta
     from aeops.evaluation import metrics
+    from aeops.scoring.batch import conform
 
     df, split = raw_split(data_dir)
     model = mlflow.pyfunc.load_model(registered(name, version=version))
-    out = model.predict(df)
+    out = model.predict(conform(df, model.metadata.get_input_schema()))  # an older version may say float32
     if metric in ("recon_mse", "psnr"):
         mse = float(out["reconstruction_error"].mean())  # equal row widths: the mean of row MSEs is the MSE
         if metric == "recon_mse":

@@ -15,10 +15,14 @@ from aeops.io import same_file
 FORMATS = (".csv", ".parquet", ".pq")
 
 
-def read_chunks(path: Path, rows: int) -> tuple[Iterator[pd.DataFrame], int | None]:
-    """Chunks of the input and the total row count when the format knows it (Parquet)."""
+def read_chunks(path: Path, rows: int, *, text: list[str] | None = None) -> tuple[Iterator[pd.DataFrame], int | None]:
+    """Chunks of the input and the total row count when the format knows it (Parquet). A CSV is read as
+    prepare reads it (spaces after the commas skipped), the `text` columns as written (a code '01' stays '01',
+    whatever else the chunk holds)."""
     if path.suffix.lower() == ".csv":
-        return iter(pd.read_csv(path, chunksize=rows)), None
+        present = set(pd.read_csv(path, nrows=0, skipinitialspace=True).columns) if text else set()
+        dtype = {c: str for c in text or [] if c in present}
+        return iter(pd.read_csv(path, chunksize=rows, skipinitialspace=True, dtype=dtype or None)), None
     import pyarrow.parquet as pq
 
     try:
@@ -107,7 +111,9 @@ def scored_chunks(model: Any, src: Path, *, chunk_rows: int, params: dict[str, A
     """(rows, the model's output for them) per non-empty chunk of `src`, with a progress bar."""
     from rich.progress import Progress
 
-    chunks, total = read_chunks(src, chunk_rows)
+    schema = model.metadata.get_input_schema()
+    text = [c.name for c in schema.inputs if c.type.name == "string"] if schema is not None else []
+    chunks, total = read_chunks(src, chunk_rows, text=text)
     done = 0
     with Progress(disable=not progress) as bar:
         task = bar.add_task(f"{label} {src.name}", total=total)

@@ -52,14 +52,19 @@ class ColumnSpec:
         return len(self.names())
 
 
+BOOLEAN_TEXT = {"true": "true", "false": "false"}
+
+
 def category_text(col: pd.Series) -> pd.Series:
-    """A categorical column's values as the strings levels are stored as (whole numbers without '.0'); NaN stays."""
+    """A categorical column's values as the strings levels are stored as: stripped text, whole numbers without
+    '.0', booleans (and true/false in any case) as 'true'/'false'; NaN and empty strings are missing."""
     def text(v: Any) -> Any:
         if isinstance(v, (bool, np.bool_)):
-            return str(bool(v))
+            return "true" if v else "false"
         if isinstance(v, (float, np.floating)) and float(v).is_integer():
             return str(int(v))
-        return str(v).strip()
+        s = str(v).strip()
+        return BOOLEAN_TEXT.get(s.lower(), s) if s else None
 
     return col.map(text, na_action="ignore").astype(object)
 
@@ -67,6 +72,7 @@ def category_text(col: pd.Series) -> pd.Series:
 def _timestamps(col: pd.Series) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(col):
         return col.dt.tz_convert("UTC") if col.dt.tz is not None else col
+    col = col.where(col.astype(str).str.strip() != "")  # an empty string is a missing time
     parsed = pd.to_datetime(col, errors="coerce", utc=True, format="ISO8601")
     bad = parsed.isna() & col.notna()
     if bad.any():
@@ -97,9 +103,10 @@ def numbers(col: pd.Series) -> np.ndarray:
 class EncodedRows:
     """Rows in encoded raw units (n, encoded columns), with per-row counts of missing cells and unseen levels."""
 
-    raw: np.ndarray
+    raw: np.ndarray  # float64
     missing: np.ndarray  # (n,) int: missing cells among the used columns
     unseen: np.ndarray  # (n,) int: categorical values never seen in training
+    imputed: np.ndarray | None = None  # (n, encoded columns) bool: a numeric value filled in (it has no residual)
 
 
 class TableColumns:
@@ -128,12 +135,14 @@ class TableColumns:
         n = len(df)
         out = np.zeros((n, len(self.names)), np.float64)
         missing, unseen = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        imputed = np.zeros(out.shape, bool)
         for spec, start in zip(self.specs, self.starts):
             col = df[spec.name]
             if spec.role == "numeric":
                 values = numbers(col)
                 gap = np.isnan(values)
                 out[:, start] = np.where(gap, spec.fill, values)
+                imputed[:, start] = gap
                 if spec.indicator:
                     out[:, start + 1] = gap
             elif spec.role == "categorical":
@@ -156,7 +165,7 @@ class TableColumns:
                 for i, part in enumerate(parts):
                     out[:, start + i] = np.where(gap, 0.0, part)
             missing += gap
-        return EncodedRows(out, missing, unseen)
+        return EncodedRows(out, missing, unseen, imputed)
 
     def decode(self, raw: np.ndarray) -> pd.DataFrame:
         """Encoded raw units → one column per input: the value, the most likely level, or a time with the
@@ -194,7 +203,7 @@ class TableColumns:
             elif spec.role == "categorical":
                 groups.append({"name": spec.name, "kind": "categorical", "start": start, "stop": start + spec.width,
                                "mask": None})
-            else:
-                groups += [{"name": name, "kind": "numeric", "start": start + i, "stop": start + i + 1, "mask": None}
-                           for i, name in enumerate(spec.names())]
+            else:  # the hour's and the weekday's (sine, cosine): one feature each
+                groups += [{"name": f"{spec.name}:{part}", "kind": "cyclic", "start": start + 2 * i,
+                            "stop": start + 2 * i + 2, "mask": None} for i, part in enumerate(("hour", "weekday"))]
         return {"width": len(self.names), "groups": groups}

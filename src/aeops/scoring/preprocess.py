@@ -69,12 +69,18 @@ class Preprocessor:
         return apply_scaler(self.scaler, x)
 
     def unscale(self, x: np.ndarray) -> np.ndarray:
-        return invert_scaler(self.scaler, x)
+        """Back to raw units, as `matrix` gives them: float64 for a table (large values keep their digits), float32
+        for pixels."""
+        if self.table is None:
+            return invert_scaler(self.scaler, x)
+        offset, scale = scaler_arrays(self.scaler, x)
+        return np.asarray(x, np.float64) * scale + offset
 
     def frame(self, x: np.ndarray) -> pd.DataFrame:
         """Scaled model inputs (or reconstructions) as the raw columns a user sends (a level for a categorical one)."""
-        raw = self.unscale(x)
-        return self.table.decode(raw) if self.table is not None else pd.DataFrame(raw, columns=self.features)
+        if self.table is None:
+            return pd.DataFrame(self.unscale(x), columns=self.features)
+        return self.table.decode(self.unscale(x))
 
     def matrix(self, df: pd.DataFrame) -> np.ndarray:
         """The rows' validated raw float32 features (encoded, for a table) in the training column order."""
@@ -98,9 +104,8 @@ class Preprocessor:
                 encoded = self.table.encode(df)
             except ColumnError as err:
                 raise InputError(str(err)) from None
-            x = encoded.raw.astype(np.float32)
-            self._check_far(x)
-            return EncodedRows(x, encoded.missing, encoded.unseen)
+            self._check_far(encoded.raw)  # float64 until scaled: a large raw value keeps its digits
+            return encoded
         try:
             x = df[self.features].to_numpy(dtype=np.float32)
         except (TypeError, ValueError):

@@ -72,8 +72,8 @@ def feature_bins(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(values) == 1:
         c = float(values[0])
         return np.array([np.nextafter(c, -np.inf), c]), np.array([0.0, 1.0, 0.0])
-    if len(values) <= len(BIN_LEVELS) + 1:
-        edges = values[:-1]
+    if len(values) <= len(BIN_LEVELS) + 1:  # edges midway: a value off by a rounding error stays in its bin
+        edges = (values[:-1] + values[1:]) / 2
     else:
         edges = np.unique(np.quantile(column, BIN_LEVELS, method="inverted_cdf"))
     while True:

@@ -89,6 +89,9 @@ class Scorer:
         x, recon = x.numpy(), recon.numpy()
         # an ensemble's members all score; a single network's reconstruction is already at hand
         members = reconstruct_members(self.model, torch.from_numpy(x)).numpy() if self.ensemble else recon[None]
+        if rows.imputed is not None and rows.imputed.any():  # a filled-in value has no residual
+            recon = np.where(rows.imputed, x, recon)
+            members = np.where(rows.imputed[None], x[None], members)
         score, err = self.rule(x, members), anomaly_scores(x, recon, layout=self.layout)  # float64, as in evaluate
         percentile = self.profile.score_percentile(score) if self.profile else np.full(len(score), np.nan)
         codes = z.numpy().astype(np.float64)
