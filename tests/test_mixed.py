@@ -96,18 +96,18 @@ def test_encoding_imputes_flags_missing_cells_and_keeps_a_slot_for_unseen_levels
 def test_the_loss_ignores_imputed_cells_and_counts_a_categorical_column_once():
     layout = Layout.from_dict(TableColumns([ColumnSpec("x", "numeric", indicator=True),
                                             ColumnSpec("k", "categorical", levels=["a", "b", "c"])]).layout())
-    assert layout.names == ["x", "x:missing", "k"]
+    assert layout.names == ["x", "k"]  # the missing flag is an input, not a feature
     x = torch.tensor([[0.5, 0.0, 1, 0, 0, 0], [0.0, 1.0, 0, 0, 0, 0]])  # row 2: x missing, k missing
     out = torch.tensor([[0.0, 0.0, 5, 0, 0, 0], [9.0, 1.0, 0, 0, 0, 0]])
     loss = layout.loss(out, x)
     ce = torch.nn.functional.cross_entropy(out[:1, 2:], torch.tensor([0]))
-    assert loss.item() == pytest.approx(((0.5**2 + ce.item()) + 0.0) / 2 / 3)  # the 9.0 against the fill is ignored
+    assert loss.item() == pytest.approx(((0.5**2 + ce.item()) + 0.0) / 2 / 2)  # the 9.0 against the fill is ignored
     probs = layout.activate(out).numpy()
     assert probs[:, 2:].sum(1) == pytest.approx([1.0, 1.0])
     res = layout.group_residuals((x.numpy() - probs)[None], x.numpy())[0]
     assert res[1, 0] == 0.0 and res[0, 0] == pytest.approx(0.5)  # a missing value has no residual
     brier = np.sqrt(np.sum((x.numpy()[0, 2:] - probs[0, 2:]) ** 2))
-    assert res[0, 2] == pytest.approx(brier) and res.shape == (2, 3)
+    assert res[0, 1] == pytest.approx(brier) and res.shape == (2, 2) and res[1, 1] == 0.0  # k missing: no residual
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_prepare_records_roles_and_the_model_learns_the_categories(model):
     roles = {k: v["role"] for k, v in data.meta.roles.items()}
     assert roles["customer_id"] == roles["Unnamed: 0"] == "identifier" and roles["comment"] == "text"
     assert roles["event_time"] == "datetime" and roles["colour"] == roles["member"] == "categorical"
-    assert data.meta.feature_count == 8  # a, b, c, c:missing, colour, member, event_time:hour, event_time:weekday
+    assert data.meta.feature_count == 7  # a, b, c, colour, member, event_time:hour, event_time:weekday
     assert "c:missing" in data.meta.feature_names and "colour=(unseen)" in data.meta.feature_names
     assert set(data.scaler["ignored_features"]) == {"Unnamed: 0", "customer_id", "comment"}
     run = mlflow.MlflowClient().search_runs(mlflow.get_experiment_by_name("aeops").experiment_id)[0]

@@ -81,7 +81,9 @@ class Meta:
     @property
     def feature_count(self) -> int:
         """Features as the model sees them: a categorical column (k one-hot inputs) counts once."""
-        return len(self.layout["groups"]) if self.layout else self.n_features
+        if not self.layout:
+            return self.n_features
+        return sum(g["kind"] != "flag" for g in self.layout["groups"])  # missing flags are inputs, not features
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, path: Path) -> Meta:

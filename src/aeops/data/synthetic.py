@@ -30,6 +30,5 @@ def synthetic_anomalies(x: np.ndarray, seed: int, share: float = SWAP_SHARE, *,
 
 def _groups(layout: dict[str, Any]) -> list[np.ndarray]:
     """Column indices per feature: a value goes with its missing flag (which is then no feature of its own)."""
-    flags = {g["mask"] for g in layout["groups"] if g.get("mask") is not None}
     return [np.array([*range(g["start"], g["stop"]), *([g["mask"]] if g.get("mask") is not None else [])])
-            for g in layout["groups"] if g["start"] not in flags]
+            for g in layout["groups"] if g["kind"] != "flag"]

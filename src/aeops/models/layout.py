@@ -4,7 +4,8 @@ A `Layout` (a plain dict in the data's scaler and the checkpoint) lets the netwo
 a categorical column as one feature, not as k independent numbers:
 - the decoder's outputs for a one-hot block are logits; `activate` turns them into level probabilities;
 - the reconstruction loss is, per row, the mean over features of the squared error of a numeric value
-  (skipped where its missing flag is 1: the network is not taught the imputed value) and the
+  (skipped where its missing flag is 1: the network is not taught the imputed value; the flag itself is
+  an input only, neither reconstructed nor scored: random gaps would only add noise to the score) and the
   cross-entropy of a categorical column's observed level (skipped where the cell is missing, all 0),
   and the squared distance of a cyclic (sine, cosine) pair (skipped where the time is missing, both 0);
 - `group_residuals` gives the score one residual per feature: a numeric value's (0 where missing),
@@ -28,7 +29,7 @@ from torch import Tensor
 @dataclass(frozen=True)
 class Group:
     name: str
-    kind: str  # numeric | categorical | cyclic (a sine, cosine pair)
+    kind: str  # numeric | categorical | cyclic (a sine, cosine pair) | flag (an input only: neither loss nor score)
     start: int
     stop: int
     mask: int | None = None  # numeric: the column that is 1 where the value is missing
@@ -40,13 +41,13 @@ class Layout:
     def __init__(self, groups: list[Group], width: int):
         self.groups, self.width = groups, width
         numeric = [g for g in groups if g.kind == "numeric"]
-        spans = [g for g in groups if g.kind != "numeric"]  # categorical blocks and cyclic pairs
+        spans = [g for g in groups if g.kind in ("categorical", "cyclic")]
         self.blocks = [(g.start, g.stop) for g in groups if g.kind == "categorical"]
         self.spans = [(g.start, g.stop) for g in spans]
         self.pairs = [(g.start, g.stop) for g in groups if g.kind == "cyclic"]
         self.numeric = np.array([g.start for g in numeric], dtype=np.int64)
         self.masks = np.array([-1 if g.mask is None else g.mask for g in numeric], dtype=np.int64)
-        self.names = [g.name for g in numeric] + [g.name for g in spans]
+        self.names = [g.name for g in numeric] + [g.name for g in spans]  # the scored features
         self._numeric_t = torch.from_numpy(self.numeric)
         self._masked = torch.from_numpy(np.flatnonzero(self.masks >= 0))
         self._mask_cols = torch.from_numpy(self.masks[self.masks >= 0])
@@ -58,7 +59,7 @@ class Layout:
         return cls([Group(**g) for g in data["groups"]], int(data["width"]))
 
     def __len__(self) -> int:
-        return len(self.groups)
+        return len(self.names)
 
     def activate(self, out: Tensor) -> Tensor:
         """Decoder outputs → reconstructions: level probabilities in each one-hot block."""
@@ -86,7 +87,7 @@ class Layout:
             target = x[:, start:stop]
             sq = ((out[:, start:stop] - target) ** 2).sum(dim=1)
             total = total + sq * (target.abs().sum(dim=1) > 0).to(out.dtype)
-        return total.mean() / len(self.groups)
+        return total.mean() / len(self)
 
     def group_residuals(self, residual: np.ndarray, x: np.ndarray) -> np.ndarray:
         """(members, n, width) residuals x − reconstruction → (members, n, features), in `names` order."""

@@ -197,8 +197,8 @@ class TableColumns:
             if spec.role == "numeric":
                 groups.append({"name": spec.name, "kind": "numeric", "start": start, "stop": start + 1,
                                "mask": start + 1 if spec.indicator else None})
-                if spec.indicator:
-                    groups.append({"name": spec.name + MISSING, "kind": "numeric", "start": start + 1,
+                if spec.indicator:  # an input only: the network knows the value was filled in, nothing scores it
+                    groups.append({"name": spec.name + MISSING, "kind": "flag", "start": start + 1,
                                    "stop": start + 2, "mask": None})
             elif spec.role == "categorical":
                 groups.append({"name": spec.name, "kind": "categorical", "start": start, "stop": start + spec.width,
