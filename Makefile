@@ -81,9 +81,10 @@ promote: setup ## move alias production to the challenger if not worse (ARGS="--
 serve: setup ## serve models:/<register.model_name>@production on 127.0.0.1 (port: serve.port or AEOPS_SERVE_PORT)
 	aeops serve $(ARGS)
 
-# One server process (MLflow's default is 4): a local UI has one user, and it starts in half the time.
+# One server process (MLflow's default is 4): a local UI has one user, and it starts in half the time. No job runner:
+# MLflow 3 starts huey consumer processes for its GenAI jobs, which aeops never submits (about 3.5 CPU-s each).
 ui: setup ## MLflow UI on 127.0.0.1:$(PORT) (opens the model-training view)
-	mlflow ui --app-name aeops --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --app-name aeops --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
 
 report: setup ## print the path of the current model's offline HTML report (written by evaluate)
 	@aeops report

@@ -91,6 +91,7 @@ def test_tune_workers_share_a_postgres_study_tracked_by_an_mlflow_server(pg_serv
          "--default-artifact-root", (workdir / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
         cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),  # no GenAI job runner (huey) beside it
     )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/health", server)
