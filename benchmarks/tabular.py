@@ -82,7 +82,8 @@ def _copy_kept(src: Path, dst: Path) -> None:
         (shutil.copytree if (src / name).is_dir() else shutil.copy2)(src / name, dst / name)
 
 
-def job(config: str, table: str, seed: int, tables: str = str(TABLES), keep: str | None = None) -> dict:
+def job(config: str, table: str, seed: int, tables: str = str(TABLES), keep: str | None = None,
+        options: tuple[str, ...] = OPTIONS) -> dict:
     """One pipeline run in a temporary project folder; returns AUROC/AUPRC of the model, options and baselines.
 
     With `keep`, the run's params, prepared splits, models, bundle and metrics are copied to
@@ -110,13 +111,14 @@ def job(config: str, table: str, seed: int, tables: str = str(TABLES), keep: str
             shutil.rmtree(dst, ignore_errors=True)
             _copy_kept(Path("."), dst)
             (dst / "seconds").write_text(f"{seconds:.1f}")
-        return _record(config, table, seed, params, seconds)
+        return _record(config, table, seed, params, seconds, options)
 
 
 KEPT = ("params.yaml", "data/prepared", "models", "bundle", "metrics", "tune/best_params.json")
 
 
-def _record(config: str, table: str, seed: int, params: dict, seconds: float) -> dict:
+def _record(config: str, table: str, seed: int, params: dict, seconds: float,
+            options: tuple[str, ...] = OPTIONS) -> dict:
     """The finished run in the current folder: AUROC/AUPRC of the model, the baselines and (default) the options."""
     record = json.loads(Path("metrics/evaluate.json").read_text())
     best = json.loads(Path("tune/best_params.json").read_text()) if params["tune"]["enabled"] else {}
@@ -125,11 +127,11 @@ def _record(config: str, table: str, seed: int, params: dict, seconds: float) ->
            "latent_dim": record["model"]["latent_dim"], "variant": best.get("train", {}).get("model", {}).get("variant"),
            "score_choice": record["model"].get("score_choice"), "knn_weight": record["model"].get("score_knn_weight")}
     if config == "default":
-        out |= _scoring_options(params, record)
+        out |= _scoring_options(params, record, options)
     return out
 
 
-def rescore(kept: str, table: str, seed: int) -> dict:
+def rescore(kept: str, table: str, seed: int, options: tuple[str, ...] = OPTIONS) -> dict:
     """A kept default run (`--keep`) evaluated again with today's evaluate code and params: no retraining.
 
     Refused where any other section of params.yaml differs from the kept run's: the trained network
@@ -151,7 +153,7 @@ def rescore(kept: str, table: str, seed: int) -> dict:
         _fresh_mlflow_run(params)
         if run_stage("evaluate") != 0:
             return {"config": "default", "set": table, "seed": seed, "error": "evaluate failed"}
-        return _record("default", table, seed, params, float((src / "seconds").read_text()))
+        return _record("default", table, seed, params, float((src / "seconds").read_text()), options)
 
 
 def _rescore_params(src: Path) -> tuple[dict, list[str]]:
@@ -180,12 +182,12 @@ def _keep(m: dict) -> dict:
     return {"auroc": m["auroc"], "auprc": m["auprc"]}
 
 
-def _scoring_options(params: dict, record: dict) -> dict:
+def _scoring_options(params: dict, record: dict, options: tuple[str, ...] = OPTIONS) -> dict:
     """The same trained model scored by other rules: each is a rerun of `evaluate` with one setting changed."""
     from aeops.cli import run_stage
 
     out = {}
-    for option, change in SCORING.items():
+    for option, change in ((o, SCORING[o]) for o in options):
         ev = {**params["evaluate"], **change, "metrics_file": "metrics/option.json", "bundle_dir": "bundle_option",
               "plots_dir": "plots/option"}
         Path("params.yaml").write_text(yaml.safe_dump({**params, "evaluate": ev}))
@@ -291,6 +293,8 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=5, help="seeded splits per set")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="pipeline runs in parallel")
     ap.add_argument("--configs", default="default", help=f"comma-separated, of: {', '.join(CONFIGS)}; 'all'")
+    ap.add_argument("--options", default="all", help=f"scoring options rerun on each default run, comma-separated, "
+                    f"of: {', '.join(OPTIONS)}; 'all' (default) or 'none'")
     ap.add_argument("--tables", type=Path, default=TABLES, help="folder of CSV files with a 0/1 is_anomaly column")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--runs", default=None, help="JSON-lines file of finished runs, appended as each ends "
@@ -311,6 +315,9 @@ def main() -> None:
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         sys.exit(f"unknown config(s) {unknown}; known: {list(CONFIGS)}")
+    options = OPTIONS if args.options == "all" else () if args.options == "none" else tuple(args.options.split(","))
+    if unknown := [o for o in options if o not in OPTIONS]:
+        sys.exit(f"unknown scoring option(s) {unknown}; known: {list(OPTIONS)}, or 'all' or 'none'")
     log = Path(args.runs or Path(args.out).with_suffix(".jsonl"))
     if not (args.resume or args.summary_only):
         log.unlink(missing_ok=True)
@@ -336,8 +343,8 @@ def main() -> None:
     start = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=args.jobs, max_tasks_per_child=1) as pool:
-        submitted = [pool.submit(rescore, args.rescore, *j[1:]) if args.rescore else
-                     pool.submit(job, *j, str(args.tables), args.keep) for j in jobs]
+        submitted = [pool.submit(rescore, args.rescore, *j[1:], options) if args.rescore else
+                     pool.submit(job, *j, str(args.tables), args.keep, options) for j in jobs]
         for fut in as_completed(submitted):
             r = fut.result()
             with log.open("a") as fh:

@@ -132,11 +132,12 @@ def test_tabular_benchmark_runs_the_real_pipeline_on_a_table_folder(tmp_path):
     assert json.loads((kept / "metrics" / "evaluate.json").read_text())["model"]["auroc"] == run["model"]["auroc"]
     assert yaml.safe_load((kept / "params.yaml").read_text())["evaluate"]["metrics_file"] == "metrics/evaluate.json"
     again = subprocess.run([sys.executable, str(REPO / "benchmarks/tabular.py"), "--tables", str(tmp_path / "tables"),
-                            "--splits", "1", "--jobs", "1", "--out", str(tmp_path / "again.json"), "--rescore",
+                            "--splits", "1", "--jobs", "1", "--out", str(tmp_path / "again.json"), "--options", "none", "--rescore",
                             str(tmp_path / "kept")], env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     rescored = json.loads((tmp_path / "again.json").read_text())["runs"][0]  # evaluate only: the same numbers
     assert {k: rescored[k] for k in ("model", "knn_distance", "pca")} == {k: run[k] for k in ("model", "knn_distance", "pca")}
+    assert "standardised residual" not in rescored  # --options none: the default rule only
     params = yaml.safe_load((kept / "params.yaml").read_text())
     params["train"]["lr"] *= 2
     (kept / "params.yaml").write_text(yaml.safe_dump(params))
