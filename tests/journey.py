@@ -69,11 +69,13 @@ class Project:
             "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
         }
 
-    def run(self, command: str, ok: bool = True) -> subprocess.CompletedProcess:
+    def run(self, command: str, ok: bool = True, *, cap: str | None = None) -> subprocess.CompletedProcess:
+        """Run a command line; `cap` replaces the project's AEOPS_CAP for this command only."""
         self.ran.append(command)
         command = command.replace("127.0.0.1:5001", f"127.0.0.1:{self.serve_port}")
+        env = self.env if cap is None else self.env | {"AEOPS_CAP": cap}
         start = time.perf_counter()
-        proc = subprocess.run(["bash", "-c", command], cwd=self.root, env=self.env, capture_output=True,
+        proc = subprocess.run(["bash", "-c", command], cwd=self.root, env=env, capture_output=True,
                               text=True, timeout=600)
         self.timings.append((time.perf_counter() - start, command))
         if ok:

@@ -11,6 +11,7 @@ import pytest
 from conftest import SHARED
 from journey import MNIST, RESET, TABLE, Project, make_project
 
+MNIST_CAP = "epochs=2,trials=2,rows=500"  # a conv model on 28x28 images: 500 rows of each split are plenty here
 FLOOR = 0.6  # credit defaults are business outcomes, not planted anomalies (IsolationForest: 0.75; 2 capped epochs here)
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not SHARED.is_dir(), reason=f"MNIST and tabular sets expected in {SHARED}")]
@@ -54,11 +55,11 @@ def test_compress_refuses_a_table_model(p: Project):
 
 def test_the_mnist_example_trains_a_conv_model_on_capped_rows(p: Project):
     p.run(RESET)
-    p.run(MNIST)
+    p.run(MNIST, cap=MNIST_CAP)
     metrics = json.loads((p.root / "metrics" / "evaluate.json").read_text())
     assert metrics["knn_distance"]["auroc"] > 0.5 and 0 <= metrics["model"]["auroc"] <= 1  # 2 capped epochs
     profile = json.loads((p.root / "data" / "prepared" / "profile.json").read_text())  # the smoke cap, in prepare
-    assert profile["train"]["rows"] == profile["test"]["rows"] == 1500 and profile["val"]["rows"] <= 1500  # val: 0s
+    assert profile["train"]["rows"] == profile["test"]["rows"] == 500 and profile["val"]["rows"] <= 500  # val: 0s
     run = p.last_run()
     assert run.data.tags["architecture"] == "conv" and run.data.params["train.model.latent_dim"] == "16"
 
