@@ -42,16 +42,17 @@ def fit_columns(train: pd.DataFrame, roles: dict[str, Role], *, kind: str, min_f
     `gaps`: columns with missing cells anywhere in the table: each gets a missing flag (so a gap in val or test
     is masked in evaluation as in serving), even where the training rows have none. Values come from `train` only."""
     specs: list[ColumnSpec] = []
+    parsed: dict[str, np.ndarray] = {}  # each numeric training column as float64, missing cells NaN (parsed once)
     for name in train.columns:
         role = roles[name].role
         if role == "numeric":
-            values = numbers(train[name])
+            values = parsed[name] = numbers(train[name])
             gap = np.isnan(values)
-            fill = float(np.median(values[~gap])) if (~gap).any() else 0.0
             if not (~gap).any():
                 raise DataError(f"prepare: column '{name}' has no values in the training split; leave it out with "
                                 "prepare.drop_columns")
-            specs.append(ColumnSpec(name, "numeric", fill=fill, indicator=bool(gap.any()) or name in (gaps or set())))
+            specs.append(ColumnSpec(name, "numeric", fill=float(np.median(values[~gap])),
+                                    indicator=bool(gap.any()) or name in (gaps or set())))
         elif role == "categorical":
             kept, rare = _levels(train[name], min_frequency)
             if not kept and not rare:
@@ -66,7 +67,7 @@ def fit_columns(train: pd.DataFrame, roles: dict[str, Role], *, kind: str, min_f
     names = [spec.name for spec in specs if spec.role == "numeric"]
     offset, scale = np.zeros(len(table.names)), np.ones(len(table.names))
     if numeric:
-        values = np.column_stack([numbers(train[n]) for n in names])  # missing cells as NaN: the scalers skip them
+        values = np.column_stack([parsed[n] for n in names])  # missing cells as NaN: the scalers skip them
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing train column: its fill stands
             fitted = fit_scaler(kind, values, names)
