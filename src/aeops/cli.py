@@ -369,8 +369,6 @@ def run_stage(command: str, params_file: str = "params.yaml", args: argparse.Nam
     MLflow errors count as user errors (an unknown model, alias or server); every other exception
     is a bug and keeps its traceback. `AEOPS_DEBUG=1` re-raises the one-line errors too.
     """
-    from mlflow.exceptions import MlflowException
-
     quiet()
     debug = os.environ.get("AEOPS_DEBUG", "") not in ("", "0")
     main_thread = threading.current_thread() is threading.main_thread()
@@ -383,8 +381,8 @@ def run_stage(command: str, params_file: str = "params.yaml", args: argparse.Nam
             raise
         print(f"refused: {err}", file=sys.stderr)
         return 1
-    except (AeopsError, MlflowException) as err:
-        if debug:
+    except Exception as err:
+        if debug or not _user_error(err):
             raise
         message = (getattr(err, "message", None) or str(err)).strip().splitlines()
         text = message[0] if message else type(err).__name__
@@ -395,6 +393,13 @@ def run_stage(command: str, params_file: str = "params.yaml", args: argparse.Nam
         if main_thread:
             signal.signal(signal.SIGTERM, old)
     return code or 0  # a command may return 1 (monitor: drift)
+
+
+def _user_error(err: Exception) -> bool:
+    """An aeops error or an MLflow one. MLflow is not imported to ask (1.5 s): a command that never imported it
+    (prepare, sample) cannot have raised its errors."""
+    mlflow_errors = sys.modules.get("mlflow.exceptions")
+    return isinstance(err, AeopsError) or (mlflow_errors is not None and isinstance(err, mlflow_errors.MlflowException))
 
 
 def _interrupt(signum: int, frame: object) -> None:
