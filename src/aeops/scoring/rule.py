@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
-from sklearn.neighbors import NearestNeighbors
 
 from aeops.models.layout import Layout
+
+if TYPE_CHECKING:  # imported where used: a served model without a kNN term or smoothing loads without them (1.3 s)
+    from sklearn.neighbors import NearestNeighbors
 
 TRUNCATE = 3.0  # kernel radius = round(3 sigma)
 SCALE_FLOOR = 1e-3  # a feature's residual scale is at least this share of the member's overall one
@@ -85,6 +87,8 @@ def _residuals(x: np.ndarray, recon: np.ndarray, smoothing: float, image_shape: 
         if image_shape is None:
             raise ValueError("score smoothing needs image data (an image_shape); use 0 for tables")
         images = residual.reshape(*residual.shape[:2], *image_shape)
+        from scipy.ndimage import gaussian_filter
+
         sigma = (0,) * (images.ndim - 2) + (smoothing, smoothing)
         residual = gaussian_filter(images, sigma, mode="constant", truncate=TRUNCATE).reshape(residual.shape)
     return residual if layout is None else layout.group_residuals(residual, flat)
@@ -130,6 +134,8 @@ def choose_threshold(val_scores_normal: np.ndarray, percentile: float) -> float:
 # ---------------------------------------------------------------- the kNN term
 def knn_index(reference: np.ndarray, k: int) -> NearestNeighbors:
     """A nearest-neighbour index of the reference (training) rows, flattened; k clamped to their count."""
+    from sklearn.neighbors import NearestNeighbors
+
     ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
     return NearestNeighbors(n_neighbors=min(k, len(ref))).fit(ref)
 
