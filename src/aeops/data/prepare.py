@@ -36,7 +36,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     splits = split(raw, cfg)
     protocol = _protocol_name(raw, cfg)
     splits = apply_protocol(splits, raw, cfg)
-    splits = {name: _subsample(part, cfg.max_train_rows if name == "train" else cfg.max_eval_rows, cfg.seed)
+    splits = {name: _as_float(_subsample(part, cfg.max_train_rows if name == "train" else cfg.max_eval_rows, cfg.seed))
               for name, part in splits.items()}
     if VAL_ANOMALIES in splits and len(splits[VAL_ANOMALIES]) == 0:
         del splits[VAL_ANOMALIES]
@@ -162,6 +162,13 @@ def _cap(part: Split, n: int, seed: int) -> Split:
     if len(part) <= n:
         return part
     return _select(part, np.sort(np.random.default_rng(seed).permutation(len(part))[:n]))
+
+
+def _as_float(part: Split) -> Split:
+    """A split's integer pixels (IDX files are read as uint8) as float64, like every other source's features."""
+    if isinstance(part.x, np.ndarray) and part.x.dtype.kind in "iu":
+        return replace(part, x=part.x.astype(np.float64))
+    return part
 
 
 def _select(part: Split, rows: np.ndarray) -> Split:

@@ -30,7 +30,8 @@ class TableRows:
 
 @dataclass
 class RawData:
-    """Raw features (n, d) float64 (or a table's `TableRows`) with optional int64 labels and 0/1 anomaly flags.
+    """Raw features (n, d) float64 (uint8 for IDX pixels; or a table's `TableRows`) with optional int64 labels and
+    0/1 anomaly flags.
 
     `label_names` names the classes in ascending label order; `test` is a predefined test set
     (the t10k files of MNIST-like sources), else None.

@@ -126,10 +126,10 @@ def load_idx_dir(folder: str | Path) -> RawData:
     names = _pixel_names(h * w)
     classes = sorted(set(np.unique(train_lab).tolist()) | set(np.unique(test_lab).tolist()))
     shape = (1, h, w)
-    test = RawData(test_img.reshape(len(test_img), -1).astype(np.float64), test_lab, None, names, shape, classes,
-                   pixel_max=255.0)
-    x = train_img.reshape(len(train_img), -1).astype(np.float64)
-    return RawData(x, train_lab, None, names, shape, classes, test, pixel_max=255.0)
+    # uint8 as stored: prepare splits and caps the rows first and converts only the rows it keeps (MNIST as
+    # float64 is 376 MB, copied by every split)
+    test = RawData(test_img.reshape(len(test_img), -1), test_lab, None, names, shape, classes, pixel_max=255.0)
+    return RawData(train_img.reshape(len(train_img), -1), train_lab, None, names, shape, classes, test, pixel_max=255.0)
 
 
 # ---------------------------------------------------------------- tables
