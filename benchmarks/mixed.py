@@ -195,7 +195,7 @@ def main() -> None:
                       f"IF {run['isolation_forest']['auroc']:.3f} ({run['seconds']} s)"), flush=True)
     summary = summarize(runs)
     summary["encode_cost"] = encode_cost()
-    result = {"splits": args.splits, "sets": sets, "mixed": not args.no_mixed, "missing_share": MISSING_SHARE,
+    result = {"splits": args.splits, "tables": sets, "mixed": not args.no_mixed, "missing_share": MISSING_SHARE,
               "seconds": round(time.perf_counter() - start), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "runs": sorted(runs, key=lambda r: (r["set"], r["seed"])), **summary}
     result["table_md"] = markdown(summary)

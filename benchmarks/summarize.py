@@ -116,8 +116,9 @@ def image_memory(d: dict) -> list[str]:
 
 
 def mixed(d: dict) -> list[str]:
-    what = f"{len(d['sets'])} numeric tables made messy" + (" and the 2 real mixed tables" if d["mixed"] else "")
-    return [f"## Mixed-type and messy tables ({what}, {d['splits']} splits, AUROC)", "", d["table_md"]]
+    what = f"{len(d['tables'])} numeric tables made messy" + (" and the 2 real mixed tables" if d["mixed"] else "")
+    splits = f"{d['splits']} split" + ("s" if d["splits"] != 1 else "")
+    return [f"## Mixed-type and messy tables ({what}, {splits}, AUROC)", "", d["table_md"]]
 
 
 SECTIONS = {"training_speed": speed, "pipeline": pipeline, "serving": serving, "tune_pruning": tune_pruning,
