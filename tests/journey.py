@@ -7,8 +7,6 @@ run side by side and a failure names the leg and the step.
 
 from __future__ import annotations
 
-import atexit
-import hashlib
 import json
 import os
 import shutil
@@ -29,8 +27,6 @@ from conftest import REPO, SHARED
 from filelock import FileLock
 
 BIN = Path(sys.executable).parent
-# The journeys' venv: the real one's files, with `python` and `aeops` started warm (see tests/warm.py).
-WARM = Path(f"/tmp/aeops-warm-{os.getuid()}-{hashlib.sha256(str(BIN).encode()).hexdigest()[:8]}")
 CAP = "epochs=2,trials=2,rows=1500"
 MNIST = next(c for c in readme.runnable() if "prepare.source=mnist" in c)
 TABLE = next(c for c in readme.runnable() if "prepare.source=table" in c)
@@ -60,27 +56,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-_server: list[warm.Server] = []
-
-
-def warm_venv() -> Path:
-    """The journeys' venv (made once per machine and venv), this test process's warm server started."""
-    WARM.mkdir(exist_ok=True)
-    with FileLock(str(WARM / "venv.lock")):
-        venv = warm.make_venv(WARM / "venv", BIN.parent, WARM)
-    if not _server:
-        _server.append(warm.Server(WARM / f"{os.getpid()}.sock"))
-    return venv
-
-
-def _stop_server() -> None:
-    for server in _server:
-        server.stop()
-
-
-atexit.register(_stop_server)
-
-
 class Project:
     """A copy of the repo where README commands run with the user's PATH and capped sizes."""
 
@@ -88,10 +63,9 @@ class Project:
         self.root, self.background, self.timings = root, [], []
         self.ran: list[str] = []  # every command run, as given (the README check reads it)
         self.serve_port, self.ui_port = _free_port(), _free_port()
+        venv = warm.venv()  # first: it puts the warm server's socket in os.environ
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPTUNA_", "AEOPS_"))}
-        venv = warm_venv()
         self.env = env | {
-            warm.SOCKET_VAR: str(_server[0].path),
             "PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}", "AEOPS_CAP": CAP, "PORT": str(self.ui_port),
             "AEOPS_SERVE_PORT": str(self.serve_port), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
             "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
@@ -156,7 +130,7 @@ def make_project(root: Path) -> Project:
         if (REPO / rel).is_file() and not rel.startswith(("dvc.lock", "metrics/")):
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, dst / rel)
-    (dst / ".venv").symlink_to(warm_venv())  # `make` finds its set-up done
+    (dst / ".venv").symlink_to(warm.venv())  # `make` finds its set-up done
     if SHARED.is_dir():
         (root / "shared").symlink_to(SHARED.parent)
     p = Project(dst)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO
+from warm import python
 
 
 def _load(name: str):
@@ -98,7 +99,6 @@ def test_tabular_benchmark_runs_the_real_pipeline_on_a_table_folder(tmp_path):
     """`make bench` runs benchmarks/tabular.py; here on one small table, sizes capped."""
     import os
     import subprocess
-    import sys
 
     import pandas as pd
 
@@ -112,7 +112,7 @@ def test_tabular_benchmark_runs_the_real_pipeline_on_a_table_folder(tmp_path):
     pd.DataFrame(x, columns=list("abcde")).assign(k=1.0, is_anomaly=y).to_csv(tmp_path / "tables/toy.csv", index=False)
     env = {**os.environ, "AEOPS_CAP": "epochs=2,trials=2", "MLFLOW_TRACKING_URI": ""}
     out = tmp_path / "tabular.json"
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks/tabular.py"), "--tables", str(tmp_path / "tables"),
+    done = subprocess.run([python(), str(REPO / "benchmarks/tabular.py"), "--tables", str(tmp_path / "tables"),
                            "--splits", "1", "--jobs", "1", "--out", str(out), "--keep", str(tmp_path / "kept")], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -131,7 +131,7 @@ def test_tabular_benchmark_runs_the_real_pipeline_on_a_table_folder(tmp_path):
     assert (kept / "bundle").is_dir() and (kept / "data" / "prepared" / "test.parquet").is_file()
     assert json.loads((kept / "metrics" / "evaluate.json").read_text())["model"]["auroc"] == run["model"]["auroc"]
     assert yaml.safe_load((kept / "params.yaml").read_text())["evaluate"]["metrics_file"] == "metrics/evaluate.json"
-    again = subprocess.run([sys.executable, str(REPO / "benchmarks/tabular.py"), "--tables", str(tmp_path / "tables"),
+    again = subprocess.run([python(), str(REPO / "benchmarks/tabular.py"), "--tables", str(tmp_path / "tables"),
                             "--splits", "1", "--jobs", "1", "--out", str(tmp_path / "again.json"), "--options", "none", "--rescore",
                             str(tmp_path / "kept")], env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -141,7 +141,7 @@ def test_tabular_benchmark_runs_the_real_pipeline_on_a_table_folder(tmp_path):
     params = yaml.safe_load((kept / "params.yaml").read_text())
     params["train"]["lr"] *= 2
     (kept / "params.yaml").write_text(yaml.safe_dump(params))
-    stale = subprocess.run([sys.executable, str(REPO / "benchmarks/tabular.py"), "--tables", str(tmp_path / "tables"),
+    stale = subprocess.run([python(), str(REPO / "benchmarks/tabular.py"), "--tables", str(tmp_path / "tables"),
                             "--splits", "1", "--jobs", "1", "--out", str(tmp_path / "stale.json"), "--rescore",
                             str(tmp_path / "kept")], env=env, capture_output=True, text=True, timeout=600)
     assert stale.returncode != 0 and "params section(s) ['train'] differ" in stale.stderr, stale.stderr[-2000:]
@@ -152,11 +152,10 @@ def test_monitoring_benchmark_builds_a_model_and_counts_alarms(tmp_path):
     """`make bench` runs benchmarks/monitoring.py; here on digits, sizes capped."""
     import os
     import subprocess
-    import sys
 
     out = tmp_path / "monitoring.json"
     env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks/monitoring.py"), "--sets", "digits", "--epochs", "2",
+    done = subprocess.run([python(), str(REPO / "benchmarks/monitoring.py"), "--sets", "digits", "--epochs", "2",
                            "--batches", "4", "--shifted", "2", "--throughput-rows", "2000", "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -171,9 +170,8 @@ def test_monitoring_benchmark_builds_a_model_and_counts_alarms(tmp_path):
 def test_compression_benchmark_measures_real_files_against_jpeg_and_webp(tmp_path):
     """`make bench` runs benchmarks/compression.py; here on the photo crops, one small model, one epoch."""
     import subprocess
-    import sys
 
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks/compression.py"), "--sets", "photos", "--epochs", "1",
+    done = subprocess.run([python(), str(REPO / "benchmarks/compression.py"), "--sets", "photos", "--epochs", "1",
                            "--latents", "8", "--photo-crops", "300", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -192,9 +190,8 @@ def test_image_memory_benchmark_runs_the_stages_on_two_folder_sizes(tmp_path):
     """`make bench` runs benchmarks/image_memory.py; here on 60 and 240 tiny images, `prepare` only: each stage is
     a fresh process (train and evaluate are one call each of the functions the pipeline tests run)."""
     import subprocess
-    import sys
 
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks/image_memory.py"), "--images", "60", "--size", "16",
+    done = subprocess.run([python(), str(REPO / "benchmarks/image_memory.py"), "--images", "60", "--size", "16",
                            "--stages", "prepare", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "image_memory.json").read_text())

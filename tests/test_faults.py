@@ -6,11 +6,11 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import threading
 
 import yaml
 from conftest import REPO
+from warm import python
 
 from aeops.tracking import mask_url
 
@@ -19,7 +19,7 @@ def _stage(workdir, stage: str, params: dict, **env_extra) -> tuple[subprocess.C
     (workdir / "params.yaml").write_text(yaml.safe_dump({"tune": {"enabled": False}} | params))  # a fixed model
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | env_extra
     proc = subprocess.run(
-        [sys.executable, str(REPO / "pipelines" / f"{stage}.py")], cwd=workdir, env=env,
+        [python(), str(REPO / "pipelines" / f"{stage}.py")], cwd=workdir, env=env,
         capture_output=True, text=True, timeout=300,
     )
     return proc, None

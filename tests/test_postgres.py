@@ -23,6 +23,7 @@ import optuna
 import pytest
 import yaml
 from conftest import REPO
+from warm import python
 
 from aeops.serving.http import wait_until_up
 from aeops.tracking import mask_url
@@ -102,7 +103,7 @@ def test_tune_workers_share_a_postgres_study_tracked_by_an_mlflow_server(pg_serv
         }
         (workdir / "params.yaml").write_text(yaml.safe_dump(params))
         env = dict(os.environ, OPTUNA_STORAGE=optuna_url, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
-        proc = subprocess.run([sys.executable, str(REPO / "pipelines" / "tune.py")], cwd=workdir, env=env,
+        proc = subprocess.run([python(), str(REPO / "pipelines" / "tune.py")], cwd=workdir, env=env,
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
 

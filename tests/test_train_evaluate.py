@@ -153,7 +153,9 @@ def test_killed_training_resumes_from_the_last_checkpoint(prepared, workdir):
                         "progress_bar": False, "model": {"latent_dim": 4, "mlp": {"hidden": [256, 128]}}}}
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    cmd = [sys.executable, str(REPO / "pipelines" / "train.py")]
+    from warm import python
+
+    cmd = [sys.executable, str(REPO / "pipelines" / "train.py")]  # SIGKILLed below: the process itself
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = workdir / "models/checkpoints/last.ckpt"
     deadline = time.time() + 300
@@ -171,7 +173,7 @@ def test_killed_training_resumes_from_the_last_checkpoint(prepared, workdir):
     assert 4 <= done < 12 and not (workdir / "models/run.json").exists()
     first_run = json.loads((workdir / "models/checkpoints/resume.json").read_text())["run_id"]
 
-    out = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([python(), *cmd[1:]], cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Restoring states from the checkpoint path" in out.stderr + out.stdout
     info = json.loads((workdir / "models/run.json").read_text())

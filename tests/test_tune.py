@@ -15,6 +15,7 @@ import optuna
 import pytest
 import yaml
 from conftest import REPO
+from warm import python
 
 from aeops.config import TuneConfig
 from aeops.errors import AeopsError
@@ -108,12 +109,12 @@ def test_failed_trials_are_recorded_and_the_study_goes_on(prepared, mlflow_cfg):
         tune(all_fail, mlflow_cfg)
 
 
-def _run_tune(workdir, cfg: TuneConfig) -> subprocess.Popen:
+def _run_tune(workdir, cfg: TuneConfig, *, warm: bool = True) -> subprocess.Popen:
     params = {"tune": cfg.model_dump(), "mlflow": {"experiment": "aeops-test"}}
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")}
     return subprocess.Popen(
-        [sys.executable, str(REPO / "pipelines" / "tune.py")], cwd=workdir, env=env,
+        [python(warm=warm), str(REPO / "pipelines" / "tune.py")], cwd=workdir, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
@@ -147,7 +148,7 @@ def test_a_journal_lock_left_by_a_killed_writer_is_taken_over(workdir, monkeypat
 
 def test_killed_study_resumes_with_only_the_remaining_trials(prepared, workdir):
     cfg = small_study(n_trials=4, max_epochs=6, pruner="none")
-    proc = _run_tune(workdir, cfg)
+    proc = _run_tune(workdir, cfg, warm=False)  # SIGKILLed below: the process itself, as a user's kill
     study = None
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:  # kill once 2 trials are done

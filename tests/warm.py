@@ -11,13 +11,15 @@ serve`, an environment that import-time settings would see differently, no serve
 interpreter, cold. `AEOPS_TEST_COLD=1` turns the warm start off for a whole run.
 
 The child: its own session (a signal or kill reaches what it started), the caller's streams on fds 0-2,
-cwd, environment and argv; the script run as `__main__` (`runpy`), then non-daemon threads joined, atexit
+cwd, environment and argv; the script run as `__main__`, then non-daemon threads joined, atexit
 handlers run and streams flushed, as an interpreter's exit does. If the shim goes away (a test's timeout
 killed it), the server kills the child's session.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import json
 import os
 import selectors
@@ -40,7 +42,8 @@ PRELOAD = [
 # differs runs cold. Every PYTHON* variable is compared as well.
 IMPORT_TIME = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "MPLBACKEND", "MPLCONFIGDIR",
                "VIRTUAL_ENV")
-SOCKET_VAR = "WARM_RUNNER_SOCKET"
+REAL = Path(sys.executable)
+WARM = Path(f"/tmp/aeops-warm-{os.getuid()}-{hashlib.sha256(str(REAL).encode()).hexdigest()[:8]}")
 
 SHIM = r'''#!{python} -IS
 # A journey shim (tests/warm.py): run this command in a child of the warm server, or cold.
@@ -49,8 +52,21 @@ REAL, NAME = {python!r}, {name!r}
 argv = sys.argv[1:]
 def cold():
     os.execv(REAL, [REAL, *argv] if NAME == "python" else [REAL, {console!r}, *argv])
-path = os.environ.get({var!r})
-if not path or os.environ.get("AEOPS_TEST_COLD") == "1":
+def server():
+    """The socket of the nearest ancestor with a warm server (the test process that started this command)."""
+    pid = os.getppid()
+    while pid > 1:
+        path = os.path.join({warm!r}, f"{{pid}}.sock")
+        if os.path.exists(path):
+            return path
+        try:
+            with open(f"/proc/{{pid}}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+    return None
+path = None if os.environ.get("AEOPS_TEST_COLD") == "1" else server()
+if not path:
     cold()
 if NAME == "python":
     if not argv or argv[0].startswith("-") or not argv[0].endswith(".py") or not os.path.isfile(argv[0]):
@@ -109,12 +125,35 @@ def make_venv(dst: Path, venv: Path, socket_dir: Path) -> Path:
         if entry.name in ("python", "python3", "aeops"):
             name = "aeops" if entry.name == "aeops" else "python"
             target.write_text(SHIM.format(python=python, name=name, console=str(venv / "bin" / "aeops"),
-                                          var=SOCKET_VAR))
+                                          warm=str(socket_dir)))
             target.chmod(target.stat().st_mode | stat.S_IEXEC | stat.S_IXGRP | stat.S_IXOTH | stat.S_IRUSR)
         else:
             target.symlink_to(entry)
     (dst / "READY").write_text(str(socket_dir))
     return dst
+
+
+_server: list[Server] = []
+
+
+def venv() -> Path:
+    """The warm venv (made once per machine and venv), this test process's server started: a shim finds it as
+    WARM/<pid>.sock of the nearest ancestor process that has one, i.e. the test process that ran the command."""
+    from filelock import FileLock
+
+    WARM.mkdir(exist_ok=True)
+    with FileLock(str(WARM / "venv.lock")):
+        made = make_venv(WARM / f"venv-{hashlib.sha256(SHIM.encode()).hexdigest()[:8]}", REAL.parent.parent, WARM)
+    if not _server:
+        _server.append(Server(WARM / f"{os.getpid()}.sock"))
+        atexit.register(_server[0].stop)
+    return made
+
+
+def python(*, warm: bool = True) -> str:
+    """The interpreter for a test's `python script.py` subprocess: warm, or the real one (`warm=False`: a test
+    that SIGKILLs it, so that nothing outlives the kill)."""
+    return str(venv() / "bin" / "python") if warm else str(REAL)
 
 
 class Server:
@@ -158,17 +197,26 @@ def _child(cmd: dict, fds: list[int], others: list[int]) -> None:
         os.environ.update(cmd["env"])
         sys.stdout.reconfigure(line_buffering=os.isatty(1))
         sys.argv = list(cmd["argv"])
-        script = os.path.abspath(cmd["script"])
-        sys.path[0] = os.path.dirname(script)
+        script = cmd["script"]  # as given: it is sys.argv[0]
+        sys.path[0] = os.path.dirname(os.path.abspath(script))
         import numpy as np
         import torch
 
         np.random.seed()  # a cold process draws fresh seeds (`random` reseeds itself after a fork)
         torch.seed()
-        import runpy
+        import builtins
+        import importlib.machinery
+        import types
 
+        path = os.path.abspath(script)  # a cold start's __file__ and code filename: absolute
+        main = types.ModuleType("__main__")
+        main.__dict__.update(__file__=path, __cached__=None, __builtins__=builtins, __spec__=None,
+                             __loader__=importlib.machinery.SourceFileLoader("__main__", path))
+        sys.modules["__main__"] = main
         try:
-            runpy.run_path(script, run_name="__main__")
+            with open(path, "rb") as f:
+                source = f.read()
+            exec(compile(source, path, "exec"), main.__dict__)
             code = 0
         except SystemExit as exit_:
             if exit_.code is None:
@@ -182,9 +230,9 @@ def _child(cmd: dict, fds: list[int], others: list[int]) -> None:
             code = 130
         except BaseException as err:
             tb = err.__traceback__
-            while tb is not None and tb.tb_frame.f_code.co_filename in (__file__, "<frozen runpy>"):
+            while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
                 tb = tb.tb_next  # the traceback a cold start prints: from the script's own frames
-            sys.excepthook(type(err), err, tb)
+            sys.excepthook(type(err), err.with_traceback(tb), tb)
             code = 1
         import atexit
         import threading
