@@ -178,7 +178,8 @@ def test_killed_study_resumes_with_only_the_remaining_trials(prepared, workdir):
 
 def test_two_workers_share_one_study_exactly(prepared, workdir):
     cfg = small_study(n_trials=4, n_workers=2, pruner="none")
-    proc = _run_tune(workdir, cfg)
+    # cold, as a user's run: started warm, the stage ran all 4 trials before its spawned worker had imported torch
+    proc = _run_tune(workdir, cfg, warm=False)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
     trials = load_study(cfg).get_trials()
