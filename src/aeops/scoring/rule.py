@@ -74,7 +74,7 @@ class RuleScorer:
         return fuse(score, knn_distances(self.index, x), self.rule.fusion)
 
 
-def _residuals(x: np.ndarray, recon: np.ndarray, smoothing: float, image_shape: Sequence[int] | None,
+def _residuals(x: np.ndarray, recon: np.ndarray, *, smoothing: float, image_shape: Sequence[int] | None,
                layout: Layout | None = None) -> np.ndarray:
     """(members, n, features) float64 residuals; `recon` is (n, ...) or (members, n, ...); with a layout one
     per feature group (a categorical column's root Brier score, 0 for a missing value)."""
@@ -97,7 +97,7 @@ def _residuals(x: np.ndarray, recon: np.ndarray, smoothing: float, image_shape: 
 def residual_scale(x: np.ndarray, recon: np.ndarray, *, smoothing: float = 0.0,
                    image_shape: Sequence[int] | None = None, layout: Layout | None = None) -> np.ndarray:
     """(members, features): each feature's root-mean-square residual on these (normal validation) rows."""
-    rms = np.sqrt(np.mean(_residuals(x, recon, smoothing, image_shape, layout) ** 2, axis=1))
+    rms = np.sqrt(np.mean(_residuals(x, recon, smoothing=smoothing, image_shape=image_shape, layout=layout) ** 2, axis=1))
     floor = SCALE_FLOOR * np.sqrt(np.mean(rms**2, axis=1, keepdims=True))
     return np.maximum(rms, np.maximum(floor, np.finfo(np.float64).tiny))
 
@@ -108,7 +108,7 @@ def anomaly_scores(x: np.ndarray, recon: np.ndarray, *, smoothing: float = 0.0,
                    layout: Layout | None = None) -> np.ndarray:
     """(n,) float64 scores; `recon` (n, ...) or an ensemble's (members, n, ...); `scale` (members, features).
     With the defaults: each row's plain mean squared residual (its reconstruction error)."""
-    residual = _residuals(x, recon, smoothing, image_shape, layout)
+    residual = _residuals(x, recon, smoothing=smoothing, image_shape=image_shape, layout=layout)
     if scale is not None:
         scale = np.asarray(scale, np.float64)
         if scale.shape != (residual.shape[0], residual.shape[2]):

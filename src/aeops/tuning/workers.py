@@ -61,7 +61,7 @@ def _worker_main(cfg: dict, mlflow_cfg: dict, *, parent_run_id: str, worker: int
 
 
 def run_workers(cfg: TuneConfig, mlflow_cfg: MlflowConfig, parent_run_id: str, study: optuna.Study) -> None:
-    """n_workers == 1: in this process; otherwise spawned processes, polled for the progress bar."""
+    """n_workers == 1: in this process; otherwise worker processes, polled for the progress bar."""
     from rich.progress import Progress
 
     with Progress(disable=not cfg.progress_bar, transient=False) as bar:
@@ -73,7 +73,7 @@ def run_workers(cfg: TuneConfig, mlflow_cfg: MlflowConfig, parent_run_id: str, s
         import torch
 
         gpus = torch.cuda.device_count() if cfg.accelerator in ("auto", "gpu", "cuda") else 0
-        ctx = mp.get_context("spawn")
+        ctx = _context(gpus)
         procs = [
             ctx.Process(target=_worker_main, args=(cfg.model_dump(), mlflow_cfg.model_dump()),
                         kwargs={"parent_run_id": parent_run_id, "worker": i, "gpus": gpus})
@@ -88,6 +88,17 @@ def run_workers(cfg: TuneConfig, mlflow_cfg: MlflowConfig, parent_run_id: str, s
         failed = [p.exitcode for p in procs if p.exitcode != 0]
         if failed:
             raise AeopsError(f"tune: {len(failed)} worker process(es) exited with codes {failed}")
+
+
+def _context(gpus: int) -> mp.context.BaseContext:
+    """CPU workers fork from one server that has imported torch, Lightning and MLflow once (a spawned worker
+    pays those imports itself: seconds per worker); GPU workers are spawned, each choosing its device before
+    CUDA starts."""
+    if gpus:
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["aeops.tuning.trial"])
+    return ctx
 
 
 def _done(study: optuna.Study) -> int:
