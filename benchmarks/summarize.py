@@ -121,9 +121,14 @@ def mixed(d: dict) -> list[str]:
     return [f"## Mixed-type and messy tables ({what}, {splits}, AUROC)", "", d["table_md"]]
 
 
+def unlabelled(d: dict) -> list[str]:
+    return [f"## No labels, anomalies inside ({len(d['complete_sets'])} tables, {d['splits']} split(s), "
+            f"{d['train_share']:.0%} of all rows for training)", "", d["table_md"]]
+
+
 SECTIONS = {"training_speed": speed, "pipeline": pipeline, "serving": serving, "tune_pruning": tune_pruning,
             "quality": quality, "tabular": tabular, "monitoring": monitoring, "compression": compression,
-            "image_memory": image_memory, "mixed": mixed}
+            "image_memory": image_memory, "mixed": mixed, "unlabelled": unlabelled}
 
 
 def summarize(results: Path) -> str:

@@ -234,3 +234,39 @@ def test_mixed_benchmark_makes_messy_tables_that_prepare_reads_and_summarises_pa
     assert summary["kinds"]["mixed"]["aeops wins"] == 0 and summary["kinds"]["clean"]["aeops wins"] == 1
     text = mixed.markdown(summary)
     assert "| t_messy | messy | 2 | 0.840 | 0.700 | 0.800 | 0.600 | 10.0 |" in text and "worst -0.010" in text
+
+
+@pytest.mark.slow
+def test_unlabelled_benchmark_trains_on_contaminated_rows_without_labels(tmp_path):
+    """`make bench` runs benchmarks/unlabelled.py; here on one small table, one config, sizes capped."""
+    import os
+    import subprocess
+
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5))
+    x[:, 1] = x[:, 0] + 0.1 * rng.normal(size=300)
+    y = np.zeros(300, dtype=int)
+    y[:30] = 1
+    x[:30] += 3.0
+    (tmp_path / "tables").mkdir()
+    pd.DataFrame(x, columns=list("abcde")).assign(is_anomaly=y).to_csv(tmp_path / "tables/toy.csv", index=False)
+    env = {**os.environ, "AEOPS_CAP": "epochs=2,trials=2", "MLFLOW_TRACKING_URI": ""}
+    out = tmp_path / "unlabelled.json"
+    done = subprocess.run([python(), str(REPO / "benchmarks/unlabelled.py"), "--tables", str(tmp_path / "tables"),
+                           "--jobs", "1", "--configs", "default", "--out", str(out)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "robust: each batch leaves out its worst 10%" in done.stderr  # no labels: robust training (auto)
+    result = json.loads(out.read_text())
+    run = result["runs"][0]
+    held_out = np.random.default_rng(0).permutation(300)[180:]  # the seeded 60/40 split of split 0
+    assert run["set"] == "toy" and run["test_rows"] == 120 and run["test_anomalies"] == int(y[held_out].sum())
+    assert 0.5 < run["model"]["auroc"] <= 1 and 0.5 < run["isolation_forest"]["auroc"] <= 1
+    assert 0.005 <= run["model"]["contamination"] <= 0.3  # the threshold came from the estimated contamination
+    assert run["model"]["true_contamination"] == pytest.approx(run["test_anomalies"] / 120)
+    overall = result["overall"]["aeops (default)"]
+    assert overall["mean_auroc"] == run["model"]["auroc"] and overall["wins"] in (0, 1)
+    assert "| aeops (default) |" in result["table_md"] and "| toy |" in result["table_md"]
+    assert "## No labels, anomalies inside (1 tables" in "\n".join(_load("summarize").unlabelled(result))

@@ -133,6 +133,11 @@ class TrainConfig(Strict):
     ensemble: int = Field(3, ge=1, le=32)  # networks of train.model trained side by side; scores average them
     min_epoch_rows: int = Field(2048, ge=0)  # an epoch draws at least this many rows: small tables are cycled
     max_epoch_rows: int | None = Field(8192, ge=1)  # and at most this many (a fresh random share of large data)
+    # robust training (data with anomalies inside): each batch leaves out its robust_share of rows reconstructed
+    # worst, after robust_warmup epochs; auto = on when prepare set no anomaly protocol (no labels)
+    robust: bool | Literal["auto"] = "auto"
+    robust_share: float = Field(0.1, gt=0, lt=0.5)
+    robust_warmup: int = Field(5, ge=0)
     model: ModelConfig = Field(default_factory=ModelConfig)
 
     @field_validator("num_threads", mode="before")
@@ -218,7 +223,10 @@ class TuneConfig(Strict):
 
 # ---------------------------------------------------------------- evaluate
 class EvaluateConfig(Strict):
-    threshold_percentile: float = Field(95.0, gt=0, lt=100)
+    threshold_percentile: float = Field(95.0, gt=0, lt=100)  # of normal validation scores (an anomaly protocol's)
+    # without an anomaly protocol the validation rows hold the anomalies too: the threshold flags this share of
+    # them instead; auto = estimated from their scores (beyond 3 robust SDs), null = threshold_percentile
+    contamination: float | Literal["auto"] | None = "auto"
     score_smoothing: float = Field(0.0, ge=0, le=10)  # sigma (pixels) of the residual's Gaussian smoothing; 0 = plain MSE
     score_top_fraction: float = Field(1.0, gt=0, le=1)  # mean over this share of largest squared residuals; 1 = all
     score_standardize: bool | Literal["auto"] = False  # residuals / their per-feature RMS on normal val rows; auto = tables
@@ -243,6 +251,9 @@ class EvaluateConfig(Strict):
         w = self.knn_weights  # in order, since a tie on validation keeps the smaller weight
         if any(v <= 0 for v in w) or w != sorted(set(w)):
             raise ValueError(f"knn_weights must be positive and increasing, e.g. [1, 2, 4]; got {w}")
+        c = self.contamination
+        if isinstance(c, float) and not 0 < c < 0.5:
+            raise ValueError(f"contamination must be a share between 0 and 0.5 (e.g. 0.05), auto or null; got {c}")
         return self
 
 

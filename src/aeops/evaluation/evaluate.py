@@ -35,6 +35,7 @@ from aeops.io import atomic_path, write_json
 from aeops.models.ensemble import reconstruct_members
 from aeops.scoring.bundle import ModelBundle
 from aeops.scoring.fit import FittedRule, RuleSettings, fit_rule, residual_rule
+from aeops.scoring.rule import ScoringRule
 from aeops.tracking import require_run
 
 MIN_TEST_ANOMALIES = 10  # fewer: AUROC/AUPRC swing with a single row (a warning, not an error)
@@ -57,6 +58,17 @@ def evaluation_warnings(latent_dim: int, n_features: int, test_is_anomaly: np.nd
             "components) can copy its input, so reconstruction scores say little; use a smaller latent_dim"
         )
     return found
+
+
+def unlabelled_warning(rule: ScoringRule, *, choice: str) -> str:
+    """What the numbers of a run without labels rest on: synthetic anomalies, and a threshold on contaminated rows."""
+    where = (f"flags {rule.contamination:.1%} of the validation rows (evaluate.contamination)"
+             if rule.contamination is not None else
+             f"is the {rule.threshold_percentile:g}th percentile of validation rows that may hold anomalies")
+    chosen = " (the score rule was chosen by one)" if "synthetic" in choice else ""
+    return (f"no anomaly labels (prepare set no anomaly protocol): there is no test AUROC/AUPRC/F1, and every AUROC "
+            f"this run was chosen by (tune's objective, the score rule) is against synthetic anomalies made from "
+            f"validation rows{chosen}, not real ones; the threshold {where}")
 
 
 def sampled_warnings(rows: dict[str, tuple[int, int]], max_rows: int | None = None) -> list[str]:
@@ -86,11 +98,17 @@ def member_recons(model: torch.nn.Module, x: np.ndarray, batch: int = 4096) -> n
                            for i in range(0, len(x), batch)], axis=1)
 
 
-def rule_settings(cfg: EvaluateConfig) -> RuleSettings:
-    """What the scoring rule's fit may choose from: params.yaml's `evaluate` section."""
+def rule_settings(cfg: EvaluateConfig, *, labelled: bool) -> RuleSettings:
+    """What the scoring rule's fit may choose from: params.yaml's `evaluate` section. `labelled`: prepare set
+    an anomaly protocol, so the normal validation rows are clean (else `contamination` sets the threshold)."""
+    if labelled and isinstance(cfg.contamination, float):
+        raise ConfigError(f"params.yaml: evaluate.contamination = {cfg.contamination} applies only without an anomaly "
+                          "protocol (this data's clean validation rows set the threshold by evaluate.threshold_percentile); "
+                          "use auto or null")
     return RuleSettings(smoothing=cfg.score_smoothing, top_fraction=cfg.score_top_fraction,
                         standardize=cfg.score_standardize, neighbors=cfg.score_neighbors, k=cfg.knn_neighbors,
-                        knn_weights=tuple(cfg.knn_weights), threshold_percentile=cfg.threshold_percentile)
+                        knn_weights=tuple(cfg.knn_weights), threshold_percentile=cfg.threshold_percentile,
+                        contamination=None if labelled else cfg.contamination)
 
 
 @torch.no_grad()
@@ -103,7 +121,7 @@ def _normal_rows(split: Split) -> np.ndarray:
     return split.x if split.is_anomaly is None else split.x[split.is_anomaly == 0]
 
 
-def fit_model_rule(cfg: EvaluateConfig, model: torch.nn.Module, *, image_shape: list[int] | None,
+def fit_model_rule(cfg: EvaluateConfig, model: torch.nn.Module, *, labelled: bool, image_shape: list[int] | None,
                    train_x: np.ndarray, val_x: np.ndarray, val_recon: np.ndarray,
                    layout: dict[str, Any] | None = None) -> FittedRule:
     """The model's scoring rule, fitted on validation rows (`aeops.scoring.fit`): validation anomalies are
@@ -117,8 +135,8 @@ def fit_model_rule(cfg: EvaluateConfig, model: torch.nn.Module, *, image_shape: 
             return sample_split(cfg.data_dir, VAL_ANOMALIES, cfg.seed, max_rows=cfg.max_rows)[0].x, "labelled"
         return synthetic_anomalies(val_x, cfg.seed, layout=layout), "synthetic"
 
-    return fit_rule(rule_settings(cfg), image_shape=image_shape, train_x=train_x, val_x=val_x, val_recon=val_recon,
-                    reconstruct=lambda x: member_recons(model, x), anomalies=anomalies, layout=layout)
+    return fit_rule(rule_settings(cfg, labelled=labelled), image_shape=image_shape, train_x=train_x, val_x=val_x,
+                    val_recon=val_recon, reconstruct=lambda x: member_recons(model, x), anomalies=anomalies, layout=layout)
 
 
 def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[str, Any]]:
@@ -148,16 +166,18 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     quantized = quantize_codes(test_codes, train_codes.min(0), train_codes.max(0), QUANT_BITS)
     image_shape = meta.image_shape
     layout = meta.layout
-    fitted = fit_model_rule(cfg, model, image_shape=image_shape, train_x=train.x, val_x=val_x, val_recon=val_members,
-                            layout=layout)
+    fitted = fit_model_rule(cfg, model, labelled=meta.has_anomaly, image_shape=image_shape, train_x=train.x, val_x=val_x,
+                            val_recon=val_members, layout=layout)
     coded = Coded(
         train_codes=train_codes, test_codes=test_codes, test_recon=test_recon,
         test_recon_quantized=decode(model, quantized), val_scores=fitted.val_scores,
         test_scores=fitted.scorer(test.x, test_members),
     )
-    sizes = {"latent_dim": bundle.latent_dim, "data_range": data_range, "cfg": cfg}
+    # every method's threshold at the model rule's percentile of its own validation scores (contamination moves it)
+    thresholded = cfg.model_copy(update={"threshold_percentile": fitted.rule.threshold_percentile})
+    sizes = {"latent_dim": bundle.latent_dim, "data_range": data_range, "cfg": thresholded}
     results = {"model": model_metrics(coded, train=train, test=test, **sizes)}
-    settings = rule_settings(cfg)
+    settings = rule_settings(cfg, labelled=meta.has_anomaly)
     knn = None if fitted.index is None else [fitted.val_distances, fitted.distances(test.x)]
     baselines, baseline_scores = run_baselines(  # PCA's residual scale is fitted on PCA's validation residuals
         train=train, val_x=val_x, test=test, knn=knn, **sizes,
@@ -167,6 +187,8 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     _describe_rules(results, cfg, fitted=fitted, standardized=settings.standardized(image_shape), members=bundle.members)
     scores = {"model": coded.test_scores, **baseline_scores}
     warnings = evaluation_warnings(bundle.latent_dim, meta.feature_count, test.is_anomaly)
+    if not meta.has_anomaly:
+        warnings.append(unlabelled_warning(fitted.rule, choice=fitted.choice))
     warnings += sampled_warnings({"train": (len(train), n_train), "val": (len(val), n_val), "test": (len(test), n_test)},
                                  cfg.max_rows)
     if results["model"]["threshold"] != fitted.rule.threshold:  # one percentile of the same scores
@@ -209,6 +231,8 @@ def _describe_rules(results: dict[str, dict[str, Any]], cfg: EvaluateConfig, *, 
                             "score_standardized": standardized}
     results["model"] |= {"ensemble": members, "score_neighbors": fitted.rule.neighbors,
                          "score_knn_weight": fitted.weight, "score_choice": fitted.choice}
+    if fitted.rule.contamination is not None:  # no labels: the share of validation rows the threshold flags
+        results["model"]["contamination"] = fitted.rule.contamination
     results["pca"] |= {"ensemble": 1, "score_neighbors": 0, "score_knn_weight": 0.0, "score_choice": "residual"}
 
 

@@ -26,7 +26,7 @@ HEADLINE = {"model": ("auroc", "auprc", "recon_mse", "threshold"), "baseline": (
 # curves, then `vs_baseline/<method>`; a `baseline/…` prefix would put three sections before the curves.
 BASELINE_PREFIX = "vs_baseline"
 CONSTANTS = ("latent_dim", "ensemble", "score_smoothing", "score_top_fraction", "score_standardized", "score_neighbors",
-             "score_knn_weight", "score_choice")
+             "score_knn_weight", "score_choice", "contamination")
 
 
 def headline_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:

@@ -59,16 +59,29 @@ class Autoencoder(nn.Module):
     def penalty(self, x: Tensor, z: Tensor, extra: object) -> Tensor:
         return z.new_zeros(())
 
-    def forward(self, x: Tensor) -> AEOutput:
+    def forward(self, x: Tensor, trim: float = 0.0) -> AEOutput:
+        """Losses of a batch; `trim` > 0 leaves out that share of its rows with the highest reconstruction
+        loss (robust training on data with anomalies inside: they stop pulling the fit towards them)."""
         x_in = self.corrupt(x) if self.training else x
         z, extra = self.encode_for_loss(x_in)
         out = self.decoder(z)
-        if self.layout is None:
-            recon, recon_loss = out, F.mse_loss(out, x)
+        recon = out if self.layout is None else self.layout.activate(out)
+        if trim > 0:
+            rows = (self.layout.row_loss(out, x) if self.layout is not None
+                    else ((out - x) ** 2).flatten(1).mean(dim=1))
+            recon_loss = trimmed_mean(rows, trim)
+        elif self.layout is None:
+            recon_loss = F.mse_loss(out, x)
         else:
-            recon, recon_loss = self.layout.activate(out), self.layout.loss(out, x)
+            recon_loss = self.layout.loss(out, x)
         reg = self.penalty(x_in, z, extra)
         return AEOutput(recon_loss + reg, recon_loss, reg, z, recon)
+
+
+def trimmed_mean(values: Tensor, share: float) -> Tensor:
+    """Mean of the lowest (1 − share) of `values` (at least one kept); the dropped rows get no gradient."""
+    keep = max(1, int(round(len(values) * (1.0 - share))))
+    return torch.topk(values, keep, largest=False, sorted=False).values.mean()
 
 
 class DenoisingAutoencoder(Autoencoder):

@@ -35,8 +35,8 @@ class AutoencoderEnsemble(nn.Module):
         """(members, n, ...) reconstructions."""
         return torch.stack([m.reconstruct(x) for m in self.members])
 
-    def forward(self, x: Tensor) -> AEOutput:
-        outs = [m(x) for m in self.members]
+    def forward(self, x: Tensor, trim: float = 0.0) -> AEOutput:
+        outs = [m(x, trim) for m in self.members]  # each member trims the rows it reconstructs worst
         mean = lambda name: torch.stack([getattr(o, name) for o in outs]).mean()  # noqa: E731
         return AEOutput(mean("loss"), mean("recon_loss"), mean("reg_loss"), outs[0].z, outs[0].recon_x)
 

@@ -72,6 +72,13 @@ class Layout:
 
     def loss(self, out: Tensor, x: Tensor) -> Tensor:
         """Mean over rows and features of the masked squared error and the categorical cross-entropy (`out`: logits)."""
+        return self._row_sums(out, x).mean() / len(self)
+
+    def row_loss(self, out: Tensor, x: Tensor) -> Tensor:
+        """(n,) per row: the mean over features of the masked squared error and the cross-entropy."""
+        return self._row_sums(out, x) / len(self)
+
+    def _row_sums(self, out: Tensor, x: Tensor) -> Tensor:
         idx = self._numeric_t.to(out.device)
         sq = (out[:, idx] - x[:, idx]) ** 2
         if len(self._masked):
@@ -87,7 +94,7 @@ class Layout:
             target = x[:, start:stop]
             sq = ((out[:, start:stop] - target) ** 2).sum(dim=1)
             total = total + sq * (target.abs().sum(dim=1) > 0).to(out.dtype)
-        return total.mean() / len(self)
+        return total
 
     def group_residuals(self, residual: np.ndarray, x: np.ndarray) -> np.ndarray:
         """(members, n, width) residuals x − reconstruction → (members, n, features), in `names` order."""

@@ -28,6 +28,8 @@ class LitAutoencoder(L.LightningModule):
         weight_decay: float = 0.0,
         members: int = 1,
         layout: dict[str, Any] | None = None,
+        trim: float = 0.0,
+        trim_warmup: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -44,7 +46,10 @@ class LitAutoencoder(L.LightningModule):
         return self.model.reconstruct(x)
 
     def model_step(self, batch: Tensor, stage: str) -> Tensor:
-        out = self.model(batch)
+        # robust training: after `trim_warmup` epochs, each training batch leaves out its `trim` share of rows
+        # reconstructed worst (validation and test losses stay plain means over every row)
+        robust = stage == "train" and self.hparams.trim > 0 and self.current_epoch >= self.hparams.trim_warmup
+        out = self.model(batch, self.hparams.trim) if robust else self.model(batch)
         # Loss sums per epoch, checked and logged once at its end: a per-step `self.log` or
         # `.item()` costs ~10 % of a small model's CPU epoch and forces a GPU sync every step.
         n = batch.shape[0]

@@ -90,8 +90,9 @@ def version_description(results: dict, run_tags: dict[str, str], run_id: str) ->
                            if m != "model" and v.get("auroc") is not None)
         lines.append(f"Test AUROC **{model['auroc']:.3f}** (baselines on the same split: {others}); "
                      f"AUPRC {model['auprc']:.3f}; F1 at the threshold {model['f1']:.3f}.")
-    lines.append(f"Reconstruction MSE {model['recon_mse']:.4g}; threshold {model['threshold']:.4g} "
-                 f"(percentile of normal validation scores).")
+    where = ("percentile of normal validation scores" if model.get("contamination") is None else
+             f"no labels: flags {model['contamination']:.1%} of validation rows, evaluate.contamination")
+    lines.append(f"Reconstruction MSE {model['recon_mse']:.4g}; threshold {model['threshold']:.4g} ({where}).")
     if model.get("score_choice"):
         lines.append(f"Score: {model['score_choice']}.")
     lines.append(f"Registered by the `register` stage from run {run_id} at commit "

@@ -24,6 +24,7 @@ from aeops.scoring.rule import (
     RuleScorer,
     ScoringRule,
     choose_threshold,
+    estimate_contamination,
     fuse,
     knn_distances,
     knn_index,
@@ -46,6 +47,8 @@ class RuleSettings:
     k: int = 10
     knn_weights: Sequence[float] = (1.0,)
     threshold_percentile: float = 95.0
+    # validation rows are contaminated (no labels): the threshold flags this share of them instead (auto: estimated)
+    contamination: float | Literal["auto"] | None = None
 
     def standardized(self, image_shape: Sequence[int] | None) -> bool:
         return image_shape is None if self.standardize == "auto" else bool(self.standardize)
@@ -97,7 +100,7 @@ def fit_rule(settings: RuleSettings, *, image_shape: Sequence[int] | None, train
     val_res = residual.residual(val_x, val_recon)
     use = settings.neighbors
     if use is False or (use == "auto" and image_shape):
-        return _final(residual.rule, val_res, image_shape=image_shape, choice="residual")
+        return _final(residual.rule, val_res, image_shape=image_shape, choice="residual", settings=settings)
     if image_shape:
         raise ValueError("a kNN term needs table data (it keeps the training rows in the model)")
     index = knn_index(train_x, settings.k)
@@ -119,17 +122,21 @@ def fit_rule(settings: RuleSettings, *, image_shape: Sequence[int] | None, train
         why = f"validation AUROC on {len(x)} {kind} anomalies: residual {plain:.4f}, + kNN distance {', '.join(tried)}"
     if not weight:
         return _final(residual.rule, val_res, image_shape=image_shape, choice=f"residual ({why})", index=index,
-                      val_distances=val_d)
+                      val_distances=val_d, settings=settings)
     chosen = weighted(stats, weight)
     name = "residual + kNN distance" + ("" if weight == 1 else f" ×{weight:g}") + (f" ({why})" if why else "")
     rule = replace(residual.rule, neighbors=settings.k, fusion=chosen)
     return _final(rule, fuse(val_res, val_d, chosen), image_shape=image_shape, choice=name, weight=weight,
-                  reference=np.asarray(train_x, np.float32), index=index, val_distances=val_d)
+                  reference=np.asarray(train_x, np.float32), index=index, val_distances=val_d, settings=settings)
 
 
 def _final(rule: ScoringRule, val_scores: np.ndarray, *, image_shape: Sequence[int] | None, choice: str,
-           weight: float = 0.0, reference: np.ndarray | None = None, index: NearestNeighbors | None = None,
-           val_distances: np.ndarray | None = None) -> FittedRule:
+           settings: RuleSettings, weight: float = 0.0, reference: np.ndarray | None = None,
+           index: NearestNeighbors | None = None, val_distances: np.ndarray | None = None) -> FittedRule:
+    share = settings.contamination
+    if share is not None:  # contaminated validation rows: flag the expected share of anomalies among them
+        share = estimate_contamination(val_scores) if share == "auto" else float(share)
+        rule = replace(rule, threshold_percentile=100.0 * (1.0 - share), contamination=share)
     rule = replace(rule, threshold=choose_threshold(val_scores, rule.threshold_percentile))
     scorer = RuleScorer(rule, image_shape=image_shape, reference=reference,
                         index=index if reference is not None else None)

@@ -42,6 +42,8 @@ class ScoringRule:
     neighbors: int = 0  # k > 0: the score adds the mean distance to the k nearest training rows (the bundle's reference)
     fusion: list[list[float]] | None = None  # [[median, IQR] of normal val residual scores, [the same of their distances]]
     layout: dict | None = None  # a mixed-type table's feature groups (aeops.models.layout): one residual per column
+    # without labels: the share of (contaminated) validation rows above the threshold; None = a clean normal percentile
+    contamination: float | None = None
 
     @property
     def expected_flagged(self) -> float | None:
@@ -129,6 +131,24 @@ def choose_threshold(val_scores_normal: np.ndarray, percentile: float) -> float:
     if scores.size == 0:
         raise ValueError("choose_threshold: no validation scores")
     return float(np.percentile(scores, percentile))
+
+
+CONTAMINATION_RANGE = (0.005, 0.3)  # what `estimate_contamination` may return
+OUTLIER_SDS = 3.0
+
+
+def estimate_contamination(scores: np.ndarray) -> float:
+    """The share of scores more than 3 robust standard deviations (1.4826 MAD) above their median, on a log
+    scale where every score is positive (residual scores are right-skewed), within CONTAMINATION_RANGE."""
+    s = np.asarray(scores, np.float64).ravel()
+    if s.size == 0:
+        raise ValueError("estimate_contamination: no scores")
+    if (s > 0).all():
+        s = np.log(s)
+    median = np.median(s)
+    spread = 1.4826 * np.median(np.abs(s - median))
+    share = float(np.mean(s > median + OUTLIER_SDS * spread)) if spread > 0 else 0.0
+    return float(np.clip(share, *CONTAMINATION_RANGE))
 
 
 # ---------------------------------------------------------------- the kNN term

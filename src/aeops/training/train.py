@@ -98,13 +98,15 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
     choice = apply_tuned(cfg, tune_enabled, data=prepared)
     cfg = choice.cfg
     set_threads(cfg.num_threads, processes=local_processes(cfg))
+    meta = prepared.meta
+    trim = robust_share(cfg, labelled=meta.has_anomaly)
     if rank_zero_only.rank == 0:
         m = cfg.model
         members = f" x{cfg.ensemble}" if cfg.ensemble > 1 else ""
+        robust = f"; robust: each batch leaves out its worst {trim:.0%} after epoch {cfg.robust_warmup}" if trim else ""
         print(f"train: {m.variant}/{m.architecture} z{m.latent_dim}{members}, model config from {choice.source} "
-              f"({choice.reason})", file=sys.stderr, flush=True)
+              f"({choice.reason}){robust}", file=sys.stderr, flush=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    meta = prepared.meta
     if cfg.model.architecture == "conv" and not meta.image_shape:
         raise ConfigError("params.yaml: train.model.architecture = 'conv' needs image data "
                           "(prepare.source digits, mnist, fashion_mnist or image_folder); use 'mlp' for tables")
@@ -123,6 +125,8 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
         weight_decay=cfg.weight_decay,
         members=cfg.ensemble,
         layout=meta.layout,
+        trim=trim,
+        trim_warmup=cfg.robust_warmup,
     )
     data = PreparedDataModule(cfg.data_dir, cfg.batch_size, num_workers=cfg.num_workers, min_epoch_rows=cfg.min_epoch_rows,
                               max_epoch_rows=cfg.max_epoch_rows)
@@ -159,6 +163,13 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
     write_json(out_dir / "run.json", info)
     (ckpt_dir / STATE).unlink(missing_ok=True)  # complete: a later run starts afresh
     return metrics
+
+
+def robust_share(cfg: TrainConfig, *, labelled: bool) -> float:
+    """The share of each batch robust training leaves out: train.robust_share where robust (auto: where no
+    anomaly protocol says which training rows are normal, `labelled` False), else 0."""
+    on = cfg.robust if cfg.robust != "auto" else not labelled
+    return cfg.robust_share if on else 0.0
 
 
 def _run_info(trainer: L.Trainer, logger: Any, *, mlflow_cfg: MlflowConfig, data_hash: str,
