@@ -10,7 +10,7 @@ encoded by the same preprocessing (standardised; a mixed table's one-hot levels 
 the model sees them). `--configs` compares training options, e.g. robust training on and off, each
 on the same splits. Results: results/unlabelled.json and a Markdown table (mean AUROC/AUPRC, wins per
 set, seconds per run).
-Usage: python benchmarks/unlabelled.py [--sets wbc,glass] [--splits 1] [--jobs 2] [--configs robust off,robust on]
+Usage: python benchmarks/unlabelled.py [--sets wbc,glass] [--splits 1] [--first-split 0] [--jobs 2] [--configs robust off,robust on]
        [--no-mixed] [--tables DIR]
 """
 
@@ -176,6 +176,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default=None, help="numeric tables (default: all 14; none: the mixed ones only)")
     ap.add_argument("--splits", type=int, default=1)
+    ap.add_argument("--first-split", type=int, default=0, help="seed of the first split (to add splits to a run)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--configs", default="robust off,robust on", help=f"comma-separated, of: {', '.join(CONFIGS)}")
     ap.add_argument("--no-mixed", action="store_true", help="leave out the two real mixed tables")
@@ -191,7 +192,8 @@ def main() -> None:
     if not found:
         sys.exit(f"unlabelled benchmark skipped: no tables under {SHARED}")
     # big tables first (packing), every config of a set together: a run cut short still compares configs
-    jobs = sorted(((c, s, str(p), seed) for s, p in found.items() for seed in range(args.splits) for c in configs),
+    seeds = range(args.first_split, args.first_split + args.splits)
+    jobs = sorted(((c, s, str(p), seed) for s, p in found.items() for seed in seeds for c in configs),
                   key=lambda j: (-Path(j[2]).stat().st_size, j[1], j[3], configs.index(j[0])))
     start = time.perf_counter()
     runs = []

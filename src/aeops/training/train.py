@@ -103,7 +103,8 @@ def train(cfg: TrainConfig, mlflow_cfg: MlflowConfig, tune_enabled: bool = False
     if rank_zero_only.rank == 0:
         m = cfg.model
         members = f" x{cfg.ensemble}" if cfg.ensemble > 1 else ""
-        robust = f"; robust: each batch leaves out its worst {trim:.0%} after epoch {cfg.robust_warmup}" if trim else ""
+        robust = (f"; robust: each batch leaves out its worst {trim:.0%} after epoch {cfg.robust_warmup} (validation: in every "
+                  "epoch)") if trim else ""
         print(f"train: {m.variant}/{m.architecture} z{m.latent_dim}{members}, model config from {choice.source} "
               f"({choice.reason}){robust}", file=sys.stderr, flush=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
