@@ -30,6 +30,7 @@ BIN = Path(sys.executable).parent
 CAP = "epochs=2,trials=2,rows=1500"
 MNIST = next(c for c in readme.runnable() if "prepare.source=mnist" in c)
 TABLE = next(c for c in readme.runnable() if "prepare.source=table" in c)
+EXPLAIN = next(c for c in readme.runnable() if "--explain" in c)
 IMAGES = next(c for c in readme.runnable() if "prepare.source=image_folder" in c)
 COMPRESS = next(c for c in readme.runnable() if c.startswith("aeops compress"))
 DECOMPRESS = next(c for c in readme.runnable() if c.startswith("aeops decompress"))

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from conftest import SHARED
-from journey import MNIST, RESET, TABLE, Project, make_project
+from journey import EXPLAIN, MNIST, RESET, TABLE, Project, make_project
 
 MNIST_CAP = "epochs=2,trials=2,rows=500"  # a conv model on 28x28 images: 500 rows of each split are plenty here
 FLOOR = 0.6  # credit defaults are business outcomes, not planted anomalies (IsolationForest: 0.75; 2 capped epochs here)
@@ -39,6 +40,21 @@ def test_the_mixed_table_example_encodes_its_columns_judges_the_knn_term_and_is_
     assert "labelled anomalies" in metrics["model"]["score_choice"]  # auto judged the kNN term on validation
     p.run("make promote")
     assert p.alias("production") == "1"
+    p.run("aeops sample rows.csv")
+    p.run(EXPLAIN)  # why each row scored as it did: its top 3 features
+    rows, why = pd.read_csv(p.root / "rows.csv"), pd.read_parquet(p.root / "explained.parquet")
+    assert len(why) == len(rows) and {"Home", "Income"} <= set(rows.columns)
+    columns = set(rows.columns) - {"rownames"}
+    assert set(why[["explain_1_feature", "explain_2_feature", "explain_3_feature"]].to_numpy().ravel()) <= columns
+    assert (why["explain_1_share"] >= why["explain_2_share"]).all() and (why["explain_1_share"] > 0).all()
+    for i in range(len(rows)):  # the value named is the one sent (text: the model has categorical columns)
+        sent, named = rows[why["explain_1_feature"].iloc[i]].iloc[i], why["explain_1_observed"].iloc[i]
+        if pd.isna(sent):
+            assert pd.isna(named)
+        elif isinstance(sent, str):
+            assert named == sent
+        else:
+            assert float(named) == pytest.approx(float(sent), rel=1e-5)
 
 
 def test_compress_refuses_a_table_model(p: Project):

@@ -188,6 +188,34 @@ def test_evaluated_batch_pyfunc_and_rest_scores_agree_on_raw_rows_with_gaps_and_
     np.testing.assert_allclose(batch["anomaly_score"], out["anomaly_score"], rtol=1e-5, atol=1e-6)
     assert batch["unseen_levels"].tolist() == out["unseen_levels"].tolist()
 
+    # why: the top features of each row's score, the same from the bundle, the pyfunc and a batch file
+    from aeops.scoring.scorer import Scorer
+
+    why_rows = odd.copy()
+    why_rows.loc[why_rows.index[12], "c"] = 40.0  # c is a gamma(2) column: 40 lies far beyond anything in training
+    direct = Scorer(bundle).score(why_rows, explain=3)
+    explained = pyfunc.predict(why_rows, params={"explain": 3})
+    pd.testing.assert_frame_equal(explained.reset_index(drop=True), direct.reset_index(drop=True))
+    shares = explained[[f"explain_{i}_share" for i in (1, 2, 3)]].to_numpy()
+    assert (np.diff(shares, axis=1) <= 0).all() and (shares.sum(axis=1) <= 1 + 1e-9).all() and (shares >= 0).all()
+    features = {"a", "b", "c", "colour", "member", "event_time:hour", "event_time:weekday"}
+    assert set(explained[[f"explain_{i}_feature" for i in (1, 2, 3)]].to_numpy().ravel()) <= features
+    planted = explained.iloc[12]
+    assert planted["explain_1_feature"] == "c" and planted["explain_1_observed"] == "40", planted
+    # what the model expected, in raw units: pulled back towards training values (an independent column with a
+    # 3-d code is partly copied through, so not all the way)
+    assert float(planted["explain_1_expected"]) < 40
+    assert "colour" in explained.iloc[:5][[f"explain_{i}_feature" for i in (1, 2, 3)]].to_numpy().ravel()  # "purple"
+    assert explained["explain_1_observed"].map(lambda v: isinstance(v, str) or pd.isna(v)).all()  # mixed: as text
+    why_rows.to_csv(tmp_path / "why.csv", index=False)
+    score_file("models:/aeops-autoencoder/1", str(tmp_path / "why.csv"), str(tmp_path / "why.parquet"), chunk_rows=7,
+               explain=3, progress=False)
+    why = pd.read_parquet(tmp_path / "why.parquet")
+    assert why["explain_1_feature"].tolist() == explained["explain_1_feature"].tolist()
+    np.testing.assert_allclose(why["explain_2_share"], explained["explain_2_share"], rtol=1e-5, atol=1e-7)
+    with pytest.raises(InputError, match="explain must be a whole number from 1 to 7"):
+        Scorer(bundle).score(why_rows, explain=8)
+
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -205,6 +233,20 @@ def test_evaluated_batch_pyfunc_and_rest_scores_agree_on_raw_rows_with_gaps_and_
             rest = pd.DataFrame(json.loads(answer.read())["predictions"])
         np.testing.assert_allclose(rest["anomaly_score"], out["anomaly_score"], rtol=1e-5, atol=1e-6)
         assert rest["unseen_levels"].tolist() == out["unseen_levels"].tolist()
+        for params, status in (({"explain": 3}, 200), ({"explain": 99}, 400)):
+            body = json.dumps({"dataframe_split": json.loads(why_rows.to_json(orient="split", index=False)),
+                               "params": params}).encode()
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                             headers={"Content-Type": "application/json"})
+            if status == 200:
+                with urllib.request.urlopen(request, timeout=60) as answer:
+                    rest = pd.DataFrame(json.loads(answer.read())["predictions"])
+                assert rest["explain_1_feature"].tolist() == explained["explain_1_feature"].tolist()
+                np.testing.assert_allclose(rest["explain_1_share"], explained["explain_1_share"], rtol=1e-5)
+            else:
+                with pytest.raises(urllib.error.HTTPError) as err:
+                    urllib.request.urlopen(request, timeout=60)
+                assert err.value.code == 400 and "explain must be a whole number from 1 to 7" in err.value.read().decode()
         bad = odd.head(2).astype(object)
         bad.loc[bad.index[0], "b"] = "lots"
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", headers={"Content-Type": "application/json"},

@@ -237,3 +237,15 @@ def test_a_knn_term_joins_the_residual_where_it_wins_on_validation_and_serving_r
     out = Scorer(bundle).score(df)
     assert roc_auc_score(split.is_anomaly, out["anomaly_score"]) == pytest.approx(auto["auroc"], abs=1e-9)
     assert (out["is_anomaly"] == (out["anomaly_score"] > auto["threshold"])).all()
+    # why: one feature of normal rows pushed beyond its training range is each row's top feature (kNN rule),
+    # with the number sent and the number the model expected
+    normal = df[split.is_anomaly == 0].head(20).reset_index(drop=True)
+    pushed = normal.copy()
+    col = np.arange(len(pushed)) % 6
+    for i, j in enumerate(col):
+        pushed.iloc[i, j] = df.iloc[:, j].max() + 5 * df.iloc[:, j].std()
+    why = Scorer(bundle).score(pushed, explain=2)
+    assert why["explain_1_feature"].tolist() == [list("abcdef")[j] for j in col]
+    np.testing.assert_allclose(why["explain_1_observed"], pushed.to_numpy()[np.arange(20), col])
+    assert why["explain_1_expected"].dtype == np.float64 and (why["explain_1_share"] > why["explain_2_share"]).all()
+    np.testing.assert_allclose(why["anomaly_score"], Scorer(bundle).score(pushed)["anomaly_score"])  # unchanged

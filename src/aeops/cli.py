@@ -162,7 +162,8 @@ def _score(params: dict, args: argparse.Namespace) -> None:
     model = args.model or ModelRef.default(cfg.model_name).uri
     refuse_dvc_out(args.output)
     _require_model(model, uri, params)
-    summary = score_file(model, args.input, args.output, chunk_rows=args.chunk_rows, output=args.output_mode)
+    summary = score_file(model, args.input, args.output, chunk_rows=args.chunk_rows, output=args.output_mode,
+                         explain=args.explain or 0)
     for line in summary.warnings:
         print(f"warning: score: {line}", file=sys.stderr)
     flagged = (f", {summary.flagged_share:.1%} flagged, {summary.out_of_range_share:.1%} with a feature out of "
@@ -339,6 +340,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("output", help="Parquet file to write")
             p.add_argument("--chunk-rows", type=_positive, default=50_000, help="rows per chunk (default 50000)")
             p.add_argument("--output-mode", choices=("scores", "reconstruction"), default="scores")
+            p.add_argument("--explain", type=_positive, metavar="K",
+                           help="add each row's K features with the largest share of its score (table models)")
         if name in ("compress", "decompress"):
             p.add_argument("input", help="folder of PNG/JPEG images" if name == "compress" else ".aez file")
             p.add_argument("output", help=".aez file to write" if name == "compress" else "new folder for the PNGs")

@@ -96,6 +96,18 @@ class Layout:
             total = total + sq * (target.abs().sum(dim=1) > 0).to(out.dtype)
         return total
 
+    def column_owner(self) -> np.ndarray:
+        """(width, features) 0/1: which scored feature each input column belongs to (a missing flag to its
+        value's feature), so per-column quantities sum to per-feature ones."""
+        owner = np.zeros((self.width, len(self)), np.float64)
+        numeric = [g for g in self.groups if g.kind == "numeric"]
+        spans = [g for g in self.groups if g.kind in ("categorical", "cyclic")]
+        for j, g in enumerate(numeric + spans):
+            owner[g.start : g.stop, j] = 1.0
+            if g.mask is not None:
+                owner[g.mask, j] = 1.0
+        return owner
+
     def group_residuals(self, residual: np.ndarray, x: np.ndarray) -> np.ndarray:
         """(members, n, width) residuals x − reconstruction → (members, n, features), in `names` order."""
         num = residual[:, :, self.numeric]

@@ -49,7 +49,7 @@ def log_scoring_model(bundle_dir: str, data_dir: str) -> Any:
     example = raw_split(data_dir, head=5)[0]
     with warnings.catch_warnings():  # the integer column is an output (out_of_range counts), never missing
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-        signature = infer_signature(example, Scorer(bundle).score(example), params={"output": "scores"})
+        signature = infer_signature(example, Scorer(bundle).score(example), params={"output": "scores", "explain": 0})
     with mlflow.start_run(run_id=bundle.run_id):
         return mlflow.pyfunc.log_model(
             name="scorer",

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # imported where used: a served model without a kNN term or s
     from sklearn.neighbors import NearestNeighbors
 
 TRUNCATE = 3.0  # kernel radius = round(3 sigma)
+CHUNK_ROWS = 2048  # rows per block of a kNN term's per-feature split
 SCALE_FLOOR = 1e-3  # a feature's residual scale is at least this share of the member's overall one
 
 
@@ -74,6 +75,49 @@ class RuleScorer:
         if self.index is None:
             return score
         return fuse(score, knn_distances(self.index, x), self.rule.fusion)
+
+
+    def contributions(self, x: np.ndarray, recon: np.ndarray) -> np.ndarray:
+        """(n, features) float64: each feature's part of the row's score, such that a row's parts sum to its
+        score plus `offset` (0 for a residual rule). A feature's residual part is its mean over members of
+        its (scaled) squared residual over the number of features averaged (the top-fraction's where the
+        rule pools, 0 for a feature outside a member's top share); a kNN term's distance is split by each
+        feature's share of the squared differences to every neighbour (so each neighbour's Euclidean
+        distance is split exactly), both parts on the fused scale."""
+        residual = _residuals(x, recon, smoothing=self.rule.smoothing, image_shape=self.image_shape, layout=self.layout)
+        if self.scale is not None:
+            residual = residual / self.scale[:, None, :]
+        squared = residual**2
+        d = squared.shape[2]
+        k = max(1, round(self.rule.top_fraction * d))
+        if k < d:  # only a member's k largest squares count, as in `anomaly_scores`
+            top = np.argpartition(squared, d - k, axis=2)[:, :, d - k :]
+            kept = np.zeros(squared.shape, bool)
+            np.put_along_axis(kept, top, True, axis=2)
+            squared = squared * kept
+        parts = squared.mean(axis=0) / k
+        if self.index is None:
+            return parts
+        (_, s1), (_, s2) = self.rule.fusion  # type: ignore[misc]
+        flat = np.asarray(x, np.float64).reshape(len(x), -1)
+        ref = np.asarray(self.reference, np.float64).reshape(len(self.reference), -1)  # type: ignore[arg-type]
+        per_column = np.empty_like(flat)
+        for a in range(0, len(flat), CHUNK_ROWS):  # (rows, k, columns) differences, a bounded block at a time
+            near = self.index.kneighbors(flat[a : a + CHUNK_ROWS], return_distance=False)
+            diff2 = (flat[a : a + CHUNK_ROWS, None, :] - ref[near]) ** 2
+            dist = np.sqrt(diff2.sum(axis=2, keepdims=True))
+            per_column[a : a + CHUNK_ROWS] = (diff2 / np.where(dist > 0, dist, 1.0)).mean(axis=1)  # sums to the distance
+        if self.layout is not None:
+            per_column = per_column @ self.layout.column_owner()
+        return parts / s1 + per_column / s2
+
+    @property
+    def offset(self) -> float:
+        """What `contributions` sum to minus the score: a fused rule's centring (median / IQR of both terms)."""
+        if self.index is None:
+            return 0.0
+        (m1, s1), (m2, s2) = self.rule.fusion  # type: ignore[misc]
+        return m1 / s1 + m2 / s2
 
 
 def _residuals(x: np.ndarray, recon: np.ndarray, *, smoothing: float, image_shape: Sequence[int] | None,

@@ -21,25 +21,37 @@ class ScoreSummary:
 
 
 def score_file(model_uri: str, input_path: str | Path, output_path: str | Path, *, chunk_rows: int = 50_000,
-               output: str = "scores", progress: bool = True) -> ScoreSummary:
-    """Write the model's per-row output for every input row to a Parquet file; summarise the batch."""
+               output: str = "scores", explain: int = 0, progress: bool = True) -> ScoreSummary:
+    """Write the model's per-row output for every input row to a Parquet file; summarise the batch.
+    `explain` > 0 adds each row's top features (`Scorer.score`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     src, dst = Path(input_path), Path(output_path)
     check_paths(src, dst, chunk_rows=chunk_rows)
     model, scorer = load_model(model_uri)
+    params: dict[str, object] = {"output": output}
+    if explain:
+        schema = model.metadata.get_params_schema()
+        if scorer is None or schema is None or "explain" not in {p.name for p in schema.params}:
+            raise AeopsError(f"{model_uri}: this model takes no explain parameter (registered before explanations, "
+                             "or not an aeops model); register it again with this aeops")
+        scorer.check_explain(explain, output)  # a bad k is one line before any row is read
+        params["explain"] = explain
     done, writer, flagged, outside = 0, None, 0, 0
     with atomic_path(dst) as tmp:
         try:
-            for chunk, out in scored_chunks(model, src, chunk_rows=chunk_rows, params={"output": output},
-                                            label="score", progress=progress):
+            for chunk, out in scored_chunks(model, src, chunk_rows=chunk_rows, params=params, label="score",
+                                            progress=progress):
                 if scorer is not None and output == "scores":
                     flagged += int(out["is_anomaly"].sum())
                     outside += int((out["out_of_range"] > 0).sum())
                 table = pa.Table.from_pandas(out, preserve_index=False)
-                writer = writer or pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table)
+                if writer is None:  # a text column that is empty in the first chunk is still text
+                    schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema],
+                                       metadata=table.schema.metadata)
+                    writer = pq.ParquetWriter(tmp, schema)
+                writer.write_table(table.cast(writer.schema))
                 done += len(chunk)
         finally:
             if writer is not None:

@@ -3,7 +3,8 @@
 `mlflow.pyfunc.load_model("models:/<name>@production").predict(df)` returns per row
 `anomaly_score`, `is_anomaly`, `reconstruction_error`, `score_percentile`, `out_of_range`, `missing`,
 `unseen_levels`, `mostly_missing`, `z_0 … z_k`; with
-`params={"output": "reconstruction"}` it returns the reconstructed rows in raw units.
+`params={"output": "reconstruction"}` it returns the reconstructed rows in raw units; `params={"explain": k}`
+adds the k features with the largest share of each row's score (table models; `Scorer.score`).
 Bad input raises an MlflowException with INVALID_PARAMETER_VALUE, which the REST server turns into
 a 400 with the message.
 """
@@ -32,7 +33,7 @@ class AutoencoderScorer(PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         output = (params or {}).get("output", "scores")
         try:
-            out = self.scorer.score(model_input, output)
+            out = self.scorer.score(model_input, output, explain=(params or {}).get("explain", 0))
         except InputError as err:
             raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
         if output == "scores" and len(out) >= 20:  # the server's log says when a batch looks mis-scaled
