@@ -126,9 +126,15 @@ def unlabelled(d: dict) -> list[str]:
             f"{d['train_share']:.0%} of all rows for training)", "", d["table_md"]]
 
 
+def explain(d: dict) -> list[str]:
+    return [f"## Attribution: one feature pushed {d['push']} spans beyond its usual range, is it named first?", "",
+            d["table_md"]]
+
+
 SECTIONS = {"training_speed": speed, "pipeline": pipeline, "serving": serving, "tune_pruning": tune_pruning,
             "quality": quality, "tabular": tabular, "monitoring": monitoring, "compression": compression,
-            "image_memory": image_memory, "mixed": mixed, "unlabelled": unlabelled}
+            "image_memory": image_memory, "mixed": mixed, "unlabelled": unlabelled,
+            "explain": explain}
 
 
 def summarize(results: Path) -> str:

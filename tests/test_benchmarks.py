@@ -270,3 +270,45 @@ def test_unlabelled_benchmark_trains_on_contaminated_rows_without_labels(tmp_pat
     assert overall["mean_auroc"] == run["model"]["auroc"] and overall["wins"] in (0, 1)
     assert "| aeops (default) |" in result["table_md"] and "| toy |" in result["table_md"]
     assert "## No labels, anomalies inside (1 tables" in "\n".join(_load("summarize").unlabelled(result))
+
+
+@pytest.mark.slow
+def test_explain_benchmark_ranks_the_planted_feature(tmp_path):
+    """`make bench` runs benchmarks/explain.py; here on one small table without tune, epochs capped."""
+    import os
+    import subprocess
+
+    import pandas as pd
+
+    explain = _load("explain")
+    rows = pd.DataFrame({"a": [0.0, 1.0], "b": [5.0, 5.0]})
+    normal = pd.DataFrame({"a": np.linspace(0, 1, 101), "b": np.linspace(4, 6, 101)})
+    planted, which = explain.plant(rows, normal, ["a", "b"], seed=0)
+    for i, j in enumerate(which):  # the planted value lies half a 1-99 % span outside the normal rows' range
+        col = "ab"[j]
+        lo, hi = normal[col].quantile(0.01), normal[col].quantile(0.99)
+        v = planted[col].iloc[i]
+        assert v == pytest.approx(hi + 0.5 * (hi - lo)) or v == pytest.approx(lo - 0.5 * (hi - lo))
+        assert planted["ab"[1 - j]].iloc[i] == rows["ab"[1 - j]].iloc[i]  # the other feature is untouched
+    assert explain.ranks(np.array([[0.1, 0.9], [0.5, 0.2]]), np.array([0, 0])).tolist() == [1, 0]
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 4))
+    x[:, 1] = x[:, 0] + 0.1 * rng.normal(size=400)
+    (tmp_path / "tables").mkdir()
+    pd.DataFrame(x, columns=list("abcd")).assign(is_anomaly=(np.arange(400) < 20).astype(int)).to_csv(
+        tmp_path / "tables/toy.csv", index=False)
+    env = {**os.environ, "AEOPS_CAP": "epochs=3", "MLFLOW_TRACKING_URI": ""}
+    out = tmp_path / "explain.json"
+    done = subprocess.run([python(), str(REPO / "benchmarks/explain.py"), "--tables", str(tmp_path / "tables"),
+                           "--jobs", "1", "--configs", "tune off", "--out", str(out)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    run = result["runs"][0]
+    assert run["set"] == "toy" and run["features"] == 4 and run["rows"] > 0
+    assert 0.5 < run["z-score"]["top1"] <= run["z-score"]["top3"] <= 1  # a value far outside its range stands out
+    assert 0 <= run["aeops"]["top1"] <= run["aeops"]["top3"] <= 1 and run["rows_per_s"]["explain_3"] > 0
+    assert result["overall"]["tune off"]["aeops"]["top1"] == run["aeops"]["top1"]
+    assert "| toy (tune off) | 4 |" in result["table_md"]
+    assert "## Attribution" in "\n".join(_load("summarize").explain(result))
