@@ -184,16 +184,21 @@ def main() -> None:
             done = r.get("error") or (f"top-1 aeops {r['aeops']['top1']:.3f}, z-score {r['z-score']['top1']:.3f} "
                                       f"({r['seconds']} s)")
             print(f"{r['config']:>9} {r['set']:>12}: {done}", flush=True)
+            result = _write(args, runs, start, planned=len(jobs))  # after every run: a cut-short run keeps its sets
+    print(result["table_md"])
+
+
+def _write(args: argparse.Namespace, runs: list[dict], start: float, *, planned: int) -> dict:
     summary = summarize(runs)
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "push": PUSH, "seed": args.seed,
-              "wall_seconds": round(time.perf_counter() - start), **summary,
+              "wall_seconds": round(time.perf_counter() - start), "planned_runs": planned, **summary,
               "runs": sorted(runs, key=lambda r: (r["set"], r["config"]))}
     result["table_md"] = markdown(runs, summary)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(args.out).with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(args.out)
-    print(result["table_md"])
+    return result
 
 
 if __name__ == "__main__":

@@ -150,6 +150,12 @@ def test_prepare_records_roles_and_the_model_learns_the_categories(model):
     page = next((root / "reports").glob("*.html")).read_text()
     assert "Columns (prepare&#x27;s roles" in page or "Columns (prepare's roles" in page
     assert "<td>customer_id</td>" in page and "a distinct value in every row" in page
+    # the highest-scored rows name their top features by column (a categorical one once), with shares
+    import re
+
+    named = re.findall(r"<td>((?:[a-z_:]+ \d+%(?:, )?){3})</td>", page)
+    assert len(named) == 10 and all(n.split()[0] in {"a", "b", "c", "colour", "member", "event_time:hour",
+                                                     "event_time:weekday"} for n in named), named
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ def check_self_contained(report):
                     "Reconstructions of the 8 highest-scored", "Latent space, anomalies ringed", "Loss curves"):
         assert heading in html, heading
     assert re.search(r"<td>knn_distance|<th>knn_distance", html) and "digits[0-8] vanilla-mlp z4" in html
-    assert "worst-reconstructed features" in html and re.search(r"<td>px_\d+, px_\d+, px_\d+</td>", html)
+    assert "top features (share of the score)" in html and re.search(r"<td>px_\d+ \d+%, px_\d+ \d+%, px_\d+ \d+%</td>", html)
 
 
 def test_report_renders_in_a_browser_offline(report, tmp_path):

@@ -33,9 +33,10 @@ from aeops.evaluation.results import (  # noqa: F401 (methods and headline_metri
 )
 from aeops.io import atomic_path, write_json
 from aeops.models.ensemble import reconstruct_members
+from aeops.models.layout import Layout
 from aeops.scoring.bundle import ModelBundle
 from aeops.scoring.fit import FittedRule, RuleSettings, fit_rule, residual_rule
-from aeops.scoring.rule import ScoringRule
+from aeops.scoring.rule import ScoringRule, feature_shares
 from aeops.tracking import require_run
 
 MIN_TEST_ANOMALIES = 10  # fewer: AUROC/AUPRC swing with a single row (a warning, not an error)
@@ -207,7 +208,9 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     _log(bundle.run_id, cfg, mlflow_cfg=mlflow_cfg, results=results, warnings=warnings)
     _report(bundle.run_id, cfg, mlflow_cfg=mlflow_cfg, results=results, warnings=warnings, test=test,
             recon=test_recon, codes=test_codes, scores=coded.test_scores, image_shape=image_shape,
-            feature_names=list(meta.feature_names), layout=layout, roles=meta.roles)
+            feature_names=Layout.from_dict(layout).names if layout else list(meta.feature_names),
+            why=lambda rows: feature_shares(fitted.scorer.contributions(test.x[rows], test_members[:, rows])),
+            roles=meta.roles)
     return record
 
 

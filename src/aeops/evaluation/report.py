@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ import pandas as pd
 from aeops import figures
 from aeops.data.prepared import Split
 from aeops.io import atomic_path
-from aeops.models.layout import Layout
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;padding:0 1em;max-width:1100px;color:#222}
@@ -50,22 +50,18 @@ def _by_metric(table: pd.DataFrame) -> pd.DataFrame:
     return wide.rename_axis("measure").reset_index()
 
 
-def worst_rows(test: Split, scores: np.ndarray, *, threshold: float | None, recon: np.ndarray | None = None,
-               feature_names: list[str] | None = None, n: int = WORST_ROWS, layout: dict | None = None) -> pd.DataFrame:
-    """The n highest-scored test rows: index, score, flagged or not, the truth where known, and the
-    features reconstructed worst (largest squared residual first) — where to look in the row. With a
-    mixed-type table's `layout`, a feature is a column (a categorical one counts once)."""
+def worst_rows(test: Split, scores: np.ndarray, *, threshold: float | None,
+               why: Callable[[np.ndarray], np.ndarray] | None = None, feature_names: list[str] | None = None,
+               n: int = WORST_ROWS) -> pd.DataFrame:
+    """The n highest-scored test rows: index, score, flagged or not, the truth where known, and the three
+    features with the largest share of the score (`why`: row indices → the scoring rule's feature shares,
+    as served with `explain`; a categorical column is one feature) — where to look in the row."""
     order = np.argsort(-np.asarray(scores))[:n]
     df = pd.DataFrame({"test row": order, "anomaly score": np.asarray(scores)[order]})
-    groups = Layout.from_dict(layout)
-    if recon is not None and groups is not None:
-        x = test.x[order].reshape(len(order), -1)
-        sq = groups.group_residuals((x - recon[order].reshape(len(order), -1))[None], x)[0] ** 2
-        feature_names = groups.names
-    elif recon is not None and feature_names is not None:
-        sq = (test.x[order].reshape(len(order), -1) - recon[order].reshape(len(order), -1)) ** 2
-    if recon is not None and feature_names is not None:
-        df["worst-reconstructed features"] = [", ".join(feature_names[j] for j in np.argsort(-r)[:3]) for r in sq]
+    if why is not None and feature_names is not None:
+        shares = why(order)
+        df["top features (share of the score)"] = [
+            ", ".join(f"{feature_names[j]} {r[j]:.0%}" for j in np.argsort(-r, kind="stable")[:3]) for r in shares]
     if threshold is not None:
         df["flagged"] = np.where(df["anomaly score"] > threshold, "yes", "no")
     if test.is_anomaly is not None:
@@ -79,9 +75,11 @@ def build_report(
     path: str | Path, *, title: dict[str, str], table: pd.DataFrame, plots_dir: str | Path, test: Split,
     recon: np.ndarray, codes: np.ndarray, scores: np.ndarray, threshold: float | None,
     image_shape: tuple[int, ...] | None, history: dict[str, list[float]], warnings: list[str], seed: int = 0,
-    feature_names: list[str] | None = None, layout: dict | None = None, roles: dict[str, dict] | None = None,
+    feature_names: list[str] | None = None, why: Callable[[np.ndarray], np.ndarray] | None = None,
+    roles: dict[str, dict] | None = None,
 ) -> Path:
     """Write the report atomically. `title` holds the run's name, ids and lineage, shown as a table.
+    `feature_names` and `why`: the scored features and their shares per test row (see `worst_rows`).
     `roles`: a table's column roles (prepare's, with the reasons), shown as a section."""
     order = np.argsort(-np.asarray(scores))
     errors = ((recon.reshape(len(recon), -1) - test.x.reshape(len(test.x), -1)) ** 2).mean(1)
@@ -115,8 +113,7 @@ def build_report(
             ("Anomaly scores with the threshold", _img(plots_dir / "score_histograms.png", "score histograms")),
             (
                 "Highest-scored test rows",
-                _table(worst_rows(test, scores, threshold=threshold, recon=recon, feature_names=feature_names,
-                                  layout=layout)),
+                _table(worst_rows(test, scores, threshold=threshold, why=why, feature_names=feature_names)),
             ),
             ("Reconstructions of the 8 highest-scored test rows (MSE per row)", _img(figs["recon_worst"], "worst")),
             ("Reconstructions of 8 typical test rows (median scores)", _img(figs["recon_typical"], "typical")),

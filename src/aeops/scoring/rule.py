@@ -120,6 +120,13 @@ class RuleScorer:
         return m1 / s1 + m2 / s2
 
 
+def feature_shares(parts: np.ndarray) -> np.ndarray:
+    """(n, features) `RuleScorer.contributions` → each feature's share of its row's parts (rows sum to 1)."""
+    parts = np.maximum(np.asarray(parts, np.float64), 0.0)
+    total = parts.sum(axis=1, keepdims=True)
+    return np.divide(parts, total, out=np.full_like(parts, 1.0 / parts.shape[1]), where=total > 0)
+
+
 def _residuals(x: np.ndarray, recon: np.ndarray, *, smoothing: float, image_shape: Sequence[int] | None,
                layout: Layout | None = None) -> np.ndarray:
     """(members, n, features) float64 residuals; `recon` is (n, ...) or (members, n, ...); with a layout one

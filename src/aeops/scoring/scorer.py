@@ -15,7 +15,7 @@ from aeops.scoring.bundle import ModelBundle
 from aeops.scoring.columns import EncodedRows
 from aeops.scoring.preprocess import InputError
 from aeops.scoring.profile import Profile
-from aeops.scoring.rule import anomaly_scores
+from aeops.scoring.rule import anomaly_scores, feature_shares
 
 OUTPUTS = ("scores", "reconstruction")
 MAX_MISSING_SHARE = 0.5  # a row missing more than this share of its input columns is `mostly_missing`
@@ -141,9 +141,7 @@ class Scorer:
 
     def explanations(self, x: np.ndarray, members: np.ndarray) -> np.ndarray:
         """(n, features): each feature's share of its row's score parts (`RuleScorer.contributions`), summing to 1."""
-        parts = np.maximum(self.rule.contributions(x, members), 0.0)
-        total = parts.sum(axis=1, keepdims=True)
-        return np.divide(parts, total, out=np.full_like(parts, 1.0 / parts.shape[1]), where=total > 0)
+        return feature_shares(self.rule.contributions(x, members))
 
     def _explanations(self, df: pd.DataFrame, rows: EncodedRows, x: np.ndarray, members: np.ndarray,
                       expected: pd.DataFrame, k: int) -> dict[str, np.ndarray]:
