@@ -279,6 +279,8 @@ def test_bad_rows_are_one_line_errors_and_onnx_export_refuses_a_mixed_model(mode
         scorer.score(row)
     with pytest.raises(InputError, match="column 'event_time' has values that are not ISO 8601"):
         scorer.score(row.assign(a=0.0, event_time="yesterday"))
+    with pytest.raises(InputError, match="output='anomaly_map' applies to image models; for a table model use explain"):
+        scorer.score(row.assign(a=0.0), output="anomaly_map")
     recon = scorer.score(row.assign(a=0.0), output="reconstruction")
     assert list(recon.columns) == ["a", "b", "c", "colour", "member", "event_time"]
     assert recon["colour"][0] in ("red", "green", "blue")  # the most likely level, not a probability

@@ -368,3 +368,45 @@ def test_monitor_says_ok_on_normal_rows_drift_on_shifted_ones_and_refuses_bad_in
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and len(err.splitlines()) == 1, err
     assert len(list((root / "monitoring").glob("*.json"))) == 2  # nothing written for bad input
+
+
+def test_an_image_models_anomaly_map_peaks_on_a_planted_defect(registry, tmp_path):
+    """output='anomaly_map': the score per pixel; a bright 3×3 patch on a dark corner is where the map peaks."""
+    from aeops.scoring.bundle import ModelBundle
+    from aeops.scoring.preprocess import InputError
+    from aeops.scoring.scorer import Scorer
+    from aeops.serving.batch import score_file
+
+    root, _ = registry
+    df, split = raw_split(str(root / "data/prepared"))
+    normal = df[np.asarray(split.labels) != 9].head(20).reset_index(drop=True)
+    images = normal.to_numpy(np.float64).reshape(-1, 8, 8).copy()
+    mask = np.zeros_like(images, dtype=bool)
+    for i in range(len(images)):  # top-left or bottom-right corner: background in digits
+        r, c = (0, 0) if i % 2 else (5, 5)
+        mask[i, r : r + 3, c : c + 3] = True
+    images[mask] = df.to_numpy().max()
+    planted = pd.DataFrame(images.reshape(len(images), -1), columns=df.columns).astype(df.dtypes)
+    uri = f"models:/{CFG.model_name}/1"
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    maps = pyfunc.predict(planted, params={"output": "anomaly_map"})
+    assert list(maps.columns) == list(df.columns) and (maps.to_numpy() >= 0).all()
+    peak = maps.to_numpy().argmax(axis=1)
+    inside = mask.reshape(len(mask), -1)[np.arange(len(peak)), peak]
+    assert inside.mean() >= 0.9, inside
+    # the score is the mean of the rule's top share of the (smoothed) map: exactly for one network; an
+    # ensemble's mean of each member's top share is at least the top share of their mean map
+    scores = pyfunc.predict(planted)["anomaly_score"].to_numpy()
+    k = max(1, round(TOP * 64))
+    top = np.sort(maps.to_numpy(), axis=1)[:, -k:].mean(axis=1)
+    if ModelBundle.load(root / "bundle").members == 1:
+        np.testing.assert_allclose(top, scores, rtol=1e-6)
+    else:
+        assert (top <= scores * (1 + 1e-9)).all()
+    planted.to_parquet(tmp_path / "planted.parquet", index=False)
+    score_file(uri, str(tmp_path / "planted.parquet"), str(tmp_path / "maps.parquet"), output="anomaly_map",
+               chunk_rows=7, progress=False)
+    np.testing.assert_allclose(pd.read_parquet(tmp_path / "maps.parquet").to_numpy(), maps.to_numpy(), rtol=1e-6)
+    scorer = Scorer(ModelBundle.load(root / "bundle"))
+    with pytest.raises(InputError, match="explain applies to table models"):
+        scorer.score(planted, explain=2)

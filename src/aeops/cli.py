@@ -339,7 +339,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("input", help="CSV or Parquet file with the model's feature columns")
             p.add_argument("output", help="Parquet file to write")
             p.add_argument("--chunk-rows", type=_positive, default=50_000, help="rows per chunk (default 50000)")
-            p.add_argument("--output-mode", choices=("scores", "reconstruction"), default="scores")
+            p.add_argument("--output-mode", choices=("scores", "reconstruction", "anomaly_map"), default="scores",
+                           help="per-row scores (default), the reconstruction, or (image models) the anomaly map")
             p.add_argument("--explain", type=_positive, metavar="K",
                            help="add each row's K features with the largest share of its score (table models)")
         if name in ("compress", "decompress"):

@@ -111,6 +111,14 @@ class RuleScorer:
             per_column = per_column @ self.layout.column_owner()
         return parts / s1 + per_column / s2
 
+    def anomaly_map(self, x: np.ndarray, recon: np.ndarray) -> np.ndarray:
+        """(n, input values) float64: each input value's squared residual under the rule (smoothed and scaled
+        as the score is), averaged over members; every value, not only a top fraction's. An image's map."""
+        residual = _residuals(x, recon, smoothing=self.rule.smoothing, image_shape=self.image_shape)
+        if self.scale is not None:
+            residual = residual / self.scale[:, None, :]
+        return (residual**2).mean(axis=0)
+
     @property
     def offset(self) -> float:
         """What `contributions` sum to minus the score: a fused rule's centring (median / IQR of both terms)."""

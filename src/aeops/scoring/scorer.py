@@ -17,7 +17,7 @@ from aeops.scoring.preprocess import InputError
 from aeops.scoring.profile import Profile
 from aeops.scoring.rule import anomaly_scores, feature_shares
 
-OUTPUTS = ("scores", "reconstruction")
+OUTPUTS = ("scores", "reconstruction", "anomaly_map")
 MAX_MISSING_SHARE = 0.5  # a row missing more than this share of its input columns is `mostly_missing`
 __all__ = ["OUTPUTS", "InputError", "Scorer"]
 
@@ -98,13 +98,18 @@ class Scorer:
         than half the input columns empty: the score says little), z_0..z_k.
 
         With output="reconstruction": the reconstructed rows in raw units instead (a categorical column's
-        most likely level). With explain=k: also, for the k features with the largest part of each row's
+        most likely level). With output="anomaly_map" (image models): each input value's squared residual
+        under the scoring rule (smoothed as the score is; members averaged), in the input's pixel columns:
+        where the image is anomalous. With explain=k: also, for the k features with the largest part of each row's
         score (`explain`), explain_i_feature, explain_i_share (its part over the sum of all parts),
         explain_i_observed and explain_i_expected (the sent value and the reconstruction in raw units, the
         most likely level for a categorical column; as text where the model has categorical columns).
         """
         if output not in OUTPUTS:
             raise InputError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
+        if output == "anomaly_map" and not self.image:
+            raise InputError("output='anomaly_map' applies to image models; for a table model use explain=k "
+                             "(each row's top features)")
         explain = self.check_explain(explain, output)
         rows = self.preprocessor.rows(df)
         raw = rows.raw
@@ -116,6 +121,8 @@ class Scorer:
         x, recon = x.numpy(), recon.numpy()
         # an ensemble's members all score; a single network's reconstruction is already at hand
         members = reconstruct_members(self.model, torch.from_numpy(x)).numpy() if self.ensemble else recon[None]
+        if output == "anomaly_map":  # per pixel (and channel), in the input's columns
+            return pd.DataFrame(self.rule.anomaly_map(x, members), columns=self.features, index=df.index)
         expected = self._expected(recon) if explain else None
         if rows.imputed is not None and rows.imputed.any():  # a filled-in value has no residual
             recon = np.where(rows.imputed, x, recon)
