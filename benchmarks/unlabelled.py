@@ -42,7 +42,8 @@ NAMES = {"knn_distance": "kNN distance", "isolation_forest": "IsolationForest"}
 CONFIGS: dict[str, dict[str, object]] = {  # dotted params keys; "default" is params.yaml as it stands
     "default": {},
     "robust off": {"train.robust": False},
-    "robust on": {"train.robust": True},
+    "robust on": {"train.robust": True},  # at the default share (20 %)
+    "robust 10%": {"train.robust": True, "train.robust_share": 0.1},
     "robust 20%": {"train.robust": True, "train.robust_share": 0.2},
 }
 tabular.CONFIGS.update(CONFIGS)

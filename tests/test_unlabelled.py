@@ -26,8 +26,8 @@ def test_trimmed_mean_leaves_out_the_largest_share_and_gives_them_no_gradient():
 
 def test_auto_is_on_only_without_an_anomaly_protocol():
     assert robust_share(TrainConfig(), labelled=True) == 0.0
-    assert robust_share(TrainConfig(), labelled=False) == 0.1
-    assert robust_share(TrainConfig(robust=True, robust_share=0.2), labelled=True) == 0.2
+    assert robust_share(TrainConfig(), labelled=False) == 0.2
+    assert robust_share(TrainConfig(robust=True, robust_share=0.1), labelled=True) == 0.1
     assert robust_share(TrainConfig(robust=False), labelled=False) == 0.0
     for bad in (0.0, 0.5, -0.1):
         with pytest.raises(ValueError, match="robust_share"):
@@ -116,7 +116,7 @@ def test_an_unlabelled_table_trains_robustly_and_its_threshold_flags_the_contami
     cfg = tiny_train(latent_dim=2)
     cfg.max_epochs, cfg.robust_warmup, cfg.min_epoch_rows = 8, 2, 2048
     train(cfg, mlflow_cfg)
-    assert "robust: each batch leaves out its worst 10% after epoch 2" in capfd.readouterr().err
+    assert "robust: each batch leaves out its worst 20% after epoch 2" in capfd.readouterr().err
     results = evaluate(EvaluateConfig(isolation_forest_trees=10), mlflow_cfg)
     model = results["model"]
     assert model["auroc"] is None and CONTAMINATION_RANGE[0] <= model["contamination"] <= CONTAMINATION_RANGE[1]

@@ -136,7 +136,7 @@ class TrainConfig(Strict):
     # robust training (data with anomalies inside): each batch leaves out its robust_share of rows reconstructed
     # worst, after robust_warmup epochs; auto = on when prepare set no anomaly protocol (no labels)
     robust: bool | Literal["auto"] = "auto"
-    robust_share: float = Field(0.1, gt=0, lt=0.5)
+    robust_share: float = Field(0.2, gt=0, lt=0.5)
     robust_warmup: int = Field(5, ge=0)
     model: ModelConfig = Field(default_factory=ModelConfig)
 
