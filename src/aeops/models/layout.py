@@ -42,12 +42,13 @@ class Layout:
         self.groups, self.width = groups, width
         numeric = [g for g in groups if g.kind == "numeric"]
         spans = [g for g in groups if g.kind in ("categorical", "cyclic")]
+        self.scored = numeric + spans  # the scored features' groups, in `names` order
         self.blocks = [(g.start, g.stop) for g in groups if g.kind == "categorical"]
         self.spans = [(g.start, g.stop) for g in spans]
         self.pairs = [(g.start, g.stop) for g in groups if g.kind == "cyclic"]
         self.numeric = np.array([g.start for g in numeric], dtype=np.int64)
         self.masks = np.array([-1 if g.mask is None else g.mask for g in numeric], dtype=np.int64)
-        self.names = [g.name for g in numeric] + [g.name for g in spans]  # the scored features
+        self.names = [g.name for g in self.scored]  # the scored features
         self._numeric_t = torch.from_numpy(self.numeric)
         self._masked = torch.from_numpy(np.flatnonzero(self.masks >= 0))
         self._mask_cols = torch.from_numpy(self.masks[self.masks >= 0])
@@ -100,9 +101,7 @@ class Layout:
         """(width, features) 0/1: which scored feature each input column belongs to (a missing flag to its
         value's feature), so per-column quantities sum to per-feature ones."""
         owner = np.zeros((self.width, len(self)), np.float64)
-        numeric = [g for g in self.groups if g.kind == "numeric"]
-        spans = [g for g in self.groups if g.kind in ("categorical", "cyclic")]
-        for j, g in enumerate(numeric + spans):
+        for j, g in enumerate(self.scored):
             owner[g.start : g.stop, j] = 1.0
             if g.mask is not None:
                 owner[g.mask, j] = 1.0

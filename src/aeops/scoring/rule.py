@@ -84,10 +84,7 @@ class RuleScorer:
         rule pools, 0 for a feature outside a member's top share); a kNN term's distance is split by each
         feature's share of the squared differences to every neighbour (so each neighbour's Euclidean
         distance is split exactly), both parts on the fused scale."""
-        residual = _residuals(x, recon, smoothing=self.rule.smoothing, image_shape=self.image_shape, layout=self.layout)
-        if self.scale is not None:
-            residual = residual / self.scale[:, None, :]
-        squared = residual**2
+        squared = self._squares(x, recon)
         d = squared.shape[2]
         k = max(1, round(self.rule.top_fraction * d))
         if k < d:  # only a member's k largest squares count, as in `anomaly_scores`
@@ -114,10 +111,11 @@ class RuleScorer:
     def anomaly_map(self, x: np.ndarray, recon: np.ndarray) -> np.ndarray:
         """(n, input values) float64: each input value's squared residual under the rule (smoothed and scaled
         as the score is), averaged over members; every value, not only a top fraction's. An image's map."""
-        residual = _residuals(x, recon, smoothing=self.rule.smoothing, image_shape=self.image_shape)
-        if self.scale is not None:
-            residual = residual / self.scale[:, None, :]
-        return (residual**2).mean(axis=0)
+        return self._squares(x, recon).mean(axis=0)
+
+    def _squares(self, x: np.ndarray, recon: np.ndarray) -> np.ndarray:
+        return _squared_residuals(x, recon, smoothing=self.rule.smoothing, image_shape=self.image_shape,
+                                  scale=self.scale, layout=self.layout)
 
     @property
     def offset(self) -> float:
@@ -163,12 +161,9 @@ def residual_scale(x: np.ndarray, recon: np.ndarray, *, smoothing: float = 0.0,
     return np.maximum(rms, np.maximum(floor, np.finfo(np.float64).tiny))
 
 
-def anomaly_scores(x: np.ndarray, recon: np.ndarray, *, smoothing: float = 0.0,
-                   image_shape: Sequence[int] | None = None, top_fraction: float = 1.0,
-                   scale: np.ndarray | Sequence[Sequence[float]] | None = None,
-                   layout: Layout | None = None) -> np.ndarray:
-    """(n,) float64 scores; `recon` (n, ...) or an ensemble's (members, n, ...); `scale` (members, features).
-    With the defaults: each row's plain mean squared residual (its reconstruction error)."""
+def _squared_residuals(x: np.ndarray, recon: np.ndarray, *, smoothing: float, image_shape: Sequence[int] | None,
+                       scale: np.ndarray | Sequence[Sequence[float]] | None, layout: Layout | None) -> np.ndarray:
+    """(members, n, features) squared residuals, each divided by its feature's scale first where there is one."""
     residual = _residuals(x, recon, smoothing=smoothing, image_shape=image_shape, layout=layout)
     if scale is not None:
         scale = np.asarray(scale, np.float64)
@@ -176,7 +171,16 @@ def anomaly_scores(x: np.ndarray, recon: np.ndarray, *, smoothing: float = 0.0,
             raise ValueError(f"residual scale of shape {scale.shape} for {residual.shape[0]} member(s) x "
                              f"{residual.shape[2]} features")
         residual = residual / scale[:, None, :]
-    squared = residual**2
+    return residual**2
+
+
+def anomaly_scores(x: np.ndarray, recon: np.ndarray, *, smoothing: float = 0.0,
+                   image_shape: Sequence[int] | None = None, top_fraction: float = 1.0,
+                   scale: np.ndarray | Sequence[Sequence[float]] | None = None,
+                   layout: Layout | None = None) -> np.ndarray:
+    """(n,) float64 scores; `recon` (n, ...) or an ensemble's (members, n, ...); `scale` (members, features).
+    With the defaults: each row's plain mean squared residual (its reconstruction error)."""
+    squared = _squared_residuals(x, recon, smoothing=smoothing, image_shape=image_shape, scale=scale, layout=layout)
     d = squared.shape[2]
     k = max(1, round(top_fraction * d))
     if k < d:

@@ -41,8 +41,7 @@ class Scorer:
         self.image = bundle.image_shape is not None
         # the scored features (a categorical column is one), each with the raw input column it explains and
         # where its value sits in the encoded row
-        groups = ([g for g in self.layout.groups if g.kind == "numeric"] + [g for g in self.layout.groups
-                  if g.kind in ("categorical", "cyclic")]) if self.layout is not None else []
+        groups = self.layout.scored if self.layout is not None else []
         self.explained = [g.name for g in groups] if groups else list(self.features)
         self.explained_input = [g.name.rsplit(":", 1)[0] if g.kind == "cyclic" else g.name for g in groups] or self.explained
         self.explained_column = [g.start if g.kind == "numeric" else -1 for g in groups] or list(range(len(self.features)))
