@@ -46,6 +46,8 @@ class PrepareConfig(Strict):
     normal_classes: list[int | str] | None = Field(default_factory=lambda: list(range(9)))
     normal_dir: str | None = None  # image_folder, anomalib style: normal images in path/<normal_dir>
     abnormal_dir: str | None = None  # and anomalies in path/<abnormal_dir>
+    normal_test_dir: str | None = None  # and normal images for the test split only (else test is cut from normal_dir)
+    mask_dir: str | None = None  # a defect mask per abnormal image, same name (evaluation only: pixel AUROC, AUPRO)
     image_size: list[int] | None = Field(None, min_length=2, max_length=2)  # [height, width]; null = as stored
     image_mode: Literal["auto", "grayscale", "rgb"] = "auto"
     image_fit: Literal["resize", "center_crop"] = "resize"
@@ -78,10 +80,15 @@ class PrepareConfig(Strict):
                 if getattr(self, key) is not None:
                     raise ValueError(f"{key} applies only to source 'table' (source is '{self.source}'); set it to null")
         if self.source != "image_folder":
-            changed = [k for k in ("normal_dir", "abnormal_dir", "image_size") if getattr(self, k) is not None]
+            folder_keys = ("normal_dir", "abnormal_dir", "normal_test_dir", "mask_dir", "image_size")
+            changed = [k for k in folder_keys if getattr(self, k) is not None]
             changed += [k for k, v in (("image_mode", "auto"), ("image_fit", "resize")) if getattr(self, k) != v]
             if changed:
                 raise ValueError(f"{changed[0]} applies only to source 'image_folder' (source is '{self.source}')")
+        extra = [k for k in ("normal_test_dir", "mask_dir") if getattr(self, k) is not None]
+        if extra and self.normal_dir is None:
+            raise ValueError(f"{extra[0]} needs normal_dir and abnormal_dir (anomalib's folder layout); set them or "
+                             f"set {extra[0]} to null")
         if (self.normal_dir is None) != (self.abnormal_dir is None):
             raise ValueError("normal_dir and abnormal_dir go together (anomalib style): set both or neither")
         if self.normal_dir is not None and self.normal_classes is not None:

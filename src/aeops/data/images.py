@@ -4,7 +4,9 @@ Layouts under `prepare.path`:
 - class subfolders `<path>/<class>/*.png` (labels: the folder names; integer names keep their value);
 - the same under `<path>/train/` and `<path>/test/`: `test` becomes the predefined test set (as t10k);
 - anomalib style: `prepare.normal_dir` and `prepare.abnormal_dir` (relative to `path`) hold normal
-  and anomalous images; the anomaly flag comes from the folder.
+  and anomalous images; the anomaly flag comes from the folder. `prepare.normal_test_dir` holds normal
+  images for the test split only (test is then these and every anomalous image), `prepare.mask_dir` a
+  defect mask per anomalous image (same name, or MVTec AD's `<name>_mask`), for evaluation only.
 Images are decoded with Pillow, converted to grayscale or RGB (`prepare.image_mode`) and, when
 `prepare.image_size` is set, resized or center-cropped to it. A first pass reads only the headers
 (mode and size: mixed ones are named before any decoding). Nothing else is decoded here: the
@@ -138,10 +140,13 @@ def decode_into(out: np.ndarray, files: list[Path], *, pil_mode: str, size: tupl
 
 
 class ImageFiles:
-    """Image files to decode as (c·h·w) rows: indexable like an array (a subset stays undecoded)."""
+    """Image files to decode as (c·h·w) rows: indexable like an array (a subset stays undecoded). `masks`: each
+    file's defect mask (a path, or None for none: a normal image), carried through every split with its image."""
 
-    def __init__(self, files: list[Path] | np.ndarray, pil_mode: str, size: tuple[int, int], fit: str):
+    def __init__(self, files: list[Path] | np.ndarray, pil_mode: str, size: tuple[int, int], fit: str,
+                 masks: list[Path | None] | np.ndarray | None = None):
         self.files = np.asarray(files, dtype=object)
+        self.masks = None if masks is None else np.asarray(masks, dtype=object)
         self.pil_mode, self.size, self.fit = pil_mode, size, fit
         self.image_shape = (1 if pil_mode == "L" else 3, size[1], size[0])
         self.shape = (len(self.files), int(np.prod(self.image_shape)))
@@ -150,12 +155,16 @@ class ImageFiles:
         return len(self.files)
 
     def __getitem__(self, rows: Any) -> ImageFiles:
-        return ImageFiles(self.files[rows], self.pil_mode, self.size, self.fit)
+        masks = None if self.masks is None else self.masks[rows]
+        return ImageFiles(self.files[rows], self.pil_mode, self.size, self.fit, masks)
 
     @staticmethod
     def concat(parts: list[ImageFiles]) -> ImageFiles:
         first = parts[0]
-        return ImageFiles(np.concatenate([p.files for p in parts]), first.pil_mode, first.size, first.fit)
+        masks = None
+        if any(p.masks is not None for p in parts):
+            masks = np.concatenate([p.masks if p.masks is not None else np.full(len(p), None, object) for p in parts])
+        return ImageFiles(np.concatenate([p.files for p in parts]), first.pil_mode, first.size, first.fit, masks)
 
     def decode_to(self, path: Path) -> None:
         """Write the images as a uint8 (n, c, h, w) `.npy` file, decoding one at a time."""
@@ -164,10 +173,71 @@ class ImageFiles:
         out.flush()
         del out
 
+    def decode_masks_to(self, path: Path) -> bool:
+        """Write the masks as a uint8 (n, h, w) 0/1 `.npy` file (zeros for an image without one), resized or
+        cropped as the images are; False (nothing written) where no image of these has a mask."""
+        if self.masks is None or all(m is None for m in self.masks):
+            return False
+        from PIL import Image, ImageOps
+
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(self), *self.image_shape[1:]))
+        for i, mask in enumerate(self.masks):
+            if mask is None:
+                out[i] = 0
+                continue
+            try:
+                with Image.open(mask) as im:
+                    im = im.convert("L")
+                    if im.size != self.size:
+                        nearest = Image.Resampling.NEAREST
+                        im = ImageOps.fit(im, self.size, method=nearest) if self.fit == "center_crop" else im.resize(
+                            self.size, nearest)
+                    values = np.asarray(im, dtype=np.uint8)
+            except (OSError, ValueError) as err:
+                raise DataError(f"{mask}: mask cannot be decoded ({str(err).splitlines()[0][:120]})") from None
+            out[i] = values > (values.max() / 2 if values.max() > 1 else 0)  # 0/255 and 0/1 masks alike
+        out.flush()
+        del out
+        return True
+
+
+def _mask_for(image: Path, masks: dict[str, Path]) -> Path | None:
+    """The mask of `image`: the same name (any image extension), or MVTec AD's `<name>_mask`."""
+    return masks.get(image.stem) or masks.get(f"{image.stem}_mask")
+
+
+def _masks(cfg: Any, root: Path, abnormal: list[Path], normal_dirs: list[Path]) -> list[Path]:
+    """Each abnormal image's mask from `prepare.mask_dir`; one line for an image without a mask, a mask without an
+    image, a mask another size than its image, or a mask beside a normal image's name."""
+    folder = root / cfg.mask_dir
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found (prepare.mask_dir)")
+    by_stem = {p.stem: p for p in _images(folder)}
+    found = []
+    for image in abnormal:
+        mask = _mask_for(image, by_stem)
+        if mask is None:
+            raise DataError(f"{image}: anomalous image without a mask in {folder} (expected {image.stem}.png or "
+                            f"{image.stem}_mask.png); add one, or move the image out of prepare.abnormal_dir")
+        (_, size), (_, want) = image_header(mask), image_header(image)
+        if size != want:
+            raise DataError(f"{mask}: mask is {size[0]}x{size[1]} pixels but its image {image.name} is {want[0]}x{want[1]}; "
+                            "a mask must have its image's size")
+        found.append(mask)
+    used = set(found)
+    stray = next((m for m in by_stem.values() if m not in used), None)
+    if stray is not None:
+        normal = {p.stem for d in normal_dirs for p in _images(d)}
+        why = "names a normal image" if stray.stem.removesuffix("_mask") in normal else "has no image"
+        raise DataError(f"{stray}: mask {why} in {root / cfg.abnormal_dir}; masks are for anomalous images only "
+                        "(same name): remove it or add its image")
+    return found
+
 
 def _raw(files: list[Path], plan: tuple[str, tuple[int, int]], *, fit: str, labels: np.ndarray | None,
-         is_anomaly: np.ndarray | None, names: list[Any] | None, test: Any = None) -> Any:
-    x = ImageFiles(files, *plan, fit)
+         is_anomaly: np.ndarray | None, names: list[Any] | None, test: Any = None,
+         masks: list[Path | None] | None = None) -> Any:
+    x = ImageFiles(files, *plan, fit, masks)
     c, h, w = x.image_shape
     features = [f"px_{i}" for i in range(h * w)] if c == 1 else [f"c{k}_px_{i}" for k in range(c) for i in range(h * w)]
     return RawData(x, labels, is_anomaly, features, (c, h, w), names, test, pixel_max=255.0)  # type: ignore[arg-type]
@@ -179,18 +249,7 @@ def load_image_folder(cfg: Any) -> Any:
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
     if cfg.normal_dir is not None:
-        parts = [(root / cfg.normal_dir, 0), (root / cfg.abnormal_dir, 1)]
-        files, flags = [], []
-        for folder, flag in parts:
-            if not folder.is_dir():
-                raise DataError(f"{folder}: folder not found (prepare.{'ab' * flag}normal_dir)")
-            found = _images(folder)
-            if not found:
-                raise DataError(f"{folder}: no {'/'.join(EXTENSIONS)} images")
-            files += found
-            flags += [flag] * len(found)
-        plan = _plan(files, cfg.image_mode, cfg.image_size)
-        return _raw(files, plan, fit=cfg.image_fit, labels=None, is_anomaly=np.asarray(flags, np.int64), names=None)
+        return _anomalib_folder(cfg, root)
     sets = {"train": root / "train", "test": root / "test"}
     roots = sets if all(p.is_dir() for p in sets.values()) else {"train": root}
     names = _class_names(list(roots.values()))
@@ -205,3 +264,35 @@ def load_image_folder(cfg: Any) -> Any:
     return _raw(
         listed["train"][0], plan, fit=cfg.image_fit, labels=listed["train"][1], is_anomaly=None, names=names, test=test
     )
+
+
+def _anomalib_folder(cfg: Any, root: Path) -> Any:
+    """normal_dir + abnormal_dir (+ normal_test_dir, mask_dir): the anomaly flag and the masks from the folders; with
+    normal_test_dir, the test split is its images and every anomalous one (train and val stay normal)."""
+    names = {"normal_dir": cfg.normal_dir, "abnormal_dir": cfg.abnormal_dir, "normal_test_dir": cfg.normal_test_dir}
+    listed: dict[str, list[Path]] = {}
+    for key, name in names.items():
+        if name is None:
+            continue
+        folder = root / name
+        if not folder.is_dir():
+            raise DataError(f"{folder}: folder not found (prepare.{key})")
+        listed[key] = _images(folder)
+        if not listed[key]:
+            raise DataError(f"{folder}: no {'/'.join(EXTENSIONS)} images (prepare.{key})")
+    normal, abnormal, normal_test = listed["normal_dir"], listed["abnormal_dir"], listed.get("normal_test_dir", [])
+    plan = _plan(normal + abnormal + normal_test, cfg.image_mode, cfg.image_size)
+    masks: list[Path | None] | None = None
+    if cfg.mask_dir is not None:
+        masks = list(_masks(cfg, root, abnormal, [root / cfg.normal_dir] + ([root / cfg.normal_test_dir]
+                                                                              if cfg.normal_test_dir else [])))
+    zeros = [None] * len(normal)
+    flags = np.asarray([0] * len(normal) + [1] * len(abnormal), np.int64)
+    if not normal_test:
+        return _raw(normal + abnormal, plan, fit=cfg.image_fit, labels=None, is_anomaly=flags, names=None,
+                    masks=None if masks is None else zeros + masks)
+    test = _raw(normal_test + abnormal, plan, fit=cfg.image_fit, labels=None, names=None,
+                is_anomaly=np.asarray([0] * len(normal_test) + [1] * len(abnormal), np.int64),
+                masks=None if masks is None else [None] * len(normal_test) + masks)
+    return _raw(normal, plan, fit=cfg.image_fit, labels=None, is_anomaly=flags[: len(normal)], names=None,
+                test=test, masks=None if masks is None else zeros)

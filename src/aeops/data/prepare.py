@@ -12,7 +12,7 @@ import pandas as pd
 from aeops.config import PrepareConfig
 from aeops.data.encode import fit_columns
 from aeops.data.images import ImageFiles
-from aeops.data.prepared import ANOMALY_COLUMN, LABEL_COLUMN, VAL_ANOMALIES, PixelRows, Split
+from aeops.data.prepared import ANOMALY_COLUMN, LABEL_COLUMN, MASKS_SUFFIX, VAL_ANOMALIES, PixelRows, Split
 from aeops.data.rawdata import TableRows
 from aeops.data.sources import RawData, load_raw
 from aeops.errors import ConfigError, DataError
@@ -52,6 +52,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         if isinstance(raw.x, ImageFiles):
             for name, part in splits.items():
                 part.x.decode_to(tmp / f"{name}.npy")
+                part.x.decode_masks_to(tmp / f"{name}{MASKS_SUFFIX}")
             train_x: Any = PixelRows(tmp / "train.npy")
         else:
             train_x = splits["train"].x

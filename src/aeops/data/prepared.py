@@ -24,6 +24,7 @@ SPLITS = ("train", "val", "test")
 # Labelled anomalies outside test (those the protocol removed from train/val), written only under an
 # anomaly protocol: tune can select models for detection on them, test stays untouched.
 VAL_ANOMALIES = "val_anomalies"
+MASKS_SUFFIX = "_masks.npy"  # an image split's defect masks: <split>_masks.npy beside <split>.npy
 LABEL_COLUMN = "label"
 ANOMALY_COLUMN = "is_anomaly"
 HINT = "run `dvc repro prepare` first"
@@ -36,18 +37,21 @@ MAX_EVAL_VALUES = 1 << 24
 
 @dataclass
 class Split:
-    """One split: features (n, d) float32, optional int64 labels and int8 0/1 anomaly flags."""
+    """One split: features (n, d) float32, optional int64 labels and int8 0/1 anomaly flags; an image split with
+    masks (prepare.mask_dir) also has (n, h, w) uint8 0/1 defect masks."""
 
     x: np.ndarray
     labels: np.ndarray | None
     is_anomaly: np.ndarray | None
+    masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.x)
 
     def take(self, rows: Any) -> Split:
         """These rows (a slice, an index array or a mask) as in-memory arrays (a pixel file reads only them)."""
-        return Split(*(None if a is None else np.asarray(a[rows]) for a in (self.x, self.labels, self.is_anomaly)))
+        return Split(*(None if a is None else np.asarray(a[rows])
+                       for a in (self.x, self.labels, self.is_anomaly, self.masks)))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -225,7 +229,16 @@ def load_split(data_dir: str | Path, name: Literal["train", "val", "test", "val_
         raise DataError(f"{path}: {table.num_rows} label rows for {len(x)} images in {pixel_file.name}; {HINT}")
     labels = table.column(LABEL_COLUMN).to_numpy().astype(np.int64) if LABEL_COLUMN in extra else None
     anomaly = table.column(ANOMALY_COLUMN).to_numpy().astype(np.int8) if ANOMALY_COLUMN in extra else None
-    return Split(x, labels, anomaly)
+    masks = None
+    mask_file = data_dir / f"{name}{MASKS_SUFFIX}"
+    if mask_file.is_file():
+        masks = np.load(mask_file, mmap_mode="r")
+        if masks.shape != (len(x), *(meta.image_shape or [])[1:]):
+            raise DataError(f"{mask_file}: masks of shape {list(masks.shape)} for {len(x)} images of shape "
+                            f"{meta.image_shape}; {HINT}")
+        if not lazy:
+            masks = np.asarray(masks)
+    return Split(x, labels, anomaly, masks)
 
 
 def eval_rows(width: int, max_rows: int | None = None) -> int:
@@ -242,6 +255,7 @@ def sample_split(data_dir: str | Path, name: Literal["train", "val", "test", "va
     n, d = split.x.shape
     keep = eval_rows(d, max_rows)
     if n <= keep:
-        return Split(np.asarray(split.x), split.labels, split.is_anomaly), n
+        return Split(np.asarray(split.x), split.labels, split.is_anomaly,
+                     None if split.masks is None else np.asarray(split.masks)), n
     rows = np.sort(np.random.default_rng(seed).choice(n, size=keep, replace=False))
     return split.take(rows), n

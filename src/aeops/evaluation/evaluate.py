@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from aeops.data.prepared import (
 )
 from aeops.data.synthetic import synthetic_anomalies
 from aeops.errors import ConfigError, DataError
-from aeops.evaluation import plots
+from aeops.evaluation import pixels, plots
 from aeops.evaluation.baselines import QUANT_BITS, Coded, model_metrics, run_baselines
 from aeops.evaluation.metrics import quantize_codes
 from aeops.evaluation.results import (  # noqa: F401 (methods and headline_metrics re-exported)
@@ -194,6 +195,10 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
                                  cfg.max_rows)
     if results["model"]["threshold"] != fitted.rule.threshold:  # one percentile of the same scores
         raise AssertionError("the model's metrics and its scoring rule disagree on the threshold")
+    localisation = None
+    if image_shape:
+        fitted, localisation = _localise(fitted, image_shape=image_shape, train_x=train.x, val=(val_x, val_members),
+                                         test=test, test_members=test_members)
 
     with atomic_path(cfg.plots_dir, replace_dir=True) as tmp:
         tmp.mkdir(parents=True)
@@ -203,15 +208,41 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
     prior = _code_prior(cfg, model, codes=train_codes, bundle=bundle, meta=meta) if image_shape else None
     # what register registers and serving scores with
     bundle.with_scoring(fitted, train_x=train.x, latent_prior=prior).save(cfg.bundle_dir)
-    record = {**results, "warnings": warnings}
+    record = {**results, **({"localisation": localisation} if localisation else {}), "warnings": warnings}
     write_json(cfg.metrics_file, record)
-    _log(bundle.run_id, cfg, mlflow_cfg=mlflow_cfg, results=results, warnings=warnings)
+    _log(bundle.run_id, cfg, mlflow_cfg=mlflow_cfg, results=record, warnings=warnings)
     _report(bundle.run_id, cfg, mlflow_cfg=mlflow_cfg, results=results, warnings=warnings, test=test,
             recon=test_recon, codes=test_codes, scores=coded.test_scores, image_shape=image_shape,
             feature_names=Layout.from_dict(layout).names if layout else list(meta.feature_names),
             why=lambda rows: feature_shares(fitted.scorer.contributions(test.x[rows], test_members[:, rows])),
             roles=meta.roles)
     return record
+
+
+def _localise(fitted: FittedRule, *, image_shape: list[int], train_x: np.ndarray, val: tuple[np.ndarray, np.ndarray],
+              test: Split, test_members: np.ndarray) -> tuple[FittedRule, dict[str, Any] | None]:
+    """An image model's pixel threshold (on normal validation maps: the rule's percentile of their maxima) and,
+    where the test split has masks (prepare.mask_dir), pixel AUROC and AUPRO of the model's maps and of the
+    per-pixel baseline (each pixel's squared z-score against the training images)."""
+    val_maps = pixels.channel_maps(fitted.scorer.anomaly_map(*val), image_shape)
+    percentile = fitted.rule.threshold_percentile if fitted.rule.threshold_percentile is not None else 99.0
+    rule = replace(fitted.rule, pixel_threshold=pixels.pixel_threshold(val_maps, percentile))
+    fitted = replace(fitted, rule=rule, scorer=fitted.scorer.with_rule(rule))
+    if test.masks is None:
+        return fitted, None
+    masks = np.asarray(test.masks)
+    maps = pixels.channel_maps(fitted.scorer.anomaly_map(test.x, test_members), image_shape)
+    baseline = pixels.baseline_maps(test.x, pixels.pixel_baseline(train_x, image_shape), image_shape)
+    flagged = maps > rule.pixel_threshold
+    truth = masks > 0
+    return fitted, {
+        "model": pixels.localisation_metrics(maps, masks),
+        "per_pixel": pixels.localisation_metrics(baseline, masks),
+        "pixel_threshold": rule.pixel_threshold,
+        "mask_iou": float((flagged & truth).sum() / max(int((flagged | truth).sum()), 1)),
+        "defect_images": int(truth.reshape(len(truth), -1).any(axis=1).sum()),
+        "regions": int(pixels.regions(masks).max()),
+    }
 
 
 def _trained_bundle(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig, data: PreparedData) -> ModelBundle:

@@ -9,7 +9,8 @@ import pandas as pd
 
 from aeops.config import EvaluateConfig
 
-INFO_KEYS = ("warnings",)  # keys of metrics/evaluate.json that are not methods
+INFO_KEYS = ("warnings", "localisation")  # keys of metrics/evaluate.json that are not methods
+LOCALISATION = ("pixel_auroc", "aupro")  # an image model's with test masks (prepare.mask_dir), and the per-pixel baseline's
 
 
 def methods(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -35,11 +36,15 @@ def headline_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     for method, values in methods(results).items():
         prefix, keys = ("test", HEADLINE["model"]) if method == "model" else (f"{BASELINE_PREFIX}/{method}", HEADLINE["baseline"])
         flat.update({f"{prefix}/{k}": float(values[k]) for k in keys if values.get(k) is not None})
+    for method, values in results.get("localisation", {}).items():
+        if isinstance(values, dict):
+            prefix = "test" if method == "model" else f"{BASELINE_PREFIX}/{method}"
+            flat.update({f"{prefix}/{k}": float(values[k]) for k in LOCALISATION if values.get(k) is not None})
     return flat
 
 
 def comparison_table(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """One row per method (the model first), one column per measured value; settings left out."""
     rows = [{"method": "aeops" if m == "model" else m, **{k: v for k, v in values.items() if k not in CONSTANTS}}
-            for m, values in results.items()]
+            for m, values in methods(results).items()]
     return pd.DataFrame(rows)

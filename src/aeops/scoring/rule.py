@@ -45,6 +45,7 @@ class ScoringRule:
     layout: dict | None = None  # a mixed-type table's feature groups (aeops.models.layout): one residual per column
     # without labels: the share of (contaminated) validation rows above the threshold; None = a clean normal percentile
     contamination: float | None = None
+    pixel_threshold: float | None = None  # images: an anomaly-map value above it is a defect pixel (the predicted mask)
 
     @property
     def expected_flagged(self) -> float | None:
@@ -63,6 +64,10 @@ class RuleScorer:
         self.scale = None if rule.residual_scale is None else np.asarray(rule.residual_scale, np.float64)
         self.layout = Layout.from_dict(rule.layout)
         self.index = index if index is not None or reference is None else knn_index(reference, rule.neighbors)
+
+    def with_rule(self, rule: ScoringRule) -> RuleScorer:
+        """The same scorer (reference rows and index kept) with another fitted rule."""
+        return RuleScorer(rule, image_shape=self.image_shape, reference=self.reference, index=self.index)
 
     def residual(self, x: np.ndarray, recon: np.ndarray) -> np.ndarray:
         """(n,) float64 residual scores; `recon` (n, ...) or an ensemble's (members, n, ...)."""
