@@ -10,7 +10,7 @@ folder as a user would (prepare with normal_dir/abnormal_dir/normal_test_dir/mas
 evaluate), and evaluate's metrics are read back: image AUROC, pixel AUROC and AUPRO for the model and
 the per-pixel baseline (each pixel's squared z-score against the training crops).
 Results: results/localisation.json and a Markdown table.
-Usage: python benchmarks/localisation.py [--textures brick,grass] [--configs "tune off"] [--size 64]
+Usage: python benchmarks/localisation.py [--textures brick,grass] [--configs "tune off"] [--size 64] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -174,18 +175,20 @@ def main() -> None:
     parser.add_argument("--configs", default="default")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--dir", default=str(TEXTURES))
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     if not Path(args.dir).is_dir():
         sys.exit(f"{args.dir}: texture photos not found (../shared/datasets/textures)")
-    rows = []
-    here = os.getcwd()
-    for config in args.configs.split(","):
-        for texture in args.textures.split(","):
-            rows.append(job(config, texture, args.seed, size=args.size, textures=Path(args.dir)))
-            os.chdir(here)
+    rows: list[dict] = []
+    jobs = [(c, t) for c in args.configs.split(",") for t in args.textures.split(",")]
+    with ProcessPoolExecutor(max_workers=args.jobs, max_tasks_per_child=1) as pool:  # a fresh process a run
+        futures = [pool.submit(job, c, t, args.seed, size=args.size, textures=Path(args.dir)) for c, t in jobs]
+        for future in as_completed(futures):
+            rows.append(future.result())
             print(json.dumps(rows[-1]), flush=True)
+            rows.sort(key=lambda r: jobs.index((r["config"], r["texture"])))
             out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "size": args.size, "rows": rows}
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(out, indent=1) + "\n")

@@ -221,6 +221,14 @@ def test_evaluated_batch_pyfunc_and_rest_scores_agree_on_raw_rows_with_gaps_and_
     np.testing.assert_allclose(why["explain_2_share"], explained["explain_2_share"], rtol=1e-5, atol=1e-7)
     with pytest.raises(InputError, match="explain must be a whole number from 1 to 7"):
         Scorer(bundle).score(why_rows, explain=8)
+    from aeops.errors import AeopsError
+
+    for where, message in ((tmp_path, "a folder of images needs an image model"), (tmp_path / "why.csv",
+                                                                                   "heatmaps need an image model")):
+        with pytest.raises(AeopsError, match=message):
+            score_file("models:/aeops-autoencoder/1", str(where), str(tmp_path / "no.parquet"), progress=False,
+                       heatmaps=tmp_path / "no-heat")
+    assert not (tmp_path / "no.parquet").exists() and not (tmp_path / "no-heat").exists()
 
     import socket
     with socket.socket() as s:

@@ -407,6 +407,37 @@ def test_an_image_models_anomaly_map_peaks_on_a_planted_defect(registry, tmp_pat
     score_file(uri, str(tmp_path / "planted.parquet"), str(tmp_path / "maps.parquet"), output="anomaly_map",
                chunk_rows=7, progress=False)
     np.testing.assert_allclose(pd.read_parquet(tmp_path / "maps.parquet").to_numpy(), maps.to_numpy(), rtol=1e-6)
+    # heatmaps: per row its map over the image and the predicted mask (the map above the bundle's pixel threshold)
+    from PIL import Image
+
+    from aeops.errors import AeopsError
+
+    heat = tmp_path / "heat"
+    score_file(uri, str(tmp_path / "planted.parquet"), str(tmp_path / "scored.parquet"), heatmaps=heat, chunk_rows=7,
+               progress=False)
+    masks = sorted(heat.glob("*_mask.png"))
+    assert len(masks) == 20 and len(list(heat.glob("*_heatmap.png"))) == 20
+    threshold = pyfunc.unwrap_python_model().scorer.pixel_threshold
+    assert threshold is not None and threshold > 0
+    predicted = np.stack([np.asarray(Image.open(m)) > 0 for m in masks]).reshape(20, -1)
+    assert np.array_equal(predicted, maps.to_numpy() > threshold)
+    assert (predicted & mask.reshape(20, -1)).any(axis=1).mean() >= 0.9  # the planted patch is (partly) masked
+    assert np.asarray(Image.open(heat / "row0000000_heatmap.png")).shape == (8, 8, 3)
+    with pytest.raises(AeopsError, match="exists; name a new folder"):
+        score_file(uri, str(tmp_path / "planted.parquet"), str(tmp_path / "again.parquet"), heatmaps=heat)
+    # a folder of the same images as 8-bit PNGs (the digits' white, 16, is 255) scores as their pixels do
+    folder = tmp_path / "pngs" / "sub"
+    folder.mkdir(parents=True)
+    for i, img in enumerate(images):
+        Image.fromarray(np.round(img * 255 / 16).astype(np.uint8)).save(folder / f"{i:02d}.png")
+    score_file(uri, str(tmp_path / "pngs"), str(tmp_path / "folder.parquet"), chunk_rows=6, heatmaps=tmp_path / "h2",
+               progress=False)
+    by_folder = pd.read_parquet(tmp_path / "folder.parquet")
+    assert by_folder["file"].tolist() == [f"sub/{i:02d}.png" for i in range(20)] and len(by_folder.columns) > 2
+    decoded = np.stack([np.asarray(Image.open(folder / f"{i:02d}.png")) for i in range(20)]).reshape(20, -1)
+    direct = pyfunc.predict(pd.DataFrame(decoded * np.float32(16 / 255), columns=df.columns).astype(df.dtypes))
+    np.testing.assert_allclose(by_folder["anomaly_score"], direct["anomaly_score"], rtol=1e-5)
+    assert (tmp_path / "h2" / "sub" / "07_heatmap.png").is_file()  # named after the image, in its subfolder
     scorer = Scorer(ModelBundle.load(root / "bundle"))
     with pytest.raises(InputError, match="explain applies to table models"):
         scorer.score(planted, explain=2)

@@ -161,9 +161,11 @@ def _score(params: dict, args: argparse.Namespace) -> None:
     mlflow.set_tracking_uri(uri)
     model = args.model or ModelRef.default(cfg.model_name).uri
     refuse_dvc_out(args.output)
+    if args.heatmaps:
+        refuse_dvc_out(args.heatmaps)
     _require_model(model, uri, params)
     summary = score_file(model, args.input, args.output, chunk_rows=args.chunk_rows, output=args.output_mode,
-                         explain=args.explain or 0)
+                         explain=args.explain or 0, heatmaps=args.heatmaps)
     for line in summary.warnings:
         print(f"warning: score: {line}", file=sys.stderr)
     flagged = (f", {summary.flagged_share:.1%} flagged, {summary.out_of_range_share:.1%} with a feature out of "
@@ -206,6 +208,8 @@ def _compress(params: dict, args: argparse.Namespace) -> None:
     from aeops.compression.folder import compress_folder, load_codec_model
 
     refuse_dvc_out(args.output)
+    if args.heatmaps:
+        refuse_dvc_out(args.heatmaps)
     model = args.model or ModelRef.default(_section(params, "register").model_name).uri
     codec = load_codec_model(model, _tracking(params))
     r = compress_folder(codec, args.input, out_file=args.output, error=args.error)
@@ -222,6 +226,8 @@ def _decompress(params: dict, args: argparse.Namespace) -> None:
     from aeops.compression.folder import decompress_file, load_codec_model, read_header
 
     refuse_dvc_out(args.output)
+    if args.heatmaps:
+        refuse_dvc_out(args.heatmaps)
     written = read_header(args.input)["model"]
     model = args.model or (registered(written["name"], version=written["version"]) if written.get("name") else None)
     if model is None:
@@ -235,6 +241,8 @@ def _sample(params: dict, args: argparse.Namespace) -> None:
     from aeops.data.raw import write_sample
 
     refuse_dvc_out(args.output)
+    if args.heatmaps:
+        refuse_dvc_out(args.heatmaps)
     n = write_sample(_section(params, "register").data_dir, args.output, args.split, args.rows)
     print(f"sample: {n} rows of the {args.split} split in raw units → {args.output}")
 
@@ -336,13 +344,16 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--workers", type=_positive, help="server processes (default: serve.workers, 1)")
             p.add_argument("--port", type=_port, help="port (default: AEOPS_SERVE_PORT, else serve.port)")
         if name == "score":
-            p.add_argument("input", help="CSV or Parquet file with the model's feature columns")
+            p.add_argument("input", help="CSV or Parquet file with the model's feature columns (image models: or a "
+                                         "folder of PNG/JPEG images)")
             p.add_argument("output", help="Parquet file to write")
             p.add_argument("--chunk-rows", type=_positive, default=50_000, help="rows per chunk (default 50000)")
             p.add_argument("--output-mode", choices=("scores", "reconstruction", "anomaly_map"), default="scores",
                            help="per-row scores (default), the reconstruction, or (image models) the anomaly map")
             p.add_argument("--explain", type=_positive, metavar="K",
                            help="add each row's K features with the largest share of its score (table models)")
+            p.add_argument("--heatmaps", metavar="DIR", help="new folder: per image its anomaly map over it "
+                           "(<name>_heatmap.png) and the pixels above the pixel threshold (<name>_mask.png)")
         if name in ("compress", "decompress"):
             p.add_argument("input", help="folder of PNG/JPEG images" if name == "compress" else ".aez file")
             p.add_argument("output", help=".aez file to write" if name == "compress" else "new folder for the PNGs")

@@ -144,3 +144,38 @@ def plot_loss_curves(path: str | Path, history: dict[str, list[float]]) -> Path:
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set(xlabel="epoch", ylabel="loss (mean over rows)", title="training curves: train vs validation")
     return save(fig, path)
+
+
+def heatmap_rgb(image: np.ndarray, amap: np.ndarray, *, threshold: float, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
+    """(h, w, 3) uint8: the image in grey (colour kept) under its anomaly map in colour (matplotlib's inferno);
+    the map's colour runs from 0 to twice the pixel `threshold`, so the threshold is the middle of the scale, and
+    a pixel's heat shows more strongly the hotter it is. `lo`, `hi`: the image's value range (to [0, 1])."""
+    base = np.clip((np.asarray(image, np.float64) - lo) / max(hi - lo, 1e-12), 0, 1)
+    base = np.repeat(base[..., None], 3, axis=-1) if base.ndim == 2 else base[..., :3]
+    heat = np.clip(np.asarray(amap, np.float64) / max(2.0 * threshold, 1e-12), 0, 1)
+    colour = matplotlib.colormaps["inferno"](heat)[..., :3]
+    alpha = (0.25 + 0.5 * heat)[..., None]
+    return np.round(255 * ((1 - alpha) * base + alpha * colour)).astype(np.uint8)
+
+
+def plot_heatmaps(path: str | Path, x: np.ndarray, maps: np.ndarray, *, image_shape: tuple[int, ...],
+                  threshold: float, masks: np.ndarray | None = None, scores: np.ndarray | None = None) -> Path:
+    """Per image (a column): the input, its anomaly map over it, the predicted mask (map > threshold) and, where
+    known, the true mask. `maps`: (n, h, w)."""
+    x = np.asarray(x)
+    lo, hi = float(x.min()), float(x.max())
+    rows = ["input", "anomaly map", "predicted mask"] + (["true mask"] if masks is not None else [])
+    fig = Figure(figsize=(1.25 * len(x), 1.45 * len(rows)))
+    axes = fig.subplots(len(rows), len(x), squeeze=False)
+    for j in range(len(x)):
+        img = _as_image(x[j], image_shape)
+        shown = [np.clip((img - lo) / max(hi - lo, 1e-12), 0, 1), heatmap_rgb(img, maps[j], threshold=threshold, lo=lo, hi=hi),
+                 maps[j] > threshold] + ([masks[j] > 0] if masks is not None else [])
+        for i, data in enumerate(shown):
+            axes[i, j].imshow(data, cmap="gray", vmin=0, vmax=1) if data.ndim == 2 else axes[i, j].imshow(data)
+            axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
+        if scores is not None:
+            axes[-1, j].set_xlabel(f"score {scores[j]:.3g}", fontsize="small")
+    for i, name in enumerate(rows):
+        axes[i, 0].set_ylabel(name, fontsize="small")
+    return save(fig, path)

@@ -23,7 +23,8 @@ from aeops.compression import container
 from aeops.compression.codec import SegmentCoder, coder_id
 from aeops.compression.prior import FORMAT as PRIOR_FORMAT
 from aeops.compression.prior import symbol_table
-from aeops.data.images import EXTENSIONS, GRAY_MODES, decode_images, image_header
+from aeops.data import images
+from aeops.data.images import GRAY_MODES, decode_images, image_header
 from aeops.errors import DataError
 from aeops.io import atomic_path
 from aeops.scoring.bundle import NETWORK, ModelBundle
@@ -111,22 +112,16 @@ def _checked(path: Path, name: str | None, version: str | None, model: str) -> C
 
 
 def list_images(folder: str | Path) -> tuple[list[Path], int]:
-    """Image files under `folder` (recursively, sorted by relative path) and how many other files were skipped."""
+    """Image files under `folder` (`aeops.data.images.list_images`); one line where two would decompress to one name."""
+    files, skipped = images.list_images(folder)
     root = Path(folder)
-    if not root.is_dir():
-        raise DataError(f"{root}: folder not found")
-    every = [p for p in root.rglob("*") if p.is_file()
-             and not any(part.startswith(".") for part in p.relative_to(root).parts)]
-    files = sorted(p for p in every if p.suffix.lower() in EXTENSIONS)
-    if not files:
-        raise DataError(f"{root}: no {'/'.join(EXTENSIONS)} images")
     seen: dict[str, Path] = {}
     for p in files:  # decompress writes <name>.png: a.jpg and a.png would overwrite each other
         out = p.relative_to(root).with_suffix(".png").as_posix()
         if out in seen:
             raise DataError(f"{p}: would decompress to {out}, as {seen[out].name} does; rename one of them")
         seen[out] = p
-    return files, len(every) - len(files)
+    return files, skipped
 
 
 def _sizes(files: list[Path], channels: int) -> list[tuple[int, int]]:

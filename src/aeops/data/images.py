@@ -46,6 +46,20 @@ def _images(folder: Path) -> list[Path]:
     return images
 
 
+def list_images(folder: str | Path) -> tuple[list[Path], int]:
+    """Image files under `folder` (recursively, sorted by relative path, hidden ones left out) and how many other
+    files were skipped; one line where the folder is missing or holds no image."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found")
+    every = [p for p in root.rglob("*") if p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    files = sorted(p for p in every if p.suffix.lower() in EXTENSIONS)
+    if not files:
+        raise DataError(f"{root}: no {'/'.join(EXTENSIONS)} images")
+    return files, len(every) - len(files)
+
+
 def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 

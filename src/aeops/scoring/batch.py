@@ -40,11 +40,12 @@ def guard(src: Path, chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         raise DataError(f"{src}: cannot be read ({str(err).strip().splitlines()[0][:200]})") from None
 
 
-def check_paths(src: Path, dst: Path | None = None, *, chunk_rows: int = 1) -> None:
-    """One line if the input is not an existing CSV/Parquet file, the output is not a new *.parquet file
-    other than the input, or the chunk size is not a whole number ≥ 1."""
-    if src.suffix.lower() not in FORMATS or not src.is_file():
-        raise DataError(f"{src}: need an existing file ending in {', '.join(FORMATS)}")
+def check_paths(src: Path, dst: Path | None = None, *, chunk_rows: int = 1, folders: bool = False) -> None:
+    """One line if the input is not an existing CSV/Parquet file (or, with `folders`, a folder), the output is not
+    a new *.parquet file other than the input, or the chunk size is not a whole number ≥ 1."""
+    if not (folders and src.is_dir()) and (src.suffix.lower() not in FORMATS or not src.is_file()):
+        also = " or a folder of images" if folders else ""
+        raise DataError(f"{src}: need an existing file ending in {', '.join(FORMATS)}{also}")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise DataError(f"chunk rows {chunk_rows!r}: must be a whole number ≥ 1")
     if dst is None:
@@ -107,13 +108,16 @@ def predict(model: Any, chunk: pd.DataFrame, *, src: Path | str, start: int = 0,
 
 
 def scored_chunks(model: Any, src: Path, *, chunk_rows: int, params: dict[str, Any] | None = None,
-                  label: str = "score", progress: bool = True) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
-    """(rows, the model's output for them) per non-empty chunk of `src`, with a progress bar."""
+                  label: str = "score", progress: bool = True,
+                  rows: tuple[Iterator[pd.DataFrame], int | None] | None = None,
+                  ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """(rows, the model's output for them) per non-empty chunk of `src`, with a progress bar; `rows`: the chunks
+    and their total where the caller reads them (an image folder), else `src` is read as a table."""
     from rich.progress import Progress
 
     schema = model.metadata.get_input_schema()
     text = [c.name for c in schema.inputs if c.type.name == "string"] if schema is not None else []
-    chunks, total = read_chunks(src, chunk_rows, text=text)
+    chunks, total = rows if rows is not None else read_chunks(src, chunk_rows, text=text)
     done = 0
     with Progress(disable=not progress) as bar:
         task = bar.add_task(f"{label} {src.name}", total=total)
