@@ -164,6 +164,9 @@ def test_evaluate_localises_a_planted_defect_and_serves_its_map(workdir: Path, m
     assert where["regions"] == 16 and where["defect_images"] == 16
     print(json.dumps(where))
     assert where["model"]["pixel_auroc"] > 0.9 and where["model"]["aupro"] > 0.5, where
+    report = next(Path(EvaluateConfig().report_dir).glob("*.html")).read_text()
+    assert "Localisation on 16 test images with masks (16 defect regions)" in report
+    assert "Anomaly maps of the 8 highest-scored test images" in report
     saved = json.loads(Path("metrics/evaluate.json").read_text())["localisation"]
     assert saved == json.loads(json.dumps(where))
     bundle = ModelBundle.load("bundle")

@@ -215,7 +215,9 @@ def evaluate(cfg: EvaluateConfig, mlflow_cfg: MlflowConfig) -> dict[str, dict[st
             recon=test_recon, codes=test_codes, scores=coded.test_scores, image_shape=image_shape,
             feature_names=Layout.from_dict(layout).names if layout else list(meta.feature_names),
             why=lambda rows: feature_shares(fitted.scorer.contributions(test.x[rows], test_members[:, rows])),
-            roles=meta.roles)
+            roles=meta.roles, localisation=localisation, pixel_threshold=fitted.rule.pixel_threshold,
+            maps=(lambda rows: pixels.channel_maps(fitted.scorer.anomaly_map(test.x[rows], test_members[:, rows]),
+                                                   image_shape)) if image_shape else None)
     return record
 
 

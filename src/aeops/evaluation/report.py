@@ -76,11 +76,14 @@ def build_report(
     recon: np.ndarray, codes: np.ndarray, scores: np.ndarray, threshold: float | None,
     image_shape: tuple[int, ...] | None, history: dict[str, list[float]], warnings: list[str], seed: int = 0,
     feature_names: list[str] | None = None, why: Callable[[np.ndarray], np.ndarray] | None = None,
-    roles: dict[str, dict] | None = None,
+    roles: dict[str, dict] | None = None, maps: Callable[[np.ndarray], np.ndarray] | None = None,
+    pixel_threshold: float | None = None, localisation: dict[str, Any] | None = None,
 ) -> Path:
     """Write the report atomically. `title` holds the run's name, ids and lineage, shown as a table.
     `feature_names` and `why`: the scored features and their shares per test row (see `worst_rows`).
-    `roles`: a table's column roles (prepare's, with the reasons), shown as a section."""
+    `roles`: a table's column roles (prepare's, with the reasons), shown as a section. `maps`: an image model's
+    (n, h, w) anomaly maps of test rows, shown for the highest-scored ones with the masks `pixel_threshold` draws
+    (and the true masks where the test split has them, with evaluate's `localisation` numbers)."""
     order = np.argsort(-np.asarray(scores))
     errors = ((recon.reshape(len(recon), -1) - test.x.reshape(len(test.x), -1)) ** 2).mean(1)
     plots_dir = Path(plots_dir)
@@ -120,6 +123,18 @@ def build_report(
             ("Latent space, anomalies ringed", _img(figs["latent"], "latent map")),
             ("Loss curves", _img(figs["loss"], "loss curves")),
         ]
+        if maps is not None and image_shape is not None and pixel_threshold is not None:
+            truth = None if test.masks is None else np.asarray(test.masks)[worst]
+            figs["maps"] = figures.plot_heatmaps(t / "maps.png", test.x[worst], maps(worst), image_shape=image_shape,
+                                                 threshold=pixel_threshold, masks=truth, scores=np.asarray(scores)[worst])
+            where = sections.index(next(s for s in sections if s[0].startswith("Reconstructions of the 8")))
+            sections.insert(where + 1, (f"Anomaly maps of the 8 highest-scored test images (mask: the map above the "
+                                        f"pixel threshold {pixel_threshold:.3g})", _img(figs["maps"], "anomaly maps")))
+        if localisation:
+            numbers = pd.DataFrame([{"method": "aeops" if m == "model" else m, **v}
+                                    for m, v in localisation.items() if isinstance(v, dict)])
+            sections.insert(1, (f"Localisation on {localisation['defect_images']} test images with masks "
+                                f"({localisation['regions']} defect regions)", _table(numbers)))
         if roles:
             columns = pd.DataFrame([{"column": k, "role": v["role"], "why": v["why"]} for k, v in roles.items()])
             sections.insert(1, ("Columns (prepare's roles: those not numeric, categorical or datetime are left out)",
