@@ -11,6 +11,7 @@ evaluate), and evaluate's metrics are read back: image AUROC, pixel AUROC and AU
 the per-pixel baseline (each pixel's squared z-score against the training crops).
 Results: results/localisation.json and a Markdown table.
 Usage: python benchmarks/localisation.py [--textures brick,grass] [--configs "tune off"] [--size 64] [--jobs 2]
+       [--train 400] [--test 40] [--dir ../shared/datasets/textures]
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ CONFIGS: dict[str, dict[str, object]] = {
     "default": {},
     "tune off": {"tune.enabled": False},
     "conv": {"tune.enabled": False, "train.model.architecture": "conv", "train.model.latent_dim": 32},
+    "discriminative": {"tune.enabled": False, "train.model.architecture": "conv", "train.model.latent_dim": 32,
+                       "train.model.variant": "discriminative"},
 }
 tabular.CONFIGS.update(CONFIGS)
 
@@ -132,7 +135,8 @@ def build(texture: str, out: Path, *, size: int = 64, train: int = 400, test: in
     return out
 
 
-def job(config: str, texture: str, seed: int, *, size: int, textures: Path = TEXTURES) -> dict:
+def job(config: str, texture: str, seed: int, *, size: int, counts: tuple[int, int] = (400, 40),
+        textures: Path = TEXTURES) -> dict:
     """Build the set and run the pipeline on it in a temporary project; evaluate's localisation numbers."""
     import torch
 
@@ -142,7 +146,7 @@ def job(config: str, texture: str, seed: int, *, size: int, textures: Path = TEX
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
-        build(texture, Path(tmp) / "data", size=size, seed=seed, textures=textures)
+        build(texture, Path(tmp) / "data", size=size, train=counts[0], test=counts[1], seed=seed, textures=textures)
         params = tabular._run_params({"source": "image_folder", "path": "data", "normal_dir": "good",
                                       "abnormal_dir": "defect", "normal_test_dir": "test_good", "mask_dir": "masks",
                                       "normal_classes": None, "seed": seed}, config)
@@ -174,6 +178,8 @@ def main() -> None:
     parser.add_argument("--textures", default=",".join(NAMES))
     parser.add_argument("--configs", default="default")
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--train", type=int, default=400, help="training crops per texture")
+    parser.add_argument("--test", type=int, default=40, help="normal and defective test crops per texture, each")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--dir", default=str(TEXTURES))
@@ -184,12 +190,14 @@ def main() -> None:
     rows: list[dict] = []
     jobs = [(c, t) for c in args.configs.split(",") for t in args.textures.split(",")]
     with ProcessPoolExecutor(max_workers=args.jobs, max_tasks_per_child=1) as pool:  # a fresh process a run
-        futures = [pool.submit(job, c, t, args.seed, size=args.size, textures=Path(args.dir)) for c, t in jobs]
+        futures = [pool.submit(job, c, t, args.seed, size=args.size, counts=(args.train, args.test),
+                               textures=Path(args.dir)) for c, t in jobs]
         for future in as_completed(futures):
             rows.append(future.result())
             print(json.dumps(rows[-1]), flush=True)
             rows.sort(key=lambda r: jobs.index((r["config"], r["texture"])))
-            out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "size": args.size, "rows": rows}
+            out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "size": args.size, "rows": rows,
+                   "table_md": table(rows)}
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(table(rows))

@@ -131,10 +131,15 @@ def explain(d: dict) -> list[str]:
             d["table_md"]]
 
 
+def localisation(d: dict) -> list[str]:
+    return [f"## Localisation: textures, {d['size']}×{d['size']} crops with planted defects (pixel AUROC, AUPRO)", "",
+            d["table_md"]]
+
+
 SECTIONS = {"training_speed": speed, "pipeline": pipeline, "serving": serving, "tune_pruning": tune_pruning,
             "quality": quality, "tabular": tabular, "monitoring": monitoring, "compression": compression,
             "image_memory": image_memory, "mixed": mixed, "unlabelled": unlabelled,
-            "explain": explain}
+            "explain": explain, "localisation": localisation}
 
 
 def summarize(results: Path) -> str:

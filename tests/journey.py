@@ -31,6 +31,7 @@ CAP = "epochs=2,trials=2,rows=1500"
 MNIST = next(c for c in readme.runnable() if "prepare.source=mnist" in c)
 TABLE = next(c for c in readme.runnable() if "prepare.source=table" in c)
 EXPLAIN = next(c for c in readme.runnable() if "--explain" in c)
+HEATMAPS = next(c for c in readme.runnable() if "--heatmaps" in c)
 IMAGES = next(c for c in readme.runnable() if "prepare.source=image_folder" in c)
 COMPRESS = next(c for c in readme.runnable() if c.startswith("aeops compress"))
 DECOMPRESS = next(c for c in readme.runnable() if c.startswith("aeops decompress"))
@@ -41,7 +42,7 @@ LEGS = {
     "results": ["make repro", "make report", "dvc metrics show", "dvc plots show", "make compare", "make ui",
                 "make help", "source .venv/bin/activate"],
     "serving": ["make promote", "make serve", "aeops sample request.json --rows 2", CURL, "aeops sample rows.csv",
-                "aeops score rows.csv scores.parquet", "aeops export --format onnx", "aeops monitor rows.csv",
+                "aeops score rows.csv scores.parquet", HEATMAPS, "aeops export --format onnx", "aeops monitor rows.csv",
                 "sed -i '/frozen: true/d' dvc.yaml", "dvc exp run -S monitor.path=rows.csv"],
     "experiments": ["dvc exp run -S train.max_epochs=3", "make promote ARGS=--rollback",
                     "dvc remote add -d storage ../dvc-store", "dvc push", "dvc pull",

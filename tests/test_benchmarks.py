@@ -312,3 +312,40 @@ def test_explain_benchmark_ranks_the_planted_feature(tmp_path):
     assert result["overall"]["tune off"]["aeops"]["top1"] == run["aeops"]["top1"]
     assert "| toy (tune off) | 4 |" in result["table_md"]
     assert "## Attribution" in "\n".join(_load("summarize").explain(result))
+
+
+@pytest.mark.slow
+def test_localisation_benchmark_builds_a_masked_set_and_reads_evaluate_back(tmp_path):
+    """`make bench` runs benchmarks/localisation.py; here on a generated texture, small crops, epochs capped."""
+    import os
+    import subprocess
+
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter
+
+    loc = _load("localisation")
+    rng = np.random.default_rng(0)
+    crop = np.clip(128 + 300 * gaussian_filter(rng.normal(size=(32, 32)), 2), 0, 255)
+    for kind in loc.KINDS:  # each defect kind changes its masked pixels more than the rest
+        out, mask = loc.plant(crop, kind, np.random.default_rng(1), donor=np.full((32, 32), 250.0))
+        assert set(np.unique(mask)) == {0, 1} and 0 < mask.mean() < 0.5, kind
+        change = np.abs(out - crop)
+        assert change[mask == 1].mean() > 3 * change[mask == 0].mean() + 1, kind
+    texture = np.clip(128 + 300 * gaussian_filter(rng.normal(size=(128, 128)), 2), 0, 255).astype(np.uint8)
+    (tmp_path / "tex").mkdir()
+    Image.fromarray(texture).save(tmp_path / "tex" / "brick.png")
+    built = loc.build("brick", tmp_path / "set", size=16, train=30, test=8, textures=tmp_path / "tex")
+    assert [len(list((built / d).glob("*.png"))) for d in ("good", "test_good", "defect", "masks")] == [30, 8, 8, 8]
+    env = {**os.environ, "AEOPS_CAP": "epochs=2", "MLFLOW_TRACKING_URI": ""}
+    out = tmp_path / "localisation.json"
+    done = subprocess.run([python(), str(REPO / "benchmarks/localisation.py"), "--dir", str(tmp_path / "tex"),
+                           "--textures", "brick", "--configs", "tune off", "--size", "16", "--train", "60",
+                           "--test", "12", "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    row = result["rows"][0]
+    assert row["texture"] == "brick" and row["regions"] >= 12, row
+    for key in ("image_auroc", "pixel_auroc", "aupro", "baseline_pixel_auroc", "baseline_aupro"):
+        assert 0 <= row[key] <= 1, (key, row)
+    assert "| tune off | brick |" in result["table_md"]
+    assert "## Localisation" in "\n".join(_load("summarize").localisation(result))

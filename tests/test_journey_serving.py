@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
-from journey import CURL, Project, leg, ran_all
+from journey import CURL, HEATMAPS, Project, leg, ran_all
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +37,25 @@ def test_score_writes_a_score_per_row(p: Project):
     scored = p.run("aeops score rows.csv scores.parquet")
     rows = len((p.root / "rows.csv").read_text().splitlines()) - 1
     assert f"score: {rows} rows" in scored.stdout and "warning" not in scored.stderr
+
+
+def test_score_draws_heatmaps_for_the_image_model(p: Project):
+    """The README's heatmap example on the default (digits) model: a map and a mask per sampled row."""
+    import pandas as pd
+    from PIL import Image
+
+    if not (p.root / "rows.csv").exists():
+        p.run("aeops sample rows.csv")
+    p.run(HEATMAPS)
+    rows = len(pd.read_csv(p.root / "rows.csv"))
+    assert len(pd.read_parquet(p.root / "maps.parquet")) == rows
+    heat = p.root / "heatmaps"
+    assert len(list(heat.glob("*_heatmap.png"))) == rows == len(list(heat.glob("*_mask.png")))
+    assert np.asarray(Image.open(heat / "row0000000_heatmap.png")).shape == (8, 8, 3)
+    masks = np.stack([np.asarray(Image.open(m)) for m in sorted(heat.glob("*_mask.png"))])
+    flagged = pd.read_parquet(p.root / "maps.parquet")["is_anomaly"].to_numpy(bool)
+    # the pixel threshold is set on normal images' peaks: flagged images show more masked pixels than the rest
+    assert masks[flagged].mean() > masks[~flagged].mean()
 
 
 def test_export_writes_onnx(p: Project):

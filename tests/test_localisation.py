@@ -182,3 +182,48 @@ def test_evaluate_localises_a_planted_defect_and_serves_its_map(workdir: Path, m
     assert inside.mean() >= 0.9, inside  # the map's peak lies in the planted square
     flagged = maps > bundle.scoring.pixel_threshold
     assert (flagged & masks).sum() > 0.5 * masks.sum() or where["mask_iou"] > 0.3, where
+
+
+def test_synthetic_defects_change_only_their_masks_and_repeat_with_a_seed():
+    import torch
+
+    from aeops.models.discriminative import MASK_SHARE, plant_defects
+
+    x = torch.rand(32, 3, 24, 20)
+    same, none = plant_defects(x, share=0.0)
+    assert torch.equal(same, x) and not none.any()
+    planted, masks = plant_defects(x, share=1.0, gen=torch.Generator().manual_seed(0))
+    assert masks.shape == (32, 1, 24, 20) and set(masks.unique().tolist()) == {0.0, 1.0}
+    cover = masks.flatten(1).mean(1)
+    assert (cover >= MASK_SHARE[0] - 0.01).all() and (cover <= MASK_SHARE[1] + 0.01).all()  # one blob set each
+    outside = (masks == 0).expand_as(x)
+    assert torch.equal(planted[outside], x[outside])  # only the masked pixels change
+    assert (planted - x).abs()[~outside].mean() > 0.05
+    again, masks2 = plant_defects(x, share=1.0, gen=torch.Generator().manual_seed(0))
+    assert torch.equal(again, planted) and torch.equal(masks2, masks)
+
+
+def test_a_discriminative_models_scored_residual_is_its_heads_defect_probability():
+    """The scoring rule compares a row with `score_target`: its squared residual per pixel, in every channel, is
+    the head's probability; the served anomaly map is that probability and the reconstruction stays the network's."""
+    import torch
+
+    from aeops.models.ensemble import reconstruct_members
+    from aeops.models.factory import build_autoencoder
+    from aeops.scoring.rule import RuleScorer, ScoringRule
+
+    torch.manual_seed(0)
+    cfg = {"variant": "discriminative", "architecture": "conv", "latent_dim": 4, "conv": {"channels": [4, 8]},
+           "discriminative": {"head_channels": [4, 8]}}
+    for members in (1, 2):
+        model = build_autoencoder(cfg, 3 * 12 * 10, image_shape=(3, 12, 10), unit_interval=True, members=members).eval()
+        x = torch.rand(5, 3 * 12 * 10)
+        with torch.no_grad():
+            targets = reconstruct_members(model, x)
+            nets = model.members if members > 1 else [model]
+            p = torch.stack([m.defect_probability(x) for m in nets]).mean(0)
+            amap = RuleScorer(ScoringRule(threshold=1.0), image_shape=(3, 12, 10)).anomaly_map(x.numpy(), targets.numpy())
+            recon = model.reconstruct(x)
+        assert np.allclose(amap.reshape(5, 3, 12, 10), p.numpy()[:, None], atol=1e-6)
+        assert not torch.allclose(targets[0], recon) and recon.shape == x.shape
+        assert ((amap >= 0) & (amap <= 1)).all()

@@ -29,7 +29,7 @@ def test_params_and_search_space_list_exactly_the_registry():
     sections = [name for name in ModelConfig.model_fields if name in names]
     assert sections == [spec.name for spec in SPECS if spec.config is not None]
     assert all(ModelConfig.model_fields[spec.name].annotation is spec.config for spec in SPECS if spec.config)
-    assert SearchSpace().variant.choices == list(names)
+    assert SearchSpace().variant.choices == [n for n in names if "mlp" in variants.get(n).architectures]
     assert list(SearchSpace.model_fields)[-len(ALL_KNOBS):] == ALL_KNOBS
     listed = ", ".join(map(repr, names[:-1])) + f" or {names[-1]!r}"
     with pytest.raises(ConfigError, match=listed):
@@ -41,16 +41,35 @@ def test_params_and_search_space_list_exactly_the_registry():
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_factory_and_sampler_follow_each_spec(spec):
     torch.manual_seed(0)
-    model = build_autoencoder(ModelConfig(variant=spec.name, latent_dim=3, mlp={"hidden": [8]}), 6)
-    x = torch.rand(2, 6)
+    arch = spec.architectures[0]
+    model = build_autoencoder(ModelConfig(variant=spec.name, architecture=arch, latent_dim=3, mlp={"hidden": [8]},
+                                          conv={"channels": [2]}), 4, image_shape=(1, 2, 2))
+    x = torch.rand(2, 4)
     assert model.encoder(x).shape == (2, spec.code_width(3)) and model.encode(x).shape == (2, 3)
-    space = SearchSpace(variant={"choices": [spec.name]}, batch_norm={"choices": [False, True]})
+    space = SearchSpace(variant={"choices": [spec.name]}, architecture={"choices": [arch]},
+                        batch_norm={"choices": [False, True]})
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
-    overrides = sample_train_overrides(trial, space, 6)
+    overrides = sample_train_overrides(trial, space, 4)
     assert {k for k in trial.params if k in ALL_KNOBS} <= set(spec.knobs)  # only its own penalty knobs
     assert ("batch_norm" in trial.params) == (spec.batch_norm_conflict is None)
     assert (spec.name in overrides["model"]) == (spec.sample is not None) == bool(spec.knobs)
     assert overrides["model"] == ModelConfig.model_validate(overrides["model"]).model_dump()
+
+
+def test_a_conv_only_variant_is_left_out_of_an_mlp_search_and_pruned_where_paired_with_mlp():
+    with pytest.raises(ConfigError, match="variant choice 'discriminative' needs architecture conv"):
+        parse_section("tune", {"space": {"variant": {"choices": ["vanilla", "discriminative"]}}})
+    space = SearchSpace(variant={"choices": ["discriminative"]}, architecture={"choices": ["mlp", "conv"]})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    outcomes = set()
+    for _ in range(12):
+        trial = study.ask()
+        try:
+            outcomes.add(sample_train_overrides(trial, space, 4)["model"]["architecture"])
+        except optuna.TrialPruned as why:
+            assert "needs architecture conv" in str(why)
+            outcomes.add("pruned")
+    assert outcomes == {"conv", "pruned"}
 
 
 def test_registering_after_config_is_built_is_refused():

@@ -159,7 +159,7 @@ class TrainConfig(Strict):
 class _SpaceBase(Strict):
     """`tune.space` without the variants' penalty knobs (SearchSpace adds those each variant owns)."""
 
-    variant: Choices = choices(*variants.names())
+    variant: Choices = choices(*[v.name for v in VARIANTS if "mlp" in v.architectures])  # those of the default
     architecture: Choices = choices("mlp")
     depth: IntKnob = int_range(1, 3)
     width: IntKnob = int_range(32, 256, log=True)
@@ -184,6 +184,12 @@ class _SpaceBase(Strict):
             bad = [c for c in (knob.choices if isinstance(knob, Choices) else [knob]) if c not in values]
             if bad:
                 raise ValueError(f"{name} choices {bad} not allowed; allowed: {sorted(values)}")
+        archs = set(self.architecture.choices if isinstance(self.architecture, Choices) else [self.architecture])
+        for name in self.variant.choices if isinstance(self.variant, Choices) else [self.variant]:
+            spec = variants.get(name)
+            if not archs & set(spec.architectures):
+                raise ValueError(f"variant choice {name!r} needs architecture {' or '.join(spec.architectures)} "
+                                 f"({spec.architecture_reason}); add it to architecture's choices or drop the variant")
         return self
 
 

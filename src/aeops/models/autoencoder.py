@@ -48,6 +48,10 @@ class Autoencoder(nn.Module):
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
 
+    def score_target(self, x: Tensor) -> Tensor:
+        """What the scoring rule compares a row with (its residual is x minus this): the reconstruction here."""
+        return self.reconstruct(x)
+
     def corrupt(self, x: Tensor) -> Tensor:
         """Input corruption applied while training only (identity here)."""
         return x

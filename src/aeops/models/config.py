@@ -59,9 +59,12 @@ class _ModelBase(Strict):
     @model_validator(mode="after")
     def _batch_norm(self) -> _ModelBase:
         bn = self.mlp.batch_norm if self.architecture == "mlp" else self.conv.batch_norm
-        conflict = variants.get(self.variant).batch_norm_conflict
-        if conflict and bn:
-            raise ValueError(f"variant '{self.variant}' {conflict}: set batch_norm: false")
+        spec = variants.get(self.variant)
+        if spec.batch_norm_conflict and bn:
+            raise ValueError(f"variant '{self.variant}' {spec.batch_norm_conflict}: set batch_norm: false")
+        if self.architecture not in spec.architectures:
+            raise ValueError(f"variant '{self.variant}' needs architecture {' or '.join(map(repr, spec.architectures))} "
+                             f"({spec.architecture_reason}), not {self.architecture!r}")
         return self
 
 

@@ -32,8 +32,8 @@ class AutoencoderEnsemble(nn.Module):
         return self.members[0].reconstruct(x)
 
     def reconstruct_members(self, x: Tensor) -> Tensor:
-        """(members, n, ...) reconstructions."""
-        return torch.stack([m.reconstruct(x) for m in self.members])
+        """(members, n, ...) what the scoring rule compares rows with: each member's `score_target`."""
+        return torch.stack([m.score_target(x) for m in self.members])
 
     def forward(self, x: Tensor, trim: float = 0.0) -> AEOutput:
         outs = [m(x, trim) for m in self.members]  # each member trims the rows it reconstructs worst
@@ -42,7 +42,8 @@ class AutoencoderEnsemble(nn.Module):
 
 
 def reconstruct_members(model: nn.Module, x: Tensor) -> Tensor:
-    """(members, n, ...) reconstructions of an ensemble, or (1, n, ...) of a single autoencoder."""
+    """(members, n, ...) what the scoring rule compares rows with, of an ensemble or (1, n, ...) of one network:
+    the reconstructions (a discriminative model's: see `aeops.models.discriminative`)."""
     if isinstance(model, AutoencoderEnsemble):
         return model.reconstruct_members(x)
-    return model.reconstruct(x).unsqueeze(0)
+    return model.score_target(x).unsqueeze(0)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from aeops.models.autoencoder import Autoencoder
 from aeops.models.ensemble import reconstruct_members
 from aeops.scoring.bundle import ModelBundle
 from aeops.scoring.columns import EncodedRows
@@ -35,6 +36,8 @@ class Scorer:
         self.features = self.preprocessor.features
         self.latent_dim = bundle.latent_dim
         self.ensemble = bundle.members > 1
+        nets = getattr(self.model, "members", [self.model])  # scored against their reconstructions, or not
+        self.own_target = self.ensemble or any(type(m).score_target is not Autoencoder.score_target for m in nets)
         self.expected_flagged = bundle.scoring.expected_flagged  # share of normal rows above the threshold
         self.profile = Profile.from_dict(bundle.profile) if bundle.profile else None
         self.layout = self.rule.layout
@@ -121,8 +124,8 @@ class Scorer:
         if output == "reconstruction":
             return self.preprocessor.frame(recon.numpy()).set_axis(df.index)
         x, recon = x.numpy(), recon.numpy()
-        # an ensemble's members all score; a single network's reconstruction is already at hand
-        members = reconstruct_members(self.model, torch.from_numpy(x)).numpy() if self.ensemble else recon[None]
+        # an ensemble's members all score (as does a discriminative head); else the reconstruction is at hand
+        members = reconstruct_members(self.model, torch.from_numpy(x)).numpy() if self.own_target else recon[None]
         if output == "anomaly_map":  # per pixel (and channel), in the input's columns
             return pd.DataFrame(self.rule.anomaly_map(x, members), columns=self.features, index=df.index)
         expected = self._expected(recon) if explain else None

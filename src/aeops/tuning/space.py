@@ -66,6 +66,10 @@ def sample_train_overrides(trial: optuna.Trial, space: SearchSpace, n_features: 
     else:
         base = suggest(trial, "conv_channels", s.conv_channels)
         model["conv"] = {"channels": [base * 2**i for i in range(depth)], "activation": activation, "batch_norm": bn}
+    if architecture not in spec.architectures:  # a pair the space allows but the variant cannot build
+        import optuna
+
+        raise optuna.TrialPruned(f"variant {variant!r} needs architecture {' or '.join(spec.architectures)}")
     if spec.sample is not None:  # the variant's own knobs, after the architecture's (the suggestion order)
         model[spec.name] = spec.sample(lambda knob: suggest(trial, knob, getattr(s, knob)))
     return {

@@ -51,6 +51,6 @@ def get(name: str) -> VariantSpec:
 
 
 # The one line to edit when adding a variant module (the order is the order of params and search choices).
-BUILTIN = ("vanilla", "denoising", "sparse", "contractive", "variational")
+BUILTIN = ("vanilla", "denoising", "sparse", "contractive", "variational", "discriminative")
 for _name in BUILTIN:
     register(import_module(f"{__name__}.{_name}").SPEC)

@@ -39,6 +39,7 @@ class VariantSpec:
     - `knobs`: the `tune.space` knobs it owns, in suggestion order (names are user-facing).
     - `sample(suggest)`: its section's overrides for one trial, calling `suggest(knob)` in a fixed order.
     - `batch_norm_conflict`: why the variant cannot train with batch norm (None: it can).
+    - `architectures`: the architectures it builds on (and why not the others, where it lacks one).
     """
 
     name: str
@@ -48,3 +49,5 @@ class VariantSpec:
     knobs: Mapping[str, Knob] = field(default_factory=dict)
     sample: Callable[[Suggest], dict[str, Any]] | None = None
     batch_norm_conflict: str | None = None
+    architectures: tuple[str, ...] = ("mlp", "conv")
+    architecture_reason: str = ""
