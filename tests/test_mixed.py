@@ -303,6 +303,17 @@ def test_bad_rows_are_one_line_errors_and_onnx_export_refuses_a_mixed_model(mode
     drift = frame_check(scorer, shifted)
     drifted = [f["feature"] for f in drift["features"] if f["drifted"]]
     assert drift["verdict"] != "ok" and {"colour=(unseen)", "c:missing"} <= set(drifted), drifted
+    # what the flagged rows' scores rest on, split as explain splits them: all 7 features, shares summing to 1
+    why = drift["flagged"]["features"]
+    assert len(why) == 7 and sum(f["mean_share"] for f in why) == pytest.approx(1.0)
+    assert "colour" in [f["feature"] for f in why[:2]], why  # the unseen level carries the flagged rows
+    from aeops.monitoring.monitor import summary_line
+    from aeops.monitoring.report import markdown
+
+    assert f"flagged rows rest on {why[0]['feature']} {why[0]['mean_share']:.0%}" in summary_line(drift)
+    assert "## What the flagged rows' scores rest on" in markdown(drift | {"model": {"uri": "u", "name": "n",
+                                                                                     "version": "1"},
+                                                                           "data": "d", "checked_at": "t"})
     with pytest.raises(DataError, match="ONNX export does not cover a mixed-type table's encoding yet"):
         export_onnx(str(root / "bundle"), str(tmp_path / "onnx"))
     assert not (tmp_path / "onnx").exists()

@@ -37,6 +37,12 @@ class BatchStats:
     counts: list[np.ndarray] = field(default_factory=list)
     out_of_range: np.ndarray | None = None  # per feature: rows outside the training range
     scores: list[np.ndarray] = field(default_factory=list)
+    flagged_shares: dict[str, float] = field(default_factory=dict)  # table models: summed shares over flagged rows
+
+    def add_explained(self, shares: dict[str, float]) -> None:
+        """Flagged rows' per-feature shares of their scores (`explain`), summed, to say what the flags rest on."""
+        for name, value in shares.items():
+            self.flagged_shares[name] = self.flagged_shares.get(name, 0.0) + value
 
     def add(self, x_raw: np.ndarray, scores: np.ndarray, is_anomaly: np.ndarray, outside: np.ndarray) -> None:
         """One chunk: raw feature rows, their scores and flags, and the (rows, features) out-of-range mask."""
@@ -116,6 +122,9 @@ def assess(batch: BatchStats, alpha: float = 0.01, psi_threshold: float = 0.1, t
     flagged = {"share": share, "expected": prof.expected_flagged, "p_value": float(fisher.pvalue),
                "excess": bool(fisher.pvalue < a)}
 
+    if batch.flagged and batch.flagged_shares:  # what the flagged rows' scores rest on, as `explain` splits them
+        ranked = sorted(batch.flagged_shares.items(), key=lambda kv: -kv[1])[:top]
+        flagged["features"] = [{"feature": k, "mean_share": v / batch.flagged} for k, v in ranked]
     drivers = drifted[:top] + (["anomaly_score"] if score["shifted"] else []) + (["flagged_share"] if flagged["excess"] else [])
     return {
         "verdict": "drift" if drivers else "ok",

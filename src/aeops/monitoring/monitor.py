@@ -100,7 +100,14 @@ def summary_line(result: dict[str, Any]) -> str:
     return (f"{result['verdict']}: {result['rows']} rows, {result['features_drifted']}/{result['features_checked']} "
             f"features drifted, flagged {result['flagged']['share']:.1%} (expected {result['flagged']['expected']:.1%}), "
             f"median score percentile {result['score']['median_percentile']:.0f}"
-            + (f"; driven by {drivers}" if drivers else ""))
+            + (f"; driven by {drivers}" if drivers else "") + _flagged_by(result))
+
+
+def _flagged_by(result: dict[str, Any], n: int = 3) -> str:
+    """'; flagged rows rest on a 41%, b 22%, …': the flagged rows' mean shares of their scores (table models)."""
+    found = result["flagged"].get("features") or []
+    return ("; flagged rows rest on " + ", ".join(f"{f['feature']} {f['mean_share']:.0%}" for f in found[:n])
+            + (" …" if len(found) > n else "")) if found else ""
 
 
 def frame_check(scorer: Any, df: pd.DataFrame, *, alpha: float = 0.01, psi_threshold: float = 0.1) -> dict[str, Any]:
@@ -116,4 +123,11 @@ def _add(batch: BatchStats, scorer: Any, frame: pd.DataFrame, out: pd.DataFrame)
     """One scored chunk into the batch: its raw features (bins, range) and its scores and flags. A table's
     features are its encoded columns: a level's share, a missing flag's rate, `<column>=(unseen)` for new levels."""
     x = scorer.matrix(frame)
-    batch.add(x, out["anomaly_score"].to_numpy(), out["is_anomaly"].to_numpy(), scorer.outside(x))
+    flags = out["is_anomaly"].to_numpy(bool)
+    batch.add(x, out["anomaly_score"].to_numpy(), flags, scorer.outside(x))
+    if flags.any() and not scorer.image:  # the flagged rows' explanations, every feature's share (as served)
+        k = len(scorer.explained)
+        why = scorer.score(frame[flags], explain=k)
+        names = why[[f"explain_{i}_feature" for i in range(1, k + 1)]].to_numpy().ravel()
+        shares = why[[f"explain_{i}_share" for i in range(1, k + 1)]].to_numpy(np.float64).ravel()
+        batch.add_explained(pd.Series(shares).groupby(names).sum().to_dict())

@@ -39,4 +39,10 @@ def markdown(result: dict[str, Any]) -> str:
     for f in result["features"][:TOP_FEATURES]:
         lines.append(f"| {f['feature']} | {f['psi']:.3f} | {f['chi2']:.1f} | {f['p_value']:.3g} | "
                      f"{f['out_of_range_share']:.1%} | {'yes' if f['drifted'] else 'no'} |")
+    why = flagged.get("features")
+    if why:  # drift says what moved; this says what the flagged rows' scores rest on (the same split as explain)
+        lines += ["", "## What the flagged rows' scores rest on", "",
+                  "Each feature's mean share of a flagged row's score (as `explain` splits it).", "",
+                  "| feature | mean share |", "|---|---|"]
+        lines += [f"| {f['feature']} | {f['mean_share']:.1%} |" for f in why]
     return "\n".join(lines) + "\n"

@@ -21,7 +21,7 @@ WHY = "its head segments images: image data and architecture conv"
 
 
 class DiscriminativeConfig(Strict):
-    head_channels: list[int] = Field(default_factory=lambda: [16, 32], min_length=2, max_length=2)
+    head_channels: list[int] = Field(default_factory=lambda: [8, 16], min_length=2, max_length=2)
     defect_share: float = Field(0.5, gt=0, le=1)  # share of training images given a synthetic defect
     head_weight: float = Field(1.0, gt=0)  # the head's focal loss against the reconstruction's MSE
 
