@@ -347,5 +347,6 @@ def test_localisation_benchmark_builds_a_masked_set_and_reads_evaluate_back(tmp_
     assert row["texture"] == "brick" and row["regions"] >= 12, row
     for key in ("image_auroc", "pixel_auroc", "aupro", "baseline_pixel_auroc", "baseline_aupro"):
         assert 0 <= row[key] <= 1, (key, row)
+    assert row["scores_per_s"] > 0 and row["maps_per_s"] > 0
     assert "| tune off | brick |" in result["table_md"]
     assert "## Localisation" in "\n".join(_load("summarize").localisation(result))

@@ -223,7 +223,7 @@ def test_evaluated_batch_pyfunc_and_rest_scores_agree_on_raw_rows_with_gaps_and_
         Scorer(bundle).score(why_rows, explain=8)
     from aeops.errors import AeopsError
 
-    for where, message in ((tmp_path, "a folder of images needs an image model"), (tmp_path / "why.csv",
+    for where, message in ((tmp_path, "a folder is read as images, which needs an image model"), (tmp_path / "why.csv",
                                                                                    "heatmaps need an image model")):
         with pytest.raises(AeopsError, match=message):
             score_file("models:/aeops-autoencoder/1", str(where), str(tmp_path / "no.parquet"), progress=False,

@@ -208,8 +208,6 @@ def _compress(params: dict, args: argparse.Namespace) -> None:
     from aeops.compression.folder import compress_folder, load_codec_model
 
     refuse_dvc_out(args.output)
-    if args.heatmaps:
-        refuse_dvc_out(args.heatmaps)
     model = args.model or ModelRef.default(_section(params, "register").model_name).uri
     codec = load_codec_model(model, _tracking(params))
     r = compress_folder(codec, args.input, out_file=args.output, error=args.error)
@@ -226,8 +224,6 @@ def _decompress(params: dict, args: argparse.Namespace) -> None:
     from aeops.compression.folder import decompress_file, load_codec_model, read_header
 
     refuse_dvc_out(args.output)
-    if args.heatmaps:
-        refuse_dvc_out(args.heatmaps)
     written = read_header(args.input)["model"]
     model = args.model or (registered(written["name"], version=written["version"]) if written.get("name") else None)
     if model is None:
@@ -241,8 +237,6 @@ def _sample(params: dict, args: argparse.Namespace) -> None:
     from aeops.data.raw import write_sample
 
     refuse_dvc_out(args.output)
-    if args.heatmaps:
-        refuse_dvc_out(args.heatmaps)
     n = write_sample(_section(params, "register").data_dir, args.output, args.split, args.rows)
     print(f"sample: {n} rows of the {args.split} split in raw units → {args.output}")
 

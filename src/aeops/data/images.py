@@ -209,7 +209,7 @@ class ImageFiles:
                     values = np.asarray(im, dtype=np.uint8)
             except (OSError, ValueError) as err:
                 raise DataError(f"{mask}: mask cannot be decoded ({str(err).splitlines()[0][:120]})") from None
-            out[i] = values > (values.max() / 2 if values.max() > 1 else 0)  # 0/255 and 0/1 masks alike
+            out[i] = values > 0  # any nonzero value is a defect (0/255, 0/1 and labelled masks alike)
         out.flush()
         del out
         return True
@@ -243,8 +243,8 @@ def _masks(cfg: Any, root: Path, abnormal: list[Path], normal_dirs: list[Path]) 
     if stray is not None:
         normal = {p.stem for d in normal_dirs for p in _images(d)}
         why = "names a normal image" if stray.stem.removesuffix("_mask") in normal else "has no image"
-        raise DataError(f"{stray}: mask {why} in {root / cfg.abnormal_dir}; masks are for anomalous images only "
-                        "(same name): remove it or add its image")
+        raise DataError(f"{stray}: mask {why} in {root / cfg.abnormal_dir} (prepare.abnormal_dir); masks are for "
+                        "anomalous images only (same name): remove it or add its image")
     return found
 
 

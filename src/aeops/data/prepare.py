@@ -65,6 +65,8 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
             scaler = fit_scaler(kind, train_x, raw.feature_names, cfg.seed)
         _check_scaler(scaler, kind)
         scaler["ignored_features"] = list(raw.dropped)  # served models accept these columns and ignore them
+        if isinstance(raw.x, ImageFiles):  # how an image of another size is brought to the model's (aeops score)
+            scaler["image_fit"] = cfg.image_fit
         table = TableColumns.from_dict(scaler["columns"]) if "columns" in scaler else None
         names = list(scaler["feature_names"])
         for name, part in splits.items():

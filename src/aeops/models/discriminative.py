@@ -10,8 +10,9 @@ autoencoder reconstructs exactly, stops lighting up the map.
 
 For scoring, `score_target(x)` is what the scoring rule compares each row with: x minus the square root of
 the head's defect probability in every channel, so that the rule's squared residual of a pixel is that
-probability. Everything the rule does (smoothing, top fraction, the threshold, anomaly maps, the pixel
-threshold) then applies to the head's map unchanged; `reconstruct` stays the autoencoder's reconstruction.
+probability. Everything the rule does (top fraction, the threshold, anomaly maps, the pixel threshold) then
+applies to the head's map (`score_smoothing` smooths the probability's root before squaring);
+`reconstruct` stays the autoencoder's reconstruction.
 """
 
 from __future__ import annotations

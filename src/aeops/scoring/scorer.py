@@ -45,6 +45,7 @@ class Scorer:
         self.image_shape = None if bundle.image_shape is None else tuple(bundle.image_shape)
         self.pixel_threshold = bundle.scoring.pixel_threshold  # images: where the predicted defect mask starts
         self.pixel_max = (bundle.latent_prior or {}).get("pixel_max")  # images: a white pixel's raw value
+        self.image_fit = bundle.scaler.get("image_fit", "resize")  # images of another size: resize or center_crop
         # the scored features (a categorical column is one), each with the raw input column it explains and
         # where its value sits in the encoded row
         groups = self.layout.scored if self.layout is not None else []

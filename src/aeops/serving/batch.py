@@ -41,8 +41,10 @@ def score_file(model_uri: str, input_path: str | Path, output_path: str | Path, 
     folder = src.is_dir()
     check_paths(src, dst, chunk_rows=chunk_rows, folders=True)
     heat_dir = None if heatmaps is None else Path(heatmaps)
-    if heat_dir is not None and heat_dir.exists() and (not heat_dir.is_dir() or any(heat_dir.iterdir())):
-        raise DataError(f"{heat_dir}: exists; name a new folder for the heatmaps (nothing is replaced)")
+    if heat_dir is not None and (heat_dir.exists() and (not heat_dir.is_dir() or any(heat_dir.iterdir()))
+                                 or heat_dir.resolve() in (dst.resolve(), src.resolve())):
+        raise DataError(f"{heat_dir}: exists (or is the input or the output); name a new folder for the heatmaps "
+                        "(nothing is replaced)")
     model, scorer = load_model(model_uri)
     files, rows = _image_rows(src, scorer, model_uri=model_uri, chunk_rows=chunk_rows) if folder else ([], None)
     if heat_dir is not None:
@@ -126,19 +128,27 @@ def _image_rows(folder: Path, scorer: Any, *, model_uri: str, chunk_rows: int
     from aeops.data.images import decode_images, list_images
 
     if scorer is None or not scorer.image:
-        raise AeopsError(f"{folder}: a folder of images needs an image model, and {model_uri} is not one "
-                         "(score a table's CSV/Parquet file instead)")
+        raise AeopsError(f"{folder}: is a folder, and a folder is read as images, which needs an image model; "
+                         f"{model_uri} is not one: score a CSV/Parquet file (a folder of Parquet files is not read yet)")
     if scorer.pixel_max is None:
         raise AeopsError(f"{model_uri}: the model does not record its white pixel's raw value (evaluated by an older "
                          "aeops); run `dvc repro evaluate` and register it again, or score a table of pixels")
     files, _ = list_images(folder)
+    seen: dict[str, Path] = {}
+    for p in files:  # <name>_heatmap.png drops the suffix: a.jpg and a.png would share one
+        stem = p.relative_to(folder).with_suffix("").as_posix()
+        if stem in seen:
+            raise DataError(f"{p}: has the name of {seen[stem].name} but another suffix (their heatmaps would share "
+                            "one file); rename one of them")
+        seen[stem] = p
     c, h, w = scorer.image_shape
     gain = np.float32(scorer.pixel_max / 255.0)
 
     def chunks() -> Iterator[pd.DataFrame]:
         for a in range(0, len(files), chunk_rows):
             part = files[a : a + chunk_rows]
-            px = decode_images(part, "L" if c == 1 else "RGB", (w, h)).reshape(len(part), -1).astype(np.float32) * gain
+            px = decode_images(part, "L" if c == 1 else "RGB", (w, h), fit=scorer.image_fit)
+            px = px.reshape(len(part), -1).astype(np.float32) * gain
             yield pd.DataFrame(px, columns=scorer.features)
 
     return [p.relative_to(folder).as_posix() for p in files], (chunks(), len(files))

@@ -19,6 +19,7 @@ import torch
 from aeops.data.prepared import VAL_ANOMALIES, has_split, load_meta, sample_split
 from aeops.data.synthetic import synthetic_anomalies
 from aeops.errors import ConfigError
+from aeops.models.ensemble import reconstruct_members
 
 OBJECTIVE_METRIC = {"val_recon_loss": "val/recon_loss", "val_auroc": "val/auroc_loss",
                     "val_synthetic_auroc": "val/synthetic_auroc_loss"}
@@ -37,7 +38,8 @@ def resolve_objective(objective: str, data_dir: str) -> str:
 
 
 class DetectionAUROC(L.Callback):
-    """Logs `metric` = 1 - AUROC of the reconstruction MSE, normal rows vs anomalies, each validation."""
+    """Logs `metric` = 1 - AUROC of the reconstruction MSE (the residual against each network's `score_target`),
+    normal rows vs anomalies, each validation."""
 
     def __init__(self, normal: np.ndarray, anomalies: np.ndarray, metric: str):
         self.x = torch.from_numpy(np.concatenate([normal, anomalies]).astype(np.float32))
@@ -49,7 +51,8 @@ class DetectionAUROC(L.Callback):
         from sklearn.metrics import roc_auc_score
 
         x = self.x.to(pl_module.device)
-        residual = (pl_module.model.reconstruct(x) - x).flatten(1)
+        # what the scoring rule compares rows with (a discriminative head's map, not its reconstruction)
+        residual = (reconstruct_members(pl_module.model, x).mean(0) - x).flatten(1)
         layout = getattr(pl_module.model, "layout", None)  # a mixed-type table: one residual per column
         if layout is None:
             scores = (residual**2).mean(1).double().cpu().numpy()
