@@ -71,7 +71,7 @@ test: setup lint ## run every test (the README journeys, DDP and PostgreSQL incl
 test-fast: setup lint ## the inner loop: every test not marked slow
 	$(THREADS) $(PY) -m pytest $(XDIST) -m "not slow"
 
-bench: setup ## run the benchmarks (benchmarks/results/*.json + SUMMARY.md; ~6 h on 2 cores)
+bench: setup ## run the benchmarks (benchmarks/results/*.json + SUMMARY.md; ~7 h on 2 cores)
 	for b in $(filter-out benchmarks/summarize.py,$(wildcard benchmarks/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done
 	$(PY) benchmarks/summarize.py
 

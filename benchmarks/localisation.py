@@ -143,7 +143,8 @@ def job(config: str, texture: str, seed: int, *, size: int, counts: tuple[int, i
 
     from aeops.cli import run_stage
 
-    torch.set_num_threads(int(os.environ.get("AEOPS_BENCH_THREADS", "2")))
+    threads = int(os.environ.get("AEOPS_BENCH_THREADS", "2"))  # per run: --jobs × threads ≤ the cores
+    torch.set_num_threads(threads)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
@@ -151,6 +152,7 @@ def job(config: str, texture: str, seed: int, *, size: int, counts: tuple[int, i
         params = tabular._run_params({"source": "image_folder", "path": "data", "normal_dir": "good",
                                       "abnormal_dir": "defect", "normal_test_dir": "test_good", "mask_dir": "masks",
                                       "normal_classes": None, "seed": seed}, config)
+        params["train"]["num_threads"] = threads
         Path("params.yaml").write_text(yaml.safe_dump(params))
         for stage in ("prepare", "tune", "train", "evaluate"):
             if run_stage(stage) != 0:

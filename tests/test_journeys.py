@@ -21,7 +21,7 @@ ELSEWHERE = {
     "torchrun --standalone --nproc-per-node 2 pipelines/train.py": "tests/test_ddp.py",
 }
 # README commands no test runs, and why (a known gap, said in the closing note).
-NOT_RUN = {"make bench": "~6 h on 2 cores; tests/test_benchmarks.py covers the helpers and runs tabular.py capped"}
+NOT_RUN = {"make bench": "~7 h on 2 cores; tests/test_benchmarks.py covers the helpers and runs tabular.py capped"}
 # Inline mentions that describe a command rather than tell the reader to run it.
 DESCRIPTIVE = {
     "mlflow models serve --env-manager local": "how `aeops serve` starts MLflow's scoring app (uvicorn)",
