@@ -52,10 +52,15 @@ def test_score_draws_heatmaps_for_the_image_model(p: Project):
     heat = p.root / "heatmaps"
     assert len(list(heat.glob("*_heatmap.png"))) == rows == len(list(heat.glob("*_mask.png")))
     assert np.asarray(Image.open(heat / "row0000000_heatmap.png")).shape == (8, 8, 3)
-    masks = np.stack([np.asarray(Image.open(m)) for m in sorted(heat.glob("*_mask.png"))])
-    flagged = pd.read_parquet(p.root / "maps.parquet")["is_anomaly"].to_numpy(bool)
-    # the pixel threshold is set on normal images' peaks: flagged images show more masked pixels than the rest
-    assert masks[flagged].mean() > masks[~flagged].mean()
+    masks = np.stack([np.asarray(Image.open(m)) for m in sorted(heat.glob("*_mask.png"))]).reshape(rows, -1)
+    # each mask is the served anomaly map above the model's pixel threshold (evaluate's, carried in the bundle)
+    p.run("aeops score rows.csv ../amap.parquet --output-mode anomaly_map")
+    amap = pd.read_parquet(p.root.parent / "amap.parquet").to_numpy()
+    from aeops.scoring.bundle import ModelBundle
+
+    threshold = ModelBundle.load(p.root / "bundle").scoring.pixel_threshold
+    assert threshold is not None and threshold > 0
+    assert np.array_equal(masks, np.where(amap > threshold, 255, 0)), (masks.mean(), (amap > threshold).mean())
 
 
 def test_export_writes_onnx(p: Project):

@@ -423,7 +423,7 @@ def test_an_image_models_anomaly_map_peaks_on_a_planted_defect(registry, tmp_pat
     assert np.array_equal(predicted, maps.to_numpy() > threshold)
     assert (predicted & mask.reshape(20, -1)).any(axis=1).mean() >= 0.9  # the planted patch is (partly) masked
     assert np.asarray(Image.open(heat / "row0000000_heatmap.png")).shape == (8, 8, 3)
-    with pytest.raises(AeopsError, match="exists; name a new folder"):
+    with pytest.raises(AeopsError, match=r"exists \(or is the input or the output\); name a new folder"):
         score_file(uri, str(tmp_path / "planted.parquet"), str(tmp_path / "again.parquet"), heatmaps=heat)
     # a folder of the same images as 8-bit PNGs (the digits' white, 16, is 255) scores as their pixels do
     folder = tmp_path / "pngs" / "sub"

@@ -49,7 +49,7 @@ def test_report_renders_in_a_browser_offline(report, tmp_path):
         pytest.skip("chromium not installed (Debian package `chromium`; .ci/run installs it): file checks passed")
     dom = subprocess.run([*BROWSER, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120).stdout
     loaded = re.search(r'data-images="(\d+)/(\d+)"', dom)  # set by the page once every image decoded
-    assert loaded and loaded.group(1) == loaded.group(2) and int(loaded.group(2)) == 7, loaded  # ROC, PR, histograms, 2 recon grids, latent, loss
+    assert loaded and loaded.group(1) == loaded.group(2) and int(loaded.group(2)) == 8, loaded  # ROC, PR, histograms, 2 recon grids, anomaly maps, latent, loss
     shot = tmp_path / "report.png"
     subprocess.run([*BROWSER, "--window-size=1100,2400", f"--screenshot={shot}", report.as_uri()],
                    capture_output=True, timeout=120, check=True)
