@@ -24,7 +24,7 @@ from aeops.compression.codec import SegmentCoder, coder_id
 from aeops.compression.prior import FORMAT as PRIOR_FORMAT
 from aeops.compression.prior import symbol_table
 from aeops.data import images
-from aeops.data.images import GRAY_MODES, decode_images, image_header
+from aeops.data.images import GRAY_MODES, image_header
 from aeops.errors import DataError
 from aeops.io import atomic_path
 from aeops.scoring.bundle import NETWORK, ModelBundle
@@ -115,12 +115,11 @@ def list_images(folder: str | Path) -> tuple[list[Path], int]:
     """Image files under `folder` (`aeops.data.images.list_images`); one line where two would decompress to one name."""
     files, skipped = images.list_images(folder)
     root = Path(folder)
-    seen: dict[str, Path] = {}
-    for p in files:  # decompress writes <name>.png: a.jpg and a.png would overwrite each other
+    clash = images.same_stem(files, root)  # decompress writes <name>.png: a.jpg and a.png would overwrite each other
+    if clash is not None:
+        first, p = clash
         out = p.relative_to(root).with_suffix(".png").as_posix()
-        if out in seen:
-            raise DataError(f"{p}: would decompress to {out}, as {seen[out].name} does; rename one of them")
-        seen[out] = p
+        raise DataError(f"{p}: would decompress to {out}, as {first.name} does; rename one of them")
     return files, skipped
 
 
@@ -134,13 +133,6 @@ def _sizes(files: list[Path], channels: int) -> list[tuple[int, int]]:
                             "or compress with a model trained on colour images")
         sizes.append(size)
     return sizes
-
-
-def _pixels(files: list[Path], shape: list[int], pixel_max: float) -> np.ndarray:
-    """(n, channels·height·width) float32 pixel values at the model's size, in its raw units (0–pixel_max)."""
-    c, h, w = shape
-    px = decode_images(files, "L" if c == 1 else "RGB", (w, h))
-    return px.reshape(len(files), -1).astype(np.float32) * np.float32(pixel_max / 255.0)
 
 
 def _progress(total: int, desc: str, show: bool) -> Any:
@@ -174,7 +166,7 @@ def compress_folder(codec: CodecModel, in_dir: str | Path, *, out_file: str | Pa
         header_size = size = container.write_header(fh, header)
         for start in range(0, len(files), CHUNK):
             part = files[start:start + CHUNK]
-            x = apply_scaler(bundle.scaler, _pixels(part, bundle.image_shape, pixel_max))
+            x = apply_scaler(bundle.scaler, images.pixel_rows(part, bundle.image_shape, pixel_max))
             with torch.no_grad():
                 codes = network.encode(torch.from_numpy(x))
             symbols, n_clipped = table.quantise(codes.numpy().astype(np.float64))

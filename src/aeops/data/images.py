@@ -60,6 +60,25 @@ def list_images(folder: str | Path) -> tuple[list[Path], int]:
     return files, len(every) - len(files)
 
 
+def same_stem(files: list[Path], root: Path) -> tuple[Path, Path] | None:
+    """The first two files whose paths under `root` differ only in the suffix (a.jpg, a.png), else None: outputs
+    named after an image's path without its suffix would collide."""
+    seen: dict[str, Path] = {}
+    for p in files:
+        stem = p.relative_to(root).with_suffix("").as_posix()
+        if stem in seen:
+            return seen[stem], p
+        seen[stem] = p
+    return None
+
+
+def pixel_rows(files: list[Path], shape: list[int] | tuple[int, ...], pixel_max: float, fit: str = "resize") -> np.ndarray:
+    """(n, channels·height·width) float32 pixel values at the model's `shape`, in its raw units (0–pixel_max)."""
+    c, h, w = shape
+    px = decode_images(files, "L" if c == 1 else "RGB", (w, h), fit=fit)
+    return px.reshape(len(files), -1).astype(np.float32) * np.float32(pixel_max / 255.0)
+
+
 def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 

@@ -4,6 +4,7 @@ file; for an image model, optionally its anomaly maps as PNG heatmaps and predic
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,14 +92,8 @@ def score_file(model_uri: str, input_path: str | Path, output_path: str | Path, 
 
 def _maybe_dir(path: Path | None) -> Any:
     """`atomic_path` for a new folder (made empty inside), or nothing."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def none() -> Iterator[None]:
-        yield None
-
     if path is None:
-        return none()
+        return nullcontext()
 
     @contextmanager
     def folder() -> Iterator[Path]:
@@ -125,7 +120,7 @@ def _image_rows(folder: Path, scorer: Any, *, model_uri: str, chunk_rows: int
                 ) -> tuple[list[str], tuple[Iterator[pd.DataFrame], int]]:
     """An image folder's images (recursively): their paths under the folder, and their raw pixel rows at the model's
     size, `chunk_rows` at a time (with the total); one line for a model that is not an image one."""
-    from aeops.data.images import decode_images, list_images
+    from aeops.data.images import list_images, pixel_rows, same_stem
 
     if scorer is None or not scorer.image:
         raise AeopsError(f"{folder}: is a folder, and a folder is read as images, which needs an image model; "
@@ -134,22 +129,16 @@ def _image_rows(folder: Path, scorer: Any, *, model_uri: str, chunk_rows: int
         raise AeopsError(f"{model_uri}: the model does not record its white pixel's raw value (evaluated by an older "
                          "aeops); run `dvc repro evaluate` and register it again, or score a table of pixels")
     files, _ = list_images(folder)
-    seen: dict[str, Path] = {}
-    for p in files:  # <name>_heatmap.png drops the suffix: a.jpg and a.png would share one
-        stem = p.relative_to(folder).with_suffix("").as_posix()
-        if stem in seen:
-            raise DataError(f"{p}: has the name of {seen[stem].name} but another suffix (their heatmaps would share "
-                            "one file); rename one of them")
-        seen[stem] = p
-    c, h, w = scorer.image_shape
-    gain = np.float32(scorer.pixel_max / 255.0)
+    clash = same_stem(files, folder)  # <name>_heatmap.png drops the suffix: a.jpg and a.png would share one
+    if clash is not None:
+        raise DataError(f"{clash[1]}: has the name of {clash[0].name} but another suffix (their heatmaps would share "
+                        "one file); rename one of them")
 
     def chunks() -> Iterator[pd.DataFrame]:
         for a in range(0, len(files), chunk_rows):
             part = files[a : a + chunk_rows]
-            px = decode_images(part, "L" if c == 1 else "RGB", (w, h), fit=scorer.image_fit)
-            px = px.reshape(len(part), -1).astype(np.float32) * gain
-            yield pd.DataFrame(px, columns=scorer.features)
+            yield pd.DataFrame(pixel_rows(part, scorer.image_shape, scorer.pixel_max, scorer.image_fit),
+                               columns=scorer.features)
 
     return [p.relative_to(folder).as_posix() for p in files], (chunks(), len(files))
 
