@@ -80,9 +80,9 @@ def test_cli_turns_library_errors_into_one_line(workdir, capsys):
 
     (workdir / "params.yaml").write_text("register: {}\n")
     (workdir / "in.csv").write_text("a,b\n1,2\n")
-    assert main(["export", "--bundle", "nope"]) == 2
+    assert main(["export", "--model", "nope"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "nope: not a model bundle" in err and "\n" not in err
+    assert err.startswith("error: ") and "--model nope: expected models:/" in err and "\n" not in err
     assert main(["score", "in.csv", "out.parquet"]) == 2  # no registered model yet
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after MLflow's own INFO lines
     assert err.startswith("error: ") and "aeops-autoencoder@production not found" in err and "make promote" in err

@@ -235,7 +235,7 @@ def test_colour_conv_model_trains_serves_and_exports(workdir: Path, mlflow_cfg):
     assert list(df.columns[:2]) == ["c0_px_0", "c0_px_1"] and df.shape[1] == 3 * 16 * 16
     out = mlflow.pyfunc.load_model(record["model_uri"]).predict(df.astype("float32"))
     assert (out["anomaly_score"][split.is_anomaly == 1].min() > out["anomaly_score"][split.is_anomaly == 0].median())
-    paths = export_onnx("bundle", "exports/onnx")
-    x = np.asarray(df.head(4), np.float32) / 255.0  # global_minmax scaling of 0..255 pixels
-    z = ort.InferenceSession(str(paths["encoder"])).run(None, {"x": x})[0]
-    assert z.shape == (4, 4)
+    path = export_onnx("bundle", "exports/onnx")
+    got = ort.InferenceSession(str(path)).run(["anomaly_score", "z"], {"pixels": df.head(4).to_numpy(np.float32)})
+    np.testing.assert_allclose(got[0], out["anomaly_score"].head(4), rtol=1e-5)
+    assert got[1].shape == (4, 4)

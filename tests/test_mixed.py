@@ -314,6 +314,6 @@ def test_bad_rows_are_one_line_errors_and_onnx_export_refuses_a_mixed_model(mode
     assert "## What the flagged rows' scores rest on" in markdown(drift | {"model": {"uri": "u", "name": "n",
                                                                                      "version": "1"},
                                                                            "data": "d", "checked_at": "t"})
-    with pytest.raises(DataError, match="ONNX export does not cover a mixed-type table's encoding yet"):
+    with pytest.raises(DataError, match="cannot be exported as one ONNX graph: its mixed-type table encoding"):
         export_onnx(str(root / "bundle"), str(tmp_path / "onnx"))
     assert not (tmp_path / "onnx").exists()

@@ -268,23 +268,25 @@ def test_batch_scoring_in_chunks_matches_predict(registry, tmp_path):
     assert not (tmp_path / "broken.parquet").exists()  # nothing half-written
 
 
-def test_onnx_export_matches_pytorch(registry, tmp_path):
+def test_onnx_export_of_a_registered_version_scores_as_its_pyfunc(registry, tmp_path):
+    """`aeops export --model models:/…/1`: the graph scores raw test rows as the registered pyfunc does."""
+    import onnx
     import onnxruntime as ort
-    import torch
 
-    from aeops.models.lightning import load_autoencoder
-    from aeops.serving.onnx_export import export_onnx
+    from aeops.cli import main
 
     root, _ = registry
-    ckpt = str(root / "models/checkpoints/best.ckpt")  # the newest training run's, which evaluate bundled
-    paths = export_onnx(str(root / "bundle"), str(tmp_path / "onnx"))
-    model, _ = load_autoencoder(ckpt)
-    x = np.random.default_rng(0).random((33, 64), dtype=np.float32)
-    z = ort.InferenceSession(str(paths["encoder"])).run(None, {"x": x})[0]
-    recon = ort.InferenceSession(str(paths["decoder"])).run(None, {"z": z})[0]
-    with torch.no_grad():
-        np.testing.assert_allclose(z, model.encode(torch.from_numpy(x)).numpy(), atol=1e-5)
-        np.testing.assert_allclose(recon, model.reconstruct(torch.from_numpy(x)).numpy(), atol=1e-5)
+    assert main(["export", "--model", f"models:/{CFG.model_name}/1", "--output-dir", str(tmp_path / "onnx")]) == 0
+    path = tmp_path / "onnx" / "model.onnx"
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert (props["aeops.model_name"], props["aeops.model_version"]) == (CFG.model_name, "1")
+    df = raw_split(str(root / "data/prepared"))[0].head(300)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{CFG.model_name}/1")
+    want = pyfunc.predict(df)
+    got = ort.InferenceSession(str(path)).run(["anomaly_score", "is_anomaly"], {"pixels": df.to_numpy(np.float32)})
+    np.testing.assert_allclose(got[0], want["anomaly_score"], rtol=1e-5)
+    np.testing.assert_array_equal(got[1], want["is_anomaly"])
+    assert float(props["aeops.threshold"]) == pyfunc.unwrap_python_model().scorer.threshold
 
 
 def test_interrupted_promotion_keeps_production(registry, monkeypatch):

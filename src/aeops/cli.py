@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from aeops.config import load_params, parse_section
 from aeops.errors import AeopsError, DataError, PromotionRefused
@@ -242,12 +243,18 @@ def _sample(params: dict, args: argparse.Namespace) -> None:
 
 
 def _export(params: dict, args: argparse.Namespace) -> None:
-    from aeops.serving.onnx_export import export_onnx
+    from aeops.scoring.reference import resolve_bundle
+    from aeops.serving.onnx_export import export_onnx, registered_as
 
-    bundle = args.bundle or _section(params, "register").bundle_dir
+    cfg = _section(params, "register")
     refuse_dvc_out(args.output_dir)
-    paths = export_onnx(bundle, args.output_dir)
-    print("export: " + ", ".join(str(p) for p in paths.values()))
+    if args.model:
+        bundle, name, version = resolve_bundle(args.model, _tracking(params))
+    else:
+        bundle = Path(cfg.bundle_dir)
+        name, version = registered_as(bundle, cfg.output_file)
+    path = export_onnx(bundle, args.output_dir, name=name, version=version)
+    print(f"export: {path} (raw rows in; scores, flags and codes out{f'; {name} version {version}' if version else ''})")
 
 
 def _report(params: dict, args: argparse.Namespace) -> None:
@@ -360,7 +367,8 @@ def _parser() -> argparse.ArgumentParser:
                                 f"larger and closer to the network's reconstruction (default {DEFAULT_ERROR})")
         if name == "export":
             p.add_argument("--format", choices=("onnx",), default="onnx")
-            p.add_argument("--bundle", help="model bundle folder (default: register.bundle_dir, written by evaluate)")
+            p.add_argument("--model", help="models:/<name>/<version>, models:/<name>@<alias> or a model bundle folder "
+                           "(default: register.bundle_dir, written by evaluate)")
             p.add_argument("--output-dir", default="exports/onnx", help="default: exports/onnx (outside DVC outs)")
         if name == "compare":
             p.add_argument("--last", type=_positive, default=10, help="newest N runs (default 10)")

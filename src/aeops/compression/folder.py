@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from aeops.data.images import GRAY_MODES, image_header
 from aeops.errors import DataError
 from aeops.io import atomic_path
 from aeops.scoring.bundle import NETWORK, ModelBundle
-from aeops.scoring.reference import ModelRef, registered
+from aeops.scoring.reference import registered, resolve_bundle
 
 CHUNK = 256
 
@@ -61,43 +60,8 @@ def fingerprint(bundle: ModelBundle, bundle_dir: Path) -> str:
 
 def load_codec_model(model: str, tracking_uri: str) -> CodecModel:
     """A bundle folder, or `models:/<name>/<version>` / `models:/<name>@<alias>` from the registry."""
-    if os.path.isdir(model):
-        return _checked(Path(model), None, None, model)
-    if not model.startswith("models:/"):
-        raise DataError(f"--model {model}: expected models:/<name>/<version>, models:/<name>@<alias> "
-                        "or a model bundle folder (e.g. models/bundle)")
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow.MlflowClient(tracking_uri)
-    ref = ModelRef.parse(model)
-    if not ref.registered:
-        name = ref.name or "<name>"
-        raise DataError(f"--model {model}: name a version or an alias, e.g. {registered(name, version=1)} or "
-                        f"{ModelRef.default(name)}")
-    name = ref.name
-    try:
-        if ref.alias is not None:
-            version = client.get_model_version_by_alias(name, ref.alias).version
-        else:
-            version = client.get_model_version(name, ref.version).version
-        local = mlflow.artifacts.download_artifacts(artifact_uri=registered(name, version=version),
-                                                    tracking_uri=tracking_uri)
-    except MlflowException as err:
-        raise DataError(f"{model}: not found in the registry ({str(err).splitlines()[0][:160]})") from None
-    return _checked(_bundle_in(Path(local), model), name, str(version), model)
-
-
-def _bundle_in(model_dir: Path, model: str) -> Path:
-    import yaml
-
-    if not (model_dir / "MLmodel").is_file():
-        raise DataError(f"{model}: not an MLflow model (no MLmodel file)")
-    meta = yaml.safe_load((model_dir / "MLmodel").read_text())
-    artifacts = meta.get("flavors", {}).get("python_function", {}).get("artifacts", {})
-    if "bundle" not in artifacts:
-        raise DataError(f"{model}: not an aeops model (its pyfunc has no 'bundle' artifact)")
-    return model_dir / artifacts["bundle"]["path"]
+    path, name, version = resolve_bundle(model, tracking_uri)
+    return _checked(path, name, version, model)
 
 
 def _checked(path: Path, name: str | None, version: str | None, model: str) -> CodecModel:
