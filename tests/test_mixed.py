@@ -317,3 +317,61 @@ def test_bad_rows_are_one_line_errors_and_onnx_export_refuses_a_mixed_model(mode
     with pytest.raises(DataError, match="cannot be exported as one ONNX graph: its mixed-type table encoding"):
         export_onnx(str(root / "bundle"), str(tmp_path / "onnx"))
     assert not (tmp_path / "onnx").exists()
+
+
+def _readme_spark_block() -> str:
+    import re
+
+    from conftest import REPO
+
+    found = [b for b in re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+             if "spark_udf" in b]
+    assert len(found) == 1, "README: one python block with spark_udf (Running on a cluster)"
+    return "\n".join(line.removeprefix("   ") for line in found[0].splitlines())
+
+
+@pytest.mark.slow
+def test_the_readme_spark_block_scores_a_parquet_folder_as_aeops_score(model, tmp_path, monkeypatch):
+    """The README's Spark block, as written, on local[2]: the same columns and numbers as `aeops score`."""
+    import os
+    import shutil
+
+    from aeops.serving.batch import score_file
+
+    if shutil.which("java") is None:
+        if os.environ.get("AEOPS_CI"):
+            pytest.fail("java is missing: .ci/run installs default-jre-headless")
+        pytest.skip("Spark needs Java (Debian: default-jre-headless)")
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        if os.environ.get("AEOPS_CI"):
+            raise
+        pytest.skip("pyspark is a dev dependency (make setup)")
+    mlflow.MlflowClient().set_registered_model_alias("aeops-autoencoder", "production", "1")
+    from aeops.registry.register import raw_split
+
+    root, _ = model
+    rows = raw_split(str(root / "data/prepared"))[0]  # the test split as `aeops sample` writes it: levels and times as text
+    assert rows.isna().any().any() and rows["member"].map(type).eq(str).all()
+    rows["row"], rows["customer_id"] = np.arange(len(rows)), [f"C{i}" for i in range(len(rows))]
+    (tmp_path / "rows").mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(rows)), 3)):  # a folder of Parquet files, as a data lake exports
+        rows.iloc[part].to_parquet(tmp_path / "rows" / f"part-{i}.parquet", index=False)
+    rows.to_parquet(tmp_path / "all.parquet", index=False)
+    score_file("models:/aeops-autoencoder@production", str(tmp_path / "all.parquet"), str(tmp_path / "want.parquet"),
+               progress=False)
+    want = pd.read_parquet(tmp_path / "want.parquet")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(_readme_spark_block(), "README.md (Spark block)", "exec"), {})
+    from pyspark.sql import SparkSession
+
+    SparkSession.builder.getOrCreate().stop()
+    got = pd.read_parquet(tmp_path / "scores").sort_values("row").reset_index(drop=True)
+    assert len(got) == len(want) and set(want.columns) <= set(got.columns)
+    assert (got["customer_id"] == rows["customer_id"]).all()  # the rows' own columns stay beside the scores
+    for c in want.columns:
+        if pd.api.types.is_float_dtype(want[c]):
+            np.testing.assert_allclose(got[c], want[c], rtol=1e-6, atol=1e-9, err_msg=c)
+        else:
+            assert got[c].tolist() == want[c].tolist(), c
