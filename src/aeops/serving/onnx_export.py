@@ -15,6 +15,7 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
+import onnx
 import torch
 
 from aeops.errors import DataError
@@ -51,8 +52,6 @@ def export_onnx(bundle_dir: str | Path, out_dir: str | Path, *, name: str | None
         )
         model = program.model_proto
         _describe(model, bundle, name=name, version=version)
-        import onnx
-
         onnx.save_model(model, str(tmp))
     return path
 
@@ -72,9 +71,7 @@ def registered_as(bundle_dir: str | Path, record: str | Path) -> tuple[str | Non
     return str(rec["name"]), str(rec["version"])
 
 
-def _describe(model: object, bundle: ModelBundle, *, name: str | None, version: str | None) -> None:
-    import onnx
-
+def _describe(model: onnx.ModelProto, bundle: ModelBundle, *, name: str | None, version: str | None) -> None:
     rule = bundle.scoring
     assert rule is not None
     props = {
@@ -87,6 +84,6 @@ def _describe(model: object, bundle: ModelBundle, *, name: str | None, version: 
         "aeops.inputs": "pixels: (n, pixels) float32 raw pixel values" if bundle.image_shape else
         "one (n,) float64 tensor per raw column, named as the column",
     }
-    onnx.helper.set_model_props(model, props)  # type: ignore[arg-type]
-    model.doc_string = ("aeops anomaly scorer: raw rows in; anomaly_score, is_anomaly (score > threshold), "  # type: ignore[attr-defined]
+    onnx.helper.set_model_props(model, props)
+    model.doc_string = ("aeops anomaly scorer: raw rows in; anomaly_score, is_anomaly (score > threshold), "
                         "reconstruction_error, score_percentile, out_of_range, z out")
