@@ -115,6 +115,22 @@ def image_memory(d: dict) -> list[str]:
     return out
 
 
+def table_memory(d: dict) -> list[str]:
+    sizes = list(d["tables"])
+    heads = [f"{what} {int(n):,} rows" for what in ("anonymous", "RSS", "seconds") for n in sizes]
+
+    def rows(r: dict) -> list[list]:
+        return [[stage, *(f"{r['tables'][n]['stages'][stage][k]:,.0f}" for k in ("peak_anon_mb", "peak_rss_mb")
+                          for n in sizes), *(r["tables"][n]["stages"][stage]["seconds"] for n in sizes),
+                 ratio["peak_anon_mb"], ratio["peak_rss_mb"]] for stage, ratio in r["large_over_small"].items()]
+
+    out = [f"## Table memory (peak MB; {d['columns']} columns, {d['format']})", ""]
+    for r in (d, *d.get("compared", [])):
+        cap = "max_rows default" if r.get("max_rows") is None else f"max_rows {r['max_rows']:,}"
+        out += _table([f"aeops {r['aeops_commit']}, {cap}", *heads, "large / small anonymous", "large / small RSS"], rows(r))
+    return out
+
+
 def mixed(d: dict) -> list[str]:
     what = f"{len(d['tables'])} numeric tables made messy" + (" and the 2 real mixed tables" if d["mixed"] else "")
     splits = f"{d['splits']} split" + ("s" if d["splits"] != 1 else "")
@@ -138,7 +154,7 @@ def localisation(d: dict) -> list[str]:
 
 SECTIONS = {"training_speed": speed, "pipeline": pipeline, "serving": serving, "tune_pruning": tune_pruning,
             "quality": quality, "tabular": tabular, "monitoring": monitoring, "compression": compression,
-            "image_memory": image_memory, "mixed": mixed, "unlabelled": unlabelled,
+            "image_memory": image_memory, "table_memory": table_memory, "mixed": mixed, "unlabelled": unlabelled,
             "explain": explain, "localisation": localisation}
 
 

@@ -30,6 +30,7 @@ BIN = Path(sys.executable).parent
 CAP = "epochs=2,trials=2,rows=1500"
 MNIST = next(c for c in readme.runnable() if "prepare.source=mnist" in c)
 TABLE = next(c for c in readme.runnable() if "prepare.source=table" in c)
+FOLDER = next(c for c in readme.runnable() if "prepare.path=data/lake" in c)
 EXPLAIN = next(c for c in readme.runnable() if "--explain" in c)
 HEATMAPS = next(c for c in readme.runnable() if "--heatmaps" in c)
 IMAGES = next(c for c in readme.runnable() if "prepare.source=image_folder" in c)

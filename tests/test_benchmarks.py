@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -350,3 +351,25 @@ def test_localisation_benchmark_builds_a_masked_set_and_reads_evaluate_back(tmp_
     assert row["scores_per_s"] > 0 and row["maps_per_s"] > 0
     assert "| tune off | brick |" in result["table_md"]
     assert "## Localisation" in "\n".join(_load("summarize").localisation(result))
+
+
+def test_table_memory_benchmark_streams_the_larger_table(tmp_path):
+    """`make bench` runs benchmarks/table_memory.py; here on 3,000 and 12,000 rows with prepare.max_rows 5,000:
+    the small table is read whole, the large one streamed, and a second run is shown beside the first."""
+    import subprocess
+
+    def run(out: Path, *extra: str) -> dict:
+        done = subprocess.run([python(), str(REPO / "benchmarks/table_memory.py"), "--rows", "3000", "--max-rows", "5000",
+                               "--format", "folder", "--out", str(out), *extra], capture_output=True, text=True, timeout=600,
+                              cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads((out / "table_memory.json").read_text())
+
+    first = run(tmp_path / "a")
+    small, large = (first["tables"][n]["stages"] for n in ("3000", "12000"))
+    assert not small["prepare"]["streamed"] and large["prepare"]["streamed"]
+    assert large["prepare"]["test_rows"] > 2000 and small["train"]["peak_anon_mb"] > 50  # sampled from /proc
+    second = run(tmp_path / "b", "--compare", str(tmp_path / "a" / "table_memory.json"))
+    assert second["compared"][0]["tables"] == first["tables"]
+    lines = "\n".join(_load("summarize").table_memory(second))
+    assert lines.count("| prepare |") == 2 and "max_rows 5,000" in lines

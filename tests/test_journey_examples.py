@@ -10,7 +10,7 @@ import json
 import pandas as pd
 import pytest
 from conftest import SHARED
-from journey import EXPLAIN, MNIST, RESET, TABLE, Project, make_project
+from journey import EXPLAIN, FOLDER, MNIST, RESET, TABLE, Project, make_project
 
 MNIST_CAP = "epochs=2,trials=2,rows=500"  # a conv model on 28x28 images: 500 rows of each split are plenty here
 FLOOR = 0.6  # credit defaults are business outcomes, not planted anomalies (IsolationForest: 0.75; 2 capped epochs here)
@@ -55,6 +55,27 @@ def test_the_mixed_table_example_encodes_its_columns_judges_the_knn_term_and_is_
             assert named == sent
         else:
             assert float(named) == pytest.approx(float(sent), rel=1e-5)
+
+
+def test_the_parquet_folder_example_streams_the_table_through_the_pipeline(p: Project):
+    """The README's data-lake example: the credit file as 3 Parquet files, more rows than prepare.max_rows."""
+    credit = pd.read_csv(SHARED / "mixed" / "credit_data.csv")
+    lake = p.root / "data" / "lake" / "credit"
+    lake.mkdir(parents=True)
+    step = -(-len(credit) // 3)
+    for i in range(3):
+        credit.iloc[i * step:(i + 1) * step].to_parquet(lake / f"part-{i:05d}.parquet", index=False)
+    (lake / "_SUCCESS").write_text("")
+    p.run(RESET)
+    p.run(FOLDER)
+    profile = json.loads((p.root / "data" / "prepared" / "profile.json").read_text())
+    assert profile["test"]["streamed_from_rows"] == len(credit)  # the large-table path
+    assert {k for k, v in profile["column_roles"].items() if v == "categorical"} == {"Home", "Marital", "Records", "Job"}
+    assert profile["column_roles"]["rownames"] == "identifier"  # by its name, on a sample of the rows too
+    sampled = profile["train"]["rows"] + profile["val"]["rows"] + profile["val_anomalies"]["rows"]
+    assert abs(sampled - 2000) < 200 and 0.15 < profile["test"]["rows"] / len(credit) < 0.25
+    metrics = json.loads((p.root / "metrics" / "evaluate.json").read_text())
+    assert metrics["model"]["auroc"] > FLOOR
 
 
 def test_compress_refuses_a_table_model(p: Project):

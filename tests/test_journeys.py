@@ -13,7 +13,7 @@ import re
 
 import readme
 from conftest import REPO
-from journey import COMPRESS, DECOMPRESS, EXPLAIN, IMAGES, LEGS, MNIST, RESET, TABLE
+from journey import COMPRESS, DECOMPRESS, EXPLAIN, FOLDER, IMAGES, LEGS, MNIST, RESET, TABLE
 
 # README commands that another file runs (it holds the command verbatim).
 ELSEWHERE = {
@@ -35,7 +35,8 @@ DESCRIPTIVE = {
     "aeops decompress FILE OUT_DIR [--model]": "a synopsis of the compression block's second command",
 }
 def test_every_readme_command_is_run_by_a_test():
-    run_here = {c for leg in LEGS.values() for c in leg} | {MNIST, TABLE, EXPLAIN, IMAGES, RESET, COMPRESS, DECOMPRESS}
+    run_here = {c for leg in LEGS.values() for c in leg} | {MNIST, TABLE, FOLDER, EXPLAIN, IMAGES, RESET, COMPRESS,
+                                                           DECOMPRESS}
     documented = readme.runnable()
     missing = [c for c in documented if c not in run_here and c not in ELSEWHERE and c not in NOT_RUN]
     assert not missing, f"README commands no test runs: {missing}"

@@ -55,6 +55,9 @@ class PrepareConfig(Strict):
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     max_train_rows: int | None = Field(None, gt=0)
     max_eval_rows: int | None = Field(None, gt=0)  # cap val, test and the held-out anomalies the same way
+    # tables: at most this many rows are held in memory; a larger table (or Parquet folder) is streamed: its test rows
+    # are test_fraction of all rows (at most max_rows), train and val a seeded sample of about max_rows of the others
+    max_rows: int | None = Field(1_000_000, ge=100)
     scaling: Literal["auto", "standard", "robust", "minmax", "global_minmax", "none"] = "auto"
     # tables: column roles are inferred (numeric, categorical, datetime, identifier, text, constant); these override
     categorical_columns: list[str] | None = None  # treat these as categorical (numbers too)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from aeops.data.encode import fit_columns
 from aeops.data.images import ImageFiles
 from aeops.data.prepared import ANOMALY_COLUMN, LABEL_COLUMN, MASKS_SUFFIX, VAL_ANOMALIES, PixelRows, Split
 from aeops.data.rawdata import TableRows
-from aeops.data.sources import RawData, load_raw
+from aeops.data.sources import RawData, _anomaly, _labels, load_raw
 from aeops.errors import ConfigError, DataError
 from aeops.io import atomic_path, write_json
 from aeops.scoring.columns import ColumnError, TableColumns
@@ -60,7 +61,8 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
             table_rows = raw.x.frame
             scaler = fit_columns(train_x.frame, raw.roles or {}, kind=kind, min_frequency=cfg.min_frequency,
                                  fit_scaler=lambda k, x, names: fit_scaler(k, x, names, cfg.seed),
-                                 gaps={c for c in table_rows.columns if table_rows[c].isna().any()})
+                                 gaps=raw.stream.gaps if raw.stream is not None else
+                                 {c for c in table_rows.columns if table_rows[c].isna().any()})
         else:
             scaler = fit_scaler(kind, train_x, raw.feature_names, cfg.seed)
         _check_scaler(scaler, kind)
@@ -75,6 +77,11 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
             if stored is not None:
                 _check_scaled(stored, values, names=names, split_name=name)
             _frame(part, stored, names).to_parquet(tmp / f"{name}.parquet", index=False)
+        if raw.stream is not None:  # the sample is written: free it before the second pass over the table
+            assert table is not None
+            values = stored = train_x = table_rows = raw.x = None
+            splits.clear()
+            profile["test"] = write_test(raw, cfg, table=table, scaler=scaler, out=tmp / "test.parquet", protocol=protocol)
         write_json(tmp / "scaler.json", scaler)
         write_json(tmp / "meta.json", _meta(cfg, raw, kind=kind, scaler=scaler, has_anomaly=protocol is not None) | {
             "layout": table.layout() if table is not None and table.mixed else None,
@@ -131,6 +138,9 @@ def min_rows(cfg: PrepareConfig, predefined_test: bool) -> int:
 
 def split(raw: RawData, cfg: PrepareConfig) -> dict[str, Split]:
     """train/val/test; a predefined test set (t10k) is kept, else test_fraction of all rows."""
+    if raw.stream is not None:  # a sample of a larger table: train and val by each row's hash, test streamed later
+        val = raw.stream.u < cfg.test_fraction + cfg.val_fraction
+        return {"train": _part(raw, np.flatnonzero(~val)), "val": _part(raw, np.flatnonzero(val))}
     idx = np.arange(len(raw.x))
     need = min_rows(cfg, raw.test is not None)
     if len(idx) < need:
@@ -193,6 +203,65 @@ def _encoded(table: TableColumns, rows: TableRows, path: str) -> np.ndarray:
         raise DataError(f"{path}: {err}") from None
 
 
+def write_test(raw: RawData, cfg: PrepareConfig, *, table: TableColumns, scaler: dict[str, Any], out: Path,
+               protocol: str | None) -> dict[str, Any]:
+    """Pass two over a streamed table: its test rows encoded, scaled and written to `out` batch by batch
+    (a Parquet row group each); returns the split's profile."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stream, names = raw.stream, list(scaler["feature_names"])
+    normal = np.asarray(_normal_codes(raw, cfg), dtype=np.int64) if cfg.normal_classes is not None else None
+    rows = n_anom = 0
+    balance: dict[str, int] = {}
+    writer: Any = None
+    try:
+        for batch in stream.test_batches():
+            labels = _test_labels(raw, batch[cfg.label_column], path=cfg.path) if cfg.label_column is not None else None
+            anomaly = _anomaly(Path(cfg.path), batch[cfg.anomaly_column]) if cfg.anomaly_column is not None else None
+            if normal is not None and labels is not None:
+                anomaly = (~np.isin(labels, normal)).astype(np.int64)
+            values = _encoded(table, TableRows(batch[raw.feature_names]), cfg.path)
+            stored = apply_scaler(scaler, values)
+            _check_scaled(stored, values, names=names, split_name="test")
+            part = pa.Table.from_pandas(_frame(Split(values, labels, anomaly), stored, names), preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(out, part.schema)
+            writer.write_table(part)
+            rows += len(batch)
+            if anomaly is not None:
+                n_anom += int(anomaly.sum())
+            if labels is not None:
+                for v, c in zip(*np.unique(labels, return_counts=True)):
+                    balance[str(int(v))] = balance.get(str(int(v)), 0) + int(c)
+    finally:
+        if writer is not None:
+            writer.close()
+    if rows == 0:
+        raise DataError(f"prepare: split 'test' is empty (source '{cfg.source}', path '{cfg.path}')")
+    if protocol is not None:
+        _check_test(n_anom, rows, protocol)
+    has_anomaly = protocol is not None or cfg.anomaly_column is not None
+    return {"rows": rows, "features": len(raw.feature_names), "class_balance": dict(sorted(balance.items())) if balance else None,
+            "anomaly_rate": n_anom / rows if has_anomaly else None, "streamed_from_rows": stream.rows}
+
+
+def _test_labels(raw: RawData, col: pd.Series, *, path: str) -> np.ndarray:
+    """A streamed batch's labels as the sampled rows' codes (integer labels are their own codes)."""
+    names = raw.label_names or []
+    if all(isinstance(n, int) for n in names):
+        codes, _ = _labels(Path(path), col)
+        return codes
+    lookup = {str(n): i for i, n in enumerate(names)}
+    text = col.astype(str)
+    unseen = sorted(set(text) - set(lookup))
+    if unseen or col.isna().any():
+        what = f"class {unseen[0]!r}" if unseen else "missing labels"
+        raise DataError(f"{path}: label column '{col.name}' has {what} in test rows but not in the sampled training "
+                        f"rows; raise prepare.max_rows or fix the labels")
+    return text.map(lookup).to_numpy(dtype=np.int64)
+
+
 # ---------------------------------------------------------------- anomaly protocol
 def _protocol_name(raw: RawData, cfg: PrepareConfig) -> str | None:
     if cfg.normal_classes is not None:
@@ -252,16 +321,20 @@ def apply_protocol(splits: dict[str, Split], raw: RawData, cfg: PrepareConfig) -
     held = [_select(part, part.is_anomaly == 1) for name, part in splits.items() if name != "test"]
     out[VAL_ANOMALIES] = _cap(Split(*(None if a[0] is None else _concat(a) for a in zip(*(
         (p.x, p.labels, p.is_anomaly) for p in held)))), MAX_VAL_ANOMALIES, cfg.seed)
-    test = splits["test"]
-    n_anom = int(test.is_anomaly.sum())
-    if n_anom == 0 or n_anom == len(test):
+    if "test" in splits:  # a streamed table's test rows are checked as they are written
+        test = splits["test"]
+        _check_test(int(test.is_anomaly.sum()), len(test), protocol)
+        out["test"] = test
+    return out
+
+
+def _check_test(n_anom: int, rows: int, protocol: str) -> None:
+    if n_anom == 0 or n_anom == rows:
         what = "no anomalies" if n_anom == 0 else "no normal rows"
         raise DataError(
-            f"prepare: test split ({len(test)} rows) has {what} under protocol '{protocol}'; "
+            f"prepare: test split ({rows} rows) has {what} under protocol '{protocol}'; "
             "it needs both kinds (change the seed, test_fraction or classes)"
         )
-    out["test"] = test
-    return out
 
 
 # ---------------------------------------------------------------- scaling

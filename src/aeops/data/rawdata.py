@@ -47,3 +47,4 @@ class RawData:
     dropped: dict[str, str] = field(default_factory=dict)  # column → why prepare left it out
     pixel_max: float | None = None  # images: the raw value of a white pixel (digits 16, 8-bit sources 255)
     roles: dict[str, Any] | None = None  # tables: column → aeops.data.roles.Role (used and left out)
+    stream: Any = None  # a table larger than prepare.max_rows: aeops.data.streamed.StreamedTable (x holds its sample)

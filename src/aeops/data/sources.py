@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import gzip
 import logging
 import zlib
@@ -15,6 +14,7 @@ import pandas as pd
 from aeops.config import PrepareConfig
 from aeops.data.rawdata import RawData, TableRows
 from aeops.data.roles import Role, infer_roles, uninformative
+from aeops.data.tables import TableSource
 from aeops.errors import DataError
 from aeops.scoring.columns import ColumnError, numbers
 
@@ -26,7 +26,6 @@ IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-TABLE_EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 def load_raw(cfg: PrepareConfig) -> RawData:
@@ -133,52 +132,6 @@ def load_idx_dir(folder: str | Path) -> RawData:
 
 
 # ---------------------------------------------------------------- tables
-def _table_format(path: Path) -> str:
-    fmt = TABLE_EXTENSIONS.get(path.suffix.lower())
-    if fmt is None:
-        allowed = ", ".join(TABLE_EXTENSIONS)
-        raise DataError(f"{path}: unsupported table extension '{path.suffix}' (allowed: {allowed})")
-    if not path.is_file():
-        raise DataError(f"{path}: table file not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file")
-    return fmt
-
-
-def _header(path: Path, fmt: str) -> list[str]:
-    """Column names as stored in the file (before pandas renames duplicates)."""
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return [str(n) for n in pq.read_schema(path).names]
-        except Exception as err:  # pyarrow raises several types for corrupt files
-            raise DataError(f"{path}: not a valid Parquet file ({str(err).splitlines()[0]})") from None
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
-        row = next(csv.reader(fh), None)
-    return [c.strip() for c in row] if row else []
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    fmt = _table_format(path)
-    header = _header(path, fmt)
-    if not header:
-        raise DataError(f"{path}: empty file (no header line)")
-    dups = sorted({c for c in header if header.count(c) > 1})
-    if dups:
-        raise DataError(f"{path}: duplicate column names: {', '.join(map(repr, dups))}")
-    try:
-        df = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: empty file") from None
-    except Exception as err:
-        raise DataError(f"{path}: cannot read {fmt} ({str(err).splitlines()[0]})") from None
-    df.columns = [str(c) for c in df.columns]
-    if len(df) == 0:
-        raise DataError(f"{path}: no data rows")
-    return df
-
-
 def _require(path: Path, df: pd.DataFrame, column: str, role: str) -> None:
     if column not in df.columns:
         existing = ", ".join(map(repr, df.columns))
@@ -234,14 +187,48 @@ LABEL_LIKE = {"is_anomaly", "anomaly", "label", "labels", "target", "class", "y"
 
 
 def load_table(cfg: PrepareConfig) -> RawData:
-    """CSV/Parquet table: each column's role inferred (aeops.data.roles), optional label and 0/1 anomaly columns.
+    """A CSV or Parquet file, or a folder of Parquet files: each column's role inferred (aeops.data.roles),
+    optional label and 0/1 anomaly columns. A table of more than `prepare.max_rows` rows is not read whole:
+    its train and val rows are a seeded sample of that many (`aeops.data.streamed`), its test rows are
+    streamed by prepare.
 
     The used columns stay as read (`TableRows`: mixed types, missing cells); prepare fits their encoding
     on the training rows. Columns left out (identifiers, free text, raw timestamps, constant and
     duplicate ones, prepare.drop_columns) are named in one warning each, with the reason.
     """
     path = Path(cfg.path)
-    df = _read_table(path)
+    source = TableSource(path)
+    n = source.count_rows()
+    if n == 0:
+        raise DataError(f"{path}: no data rows")
+    if cfg.max_rows is not None and n > cfg.max_rows:  # larger than prepare holds in memory: a seeded sample
+        from aeops.data.streamed import sample_table
+
+        _check_columns(cfg, source.columns, path)
+        df, stream = sample_table(source, cfg, n)
+        raw = table_raw(cfg, df, path, as_written=True)
+        raw.stream = stream
+        return raw
+    df = source.read()
+    if len(df) == 0:
+        raise DataError(f"{path}: no data rows")
+    return table_raw(cfg, df, path, as_written=source.fmt != "csv")
+
+
+def _check_columns(cfg: PrepareConfig, columns: list[str], path: Path) -> None:
+    """The columns params name exist in the table (checked before a large table is read)."""
+    frame = pd.DataFrame(columns=columns)
+    for column, role in ((cfg.label_column, "label"), (cfg.anomaly_column, "anomaly")):
+        if column is not None:
+            _require(path, frame, column, role)
+    _feature_names(cfg, frame, path)
+    for c in [*(cfg.categorical_columns or []), *(cfg.drop_columns or [])]:
+        _require(path, frame, c, "categorical" if c in (cfg.categorical_columns or []) else "drop")
+
+
+def table_raw(cfg: PrepareConfig, df: pd.DataFrame, path: Path, *, as_written: bool) -> RawData:
+    """`RawData` of a table's rows: roles inferred, used columns kept as read. `as_written`: a CSV's
+    categorical levels are already text as written (else they are read again so)."""
     for column, role in ((cfg.label_column, "label"), (cfg.anomaly_column, "anomaly")):
         if column is not None:
             _require(path, df, column, role)
@@ -255,7 +242,7 @@ def load_table(cfg: PrepareConfig) -> RawData:
     except DataError as err:
         raise DataError(f"{path}: {err}") from None
     categorical = [n for n in names if roles[n].role == "categorical"]
-    if categorical and path.suffix.lower() == ".csv":  # levels as written ('01', 'yes'), not as pandas parsed them
+    if categorical and not as_written:  # levels as written ('01', 'yes'), not as pandas parsed them
         df[categorical] = pd.read_csv(path, usecols=categorical, dtype=str, skipinitialspace=True)[categorical]
     numeric = [n for n in names if roles[n].role == "numeric"]
     if numeric:
